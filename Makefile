@@ -1,0 +1,41 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+JDBC_JAR := /usr/share/java/postgresql.jar
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-packages demo test lint bench clean
+
+setup: system-packages $(STAMP)
+
+# Java runs Spark; the PostgreSQL JDBC driver is how Spark reads the Redshift stand-in.
+system-packages:
+	@if ! command -v java >/dev/null || [ ! -f $(JDBC_JAR) ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			openjdk-17-jre-headless libpostgresql-jdbc-java >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m aporia_provider.demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks.sync_benchmark
+
+clean:
+	rm -rf $(VENV) .local-stack airflow-home

@@ -1,0 +1,155 @@
+"""`aporia-local`: run the local stack of real stand-ins (Aporia, AWS, Redshift) on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from aporia_provider.local.seed import SeedPlan, seed_predictions
+
+DEFAULT_DIR = Path(".local-stack")
+DEMO_START = datetime(2026, 11, 20, tzinfo=timezone.utc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="aporia-local", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    aporia = commands.add_parser("serve-aporia", help="run the local Aporia server in the foreground")
+    aporia.add_argument("--host", default="127.0.0.1")
+    aporia.add_argument("--port", type=int, required=True)
+    aporia.add_argument("--db", required=True, help="SQLite file")
+    aporia.add_argument("--token", required=True, help="the bearer token clients must send")
+
+    aws = commands.add_parser("serve-aws", help="run moto (redshift, redshift-serverless, sts, iam)")
+    aws.add_argument("--host", default="127.0.0.1")
+    aws.add_argument("--port", type=int, required=True)
+    aws.add_argument("--signing-key", required=True, help="shared with serve-redshift to check passwords")
+    aws.add_argument("--redshift-host", default="127.0.0.1")
+    aws.add_argument("--redshift-port", type=int, required=True)
+    aws.add_argument("--workgroup", action="append", default=[], help="serverless workgroup name")
+
+    redshift = commands.add_parser("serve-redshift", help="run PostgreSQL behind the Redshift handshake adapter")
+    redshift.add_argument("--host", default="127.0.0.1")
+    redshift.add_argument("--port", type=int, required=True)
+    redshift.add_argument("--data-dir", type=Path, required=True)
+    redshift.add_argument("--database", default="dev")
+    redshift.add_argument("--master-user", required=True)
+    redshift.add_argument("--master-password", required=True)
+    redshift.add_argument("--signing-key", required=True)
+
+    up = commands.add_parser("up", help="start the whole stack, seed demo data, print Airflow connections")
+    up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (default .local-stack)")
+    up.add_argument("--detach", action="store_true", help="return once the stack is up; stop it with `down`")
+    up.add_argument("--days", type=int, default=4, help="days of hourly demo data from 2026-11-20")
+    up.add_argument("--rows-per-hour", type=int, default=12)
+    up.add_argument("--embedding-dim", type=int, default=768)
+
+    down = commands.add_parser("down", help="stop a stack started with `up`")
+    down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve-aporia":
+        from aporia_provider.local.aporia_server import serve as serve_aporia
+
+        serve_aporia(args.host, args.port, args.db, args.token)
+    elif args.command == "serve-aws":
+        from aporia_provider.local.aws import Workgroup
+        from aporia_provider.local.aws import serve as serve_aws
+
+        workgroups = [Workgroup(name, name, args.redshift_host, args.redshift_port) for name in args.workgroup]
+        serve_aws(args.host, args.port, args.signing_key, args.redshift_host, workgroups)
+    elif args.command == "serve-redshift":
+        from aporia_provider.local.redshift import Credentials
+        from aporia_provider.local.redshift import serve as serve_redshift
+
+        credentials = Credentials(args.master_user, args.master_password, args.signing_key)
+        serve_redshift(args.host, args.port, args.data_dir, args.database, credentials)
+    elif args.command == "up":
+        _up(args)
+    else:
+        _down(args.dir)
+
+
+def _up(args: argparse.Namespace) -> None:
+    directory: Path = args.dir.resolve()
+    if args.detach:
+        _up_detached(directory, [a for a in sys.argv[1:] if a != "--detach"])
+        return
+    from aporia_provider.local.stack import LocalStack, StackSettings
+
+    stack = LocalStack(directory, StackSettings.with_free_ports())
+    # Stop the children on SIGTERM (from `down`) as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        stack.start()
+        plan = SeedPlan(DEMO_START, args.days * 24, args.rows_per_hour, args.embedding_dim)
+        with stack.master_connection() as connection:
+            seed_predictions(connection, plan)
+        print(f"Aporia   {stack.settings.aporia_url}  (token in {directory / 'settings.json'})")
+        print(f"AWS      {stack.settings.aws_url}  (moto: redshift, redshift-serverless, sts, iam)")
+        print(f"Redshift 127.0.0.1:{stack.settings.redshift_port}  database dev")
+        print(
+            f"Seeded   {plan.rows} rows in model_predictions, {plan.rows_per_hour} per hour, "
+            f"{plan.start:%Y-%m-%d %H:%M} to {plan.end:%Y-%m-%d %H:%M} UTC"
+        )
+        print(f"Airflow connections (source {directory / 'connections.env'}):")
+        for conn_id in stack.connections():
+            print(f"  AIRFLOW_CONN_{conn_id.upper()}")
+        (directory / "up.pid").write_text(str(os.getpid()))
+        (directory / "ready").touch()
+        print("The stack is up; stop it with `aporia-local down` or Ctrl-C.", flush=True)
+        while all(p.poll() is None for p in stack.processes.values()):
+            time.sleep(1)
+        print("A stand-in exited; stopping the stack.", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+        (directory / "ready").unlink(missing_ok=True)
+        (directory / "up.pid").unlink(missing_ok=True)
+
+
+def _up_detached(directory: Path, up_args: list[str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ready").unlink(missing_ok=True)
+    log = open(directory / "up.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aporia_provider.local.cli", *up_args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    while not (directory / "ready").exists():
+        if process.poll() is not None:
+            sys.exit(f"The stack failed to start:\n{(directory / 'up.log').read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    print((directory / "up.log").read_text(errors="replace").rstrip())
+
+
+def _down(directory: Path) -> None:
+    pid_file = directory / "up.pid"
+    if not pid_file.exists():
+        print(f"No stack is running from {directory}.")
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink()
+        return
+    for _ in range(300):
+        if not pid_file.exists():
+            break
+        time.sleep(0.1)
+    print("The stack is down.")
+
+
+if __name__ == "__main__":
+    main()

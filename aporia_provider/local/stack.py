@@ -1,0 +1,231 @@
+"""The local stack: the Aporia, AWS and Redshift stand-ins as child processes on loopback.
+
+Used by `aporia-local up`, by the demo and by the test fixtures, so all three start the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aporia_provider.local.aws import REGION
+from aporia_provider.local.redshift import free_port
+
+CLUSTER_ID = "aporia-demo"
+WORKGROUP = "aporia-demo-wg"
+DATABASE = "dev"
+MASTER_USER = "awsuser"
+DB_USER = "aporia_reader"
+IAM_USER = "aporia-sync"
+ENVIRONMENT = "production"
+SERVICES = ("aporia", "aws", "redshift")
+
+
+@dataclass
+class StackSettings:
+    """Ports and secrets of one stack; written to the stack directory so `down` and the demo can find them."""
+
+    aporia_port: int
+    aws_port: int
+    redshift_port: int
+    aporia_token: str = field(default_factory=lambda: "aporia-local-" + secrets.token_urlsafe(16))
+    master_password: str = field(default_factory=lambda: "Master-" + secrets.token_urlsafe(12))
+    signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    aws_access_key_id: str = ""
+    aws_secret_access_key: str = ""
+
+    @classmethod
+    def with_free_ports(cls) -> StackSettings:
+        return cls(free_port(), free_port(), free_port())
+
+    @property
+    def aporia_url(self) -> str:
+        return f"http://127.0.0.1:{self.aporia_port}"
+
+    @property
+    def aws_url(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+
+class LocalStack:
+    def __init__(self, directory: Path, settings: StackSettings) -> None:
+        self.directory = directory.resolve()
+        self.settings = settings
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name in SERVICES:
+            self.start_service(name)
+        self._provision_aws()
+        self.write_files()
+
+    def start_service(self, name: str) -> None:
+        s = self.settings
+        commands = {
+            "aporia": [
+                "serve-aporia",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(s.aporia_port),
+                "--db",
+                str(self.directory / "aporia.sqlite"),
+                "--token",
+                s.aporia_token,
+            ],
+            "aws": [
+                "serve-aws",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(s.aws_port),
+                "--signing-key",
+                s.signing_key,
+                "--redshift-host",
+                "127.0.0.1",
+                "--redshift-port",
+                str(s.redshift_port),
+                "--workgroup",
+                WORKGROUP,
+            ],
+            "redshift": [
+                "serve-redshift",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(s.redshift_port),
+                "--data-dir",
+                str(self.directory / "redshift"),
+                "--database",
+                DATABASE,
+                "--master-user",
+                MASTER_USER,
+                "--master-password",
+                s.master_password,
+                "--signing-key",
+                s.signing_key,
+            ],
+        }
+        port = {"aporia": s.aporia_port, "aws": s.aws_port, "redshift": s.redshift_port}[name]
+        log_file = open(self.directory / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "aporia_provider.local.cli", *commands[name]],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for_port(port, self.processes[name], self.directory / f"{name}.log")
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
+        process = self.processes.pop(name, None)
+        if process and process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop(self) -> None:
+        for name in reversed(SERVICES):
+            self.stop_service(name)
+
+    def _provision_aws(self) -> None:
+        """Create the IAM user whose keys Airflow uses, the cluster and nothing else."""
+        import boto3
+
+        s = self.settings
+        session = boto3.session.Session(aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")  # noqa: S106
+        iam = session.client("iam", endpoint_url=s.aws_url, region_name=REGION)
+        redshift = session.client("redshift", endpoint_url=s.aws_url, region_name=REGION)
+        iam.create_user(UserName=IAM_USER)
+        key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
+        s.aws_access_key_id, s.aws_secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
+        redshift.create_cluster(
+            ClusterIdentifier=CLUSTER_ID,
+            NodeType="ra3.xlplus",
+            MasterUsername=MASTER_USER,
+            MasterUserPassword=s.master_password,
+            DBName=DATABASE,
+            Port=s.redshift_port,
+        )
+
+    def connections(self) -> dict[str, dict[str, Any]]:
+        """Airflow connections for this stack, in Airflow's JSON connection format."""
+        s = self.settings
+        redshift_iam = {"iam": True, "ssl": False}
+        return {
+            "aporia_default": {
+                "conn_type": "aporia",
+                "host": "127.0.0.1",
+                "port": s.aporia_port,
+                "schema": "http",
+                "password": s.aporia_token,
+                "extra": {"environment": ENVIRONMENT, "verify_ssl": False},
+            },
+            "aws_default": {
+                "conn_type": "aws",
+                "login": s.aws_access_key_id,
+                "password": s.aws_secret_access_key,
+                "extra": {"region_name": REGION, "endpoint_url": s.aws_url},
+            },
+            "redshift_default": {
+                "conn_type": "redshift",
+                "host": "127.0.0.1",
+                "port": s.redshift_port,
+                "schema": DATABASE,
+                "login": DB_USER,
+                "extra": {**redshift_iam, "cluster_identifier": CLUSTER_ID},
+            },
+            "redshift_serverless": {
+                "conn_type": "redshift",
+                "host": "127.0.0.1",
+                "port": s.redshift_port,
+                "schema": DATABASE,
+                "extra": {**redshift_iam, "is_serverless": True, "serverless_work_group": WORKGROUP},
+            },
+        }
+
+    def airflow_env(self) -> dict[str, str]:
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(c) for conn_id, c in self.connections().items()}
+
+    def write_files(self) -> None:
+        (self.directory / "settings.json").write_text(json.dumps(asdict(self.settings), indent=2))
+        exports = "".join(f"export {k}='{v}'\n" for k, v in self.airflow_env().items())
+        (self.directory / "connections.env").write_text(exports)
+        os.chmod(self.directory / "settings.json", 0o600)
+        os.chmod(self.directory / "connections.env", 0o600)
+
+    def master_connection(self) -> Any:
+        """A redshift_connector connection as the master user, for seeding and inspection."""
+        import redshift_connector
+
+        return redshift_connector.connect(
+            host="127.0.0.1",
+            port=self.settings.redshift_port,
+            database=DATABASE,
+            user=MASTER_USER,
+            password=self.settings.master_password,
+            ssl=False,
+        )
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{log_path.stem} stand-in exited:\n{log_path.read_text(errors='replace')[-3000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{log_path.stem} stand-in did not open port {port} within {timeout:.0f} s.")

@@ -1,0 +1,64 @@
+"""The Redshift stand-in: the unchanged redshift_connector over a real socket, through the adapter."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import redshift_connector
+
+from aporia_provider.local.credentials import issue_password
+from aporia_provider.local.stack import DATABASE, LocalStack
+
+
+def connect(stack: LocalStack, user: str, password: str) -> redshift_connector.Connection:
+    return redshift_connector.connect(
+        host="127.0.0.1", port=stack.settings.redshift_port, database=DATABASE, user=user, password=password, ssl=False
+    )
+
+
+def test_ddl_inserts_and_typed_parameterised_select(stack: LocalStack) -> None:
+    with stack.master_connection() as conn:
+        cur = conn.cursor()
+        cur.execute("DROP TABLE IF EXISTS typed_values")
+        cur.execute(
+            "CREATE TABLE typed_values (id VARCHAR(16), ts TIMESTAMPTZ, flag BOOLEAN, score FLOAT8, note TEXT, vec REAL[])"
+        )
+        moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        cur.executemany(
+            "INSERT INTO typed_values VALUES (%s, %s, %s, %s, %s, %s)",
+            [("a", moment, True, 0.25, "héllo", [1.5, 2.5]), ("b", moment + timedelta(hours=2), False, 1.0, "x", [0.0])],
+        )
+        conn.commit()
+        cur.execute("SELECT * FROM typed_values WHERE ts >= %s AND ts < %s", (moment, moment + timedelta(hours=1)))
+        rows = cur.fetchall()
+    assert len(rows) == 1
+    row_id, ts, flag, score, note, vec = rows[0]
+    assert (row_id, ts, flag, score, note, vec) == ("a", moment, True, 0.25, "héllo", [1.5, 2.5])
+    assert isinstance(ts, datetime) and isinstance(flag, bool) and isinstance(score, float)
+    assert isinstance(vec, list) and all(isinstance(v, float) for v in vec)
+
+
+def test_reports_a_redshift_server_version(stack: LocalStack) -> None:
+    with stack.master_connection() as conn:
+        statuses = dict(conn.parameter_statuses)
+    assert statuses[b"server_version"] == b"8.0.2"
+
+
+def test_wrong_master_password_is_refused(stack: LocalStack) -> None:
+    with pytest.raises(redshift_connector.ProgrammingError, match='password authentication failed for user "awsuser"'):
+        connect(stack, "awsuser", "not-the-password")
+
+
+def test_temporary_password_is_bound_to_its_user_and_expiry(stack: LocalStack) -> None:
+    key = stack.settings.signing_key
+    valid = issue_password(key, "IAM:alice", datetime.now(timezone.utc) + timedelta(minutes=15))
+    with connect(stack, "IAM:alice", valid) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT 41 + 1")
+        assert cur.fetchone() == [42]
+    with pytest.raises(redshift_connector.ProgrammingError, match="IAM:bob"):
+        connect(stack, "IAM:bob", valid)
+    expired = issue_password(key, "IAM:alice", datetime.now(timezone.utc) - timedelta(seconds=1))
+    with pytest.raises(redshift_connector.ProgrammingError, match="password authentication failed"):
+        connect(stack, "IAM:alice", expired)
