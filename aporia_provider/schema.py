@@ -208,6 +208,11 @@ def _tensor_shape(value: Any) -> tuple[int, ...] | None:
 
 
 def _check_tensor(value: Any, spec: FieldSpec) -> str | None:
+    dimensions = spec.dimensions or ()
+    # Fast path for the common flat embedding: one pass, no recursion per element.
+    if len(dimensions) == 1 and isinstance(value, list) and len(value) == dimensions[0]:
+        if all(_is_number(v) and math.isfinite(v) for v in value):
+            return None
     shape = _tensor_shape(value)
     if shape is None:
         return "expected a (nested) list of finite numbers"

@@ -62,10 +62,17 @@ class AporiaProbe:
         return response.json()
 
     def fragments(self, model_id: str, version: str, **params: Any) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.get(
-            "/local/fragments", model_id=model_id, model_version=version, environment="production", limit=1_000_000,
+        found: list[dict[str, Any]] = []
+        while page := self.get(
+            "/local/fragments",
+            model_id=model_id,
+            model_version=version,
+            environment="production",
+            limit=100_000,
+            offset=len(found),
             **params,
-        )
+        ):
+            found.extend(page)
         return found
 
     def count(self, model_id: str, version: str, **params: Any) -> dict[str, int]:

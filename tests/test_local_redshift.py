@@ -22,12 +22,16 @@ def test_ddl_inserts_and_typed_parameterised_select(stack: LocalStack) -> None:
         cur = conn.cursor()
         cur.execute("DROP TABLE IF EXISTS typed_values")
         cur.execute(
-            "CREATE TABLE typed_values (id VARCHAR(16), ts TIMESTAMPTZ, flag BOOLEAN, score FLOAT8, note TEXT, vec REAL[])"
+            "CREATE TABLE typed_values "
+            "(id VARCHAR(16), ts TIMESTAMPTZ, flag BOOLEAN, score FLOAT8, note TEXT, vec REAL[])"
         )
         moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
         cur.executemany(
             "INSERT INTO typed_values VALUES (%s, %s, %s, %s, %s, %s)",
-            [("a", moment, True, 0.25, "héllo", [1.5, 2.5]), ("b", moment + timedelta(hours=2), False, 1.0, "x", [0.0])],
+            [
+                ("a", moment, True, 0.25, "héllo", [1.5, 2.5]),
+                ("b", moment + timedelta(hours=2), False, 1.0, "x", [0.0]),
+            ],
         )
         conn.commit()
         cur.execute("SELECT * FROM typed_values WHERE ts >= %s AND ts < %s", (moment, moment + timedelta(hours=1)))

@@ -1,0 +1,219 @@
+"""A wire-compatible client for the Aporia API (REST /v1beta and the GraphQL controller).
+
+It knows nothing of Airflow, so the extraction engine can ship it to Spark tasks, which deliver
+their partitions themselves. Airflow code reaches it through AporiaHook, which builds it from a
+connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import requests
+import tenacity
+
+log = logging.getLogger(__name__)
+
+LOG_PREDICTIONS = """
+mutation LogPredictions($modelId: String!, $modelVersion: String!, $environment: String!,
+                        $predictions: [Prediction]!, $isSync: Boolean!) {
+  logPredictions(modelId: $modelId, modelVersion: $modelVersion, environment: $environment,
+                 predictions: $predictions, isSync: $isSync) { warnings }
+}
+"""
+MODEL_VERSION_SCHEMA = """
+query ModelVersionSchema($modelId: String!, $modelVersion: String!) {
+  modelVersionSchema(modelId: $modelId, modelVersion: $modelVersion) {
+    features { name type dimensions }
+    predictions { name type dimensions }
+    rawInputs { name type dimensions }
+  }
+}
+"""
+_RETRIED_STATUSES = {429, 500, 502, 503, 504}
+_HINTS = {
+    401: "check the API token stored as the password of the Aporia connection",
+    403: "check that the API token may access this model",
+    404: "check the model id, version and the Aporia host",
+    405: "check the Aporia host and port: they do not serve the Aporia API",
+}
+
+
+class AporiaError(Exception):
+    """A call to Aporia failed; the message names the call and Aporia's reason."""
+
+
+class _Retryable(Exception):
+    """A transient failure (connection error, timeout, 429, 5xx): worth another attempt."""
+
+
+@dataclass
+class LogResult:
+    """What delivering fragments cost; the sync summary adds these up."""
+
+    fragments: int = 0
+    batches: int = 0
+    retries: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: LogResult) -> None:
+        self.fragments += other.fragments
+        self.batches += other.batches
+        self.retries += other.retries
+        self.warnings.extend(other.warnings)
+
+
+@dataclass(frozen=True)
+class AporiaClient:
+    base_url: str
+    token: str = field(repr=False)
+    environment: str = "production"
+    verify_ssl: bool = True
+    timeout: float = 60.0
+    max_attempts: int = 4
+    backoff_seconds: float = 0.5
+
+    def request(self, call: str, method: str, path: str, json: Any = None, ok: Iterable[int] = ()) -> Any:
+        """One REST call; `ok` lists statuses that are answers rather than errors (e.g. 409)."""
+        response, _ = self._send(call, method, path, json=json)
+        if response.status_code in set(ok) or response.ok:
+            return response.json() if response.content else None
+        raise self._error(call, response)
+
+    def graphql(self, call: str, query: str, variables: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        """One GraphQL call; returns its `data` and the number of retries it took."""
+        return self._post_graphql(call, json.dumps({"query": query, "variables": variables}).encode())
+
+    def log_fragments(
+        self,
+        model_id: str,
+        model_version: str,
+        fragments: Iterable[Mapping[str, Any]],
+        batch_size: int = 5000,
+        is_sync: bool = True,
+    ) -> LogResult:
+        """Send fragments in batches; fragments with the same id merge in Aporia, so a resent batch is harmless."""
+        result = LogResult()
+        for batch in _batches(fragments, batch_size):
+            result.add(self.log_fragment_json(model_id, model_version, [json.dumps(f) for f in batch], is_sync))
+        return result
+
+    def log_fragment_json(
+        self, model_id: str, model_version: str, fragments: list[str], is_sync: bool = True
+    ) -> LogResult:
+        """Send one batch of fragments already serialised as JSON objects (as Spark builds them)."""
+        variables = {"modelId": model_id, "modelVersion": model_version, "environment": self.environment}
+        # The fragments are spliced in as they are: re-parsing them here would cost more than the request.
+        body = (
+            f'{{"query": {json.dumps(LOG_PREDICTIONS)}, "variables": {json.dumps(variables)[:-1]}, '
+            f'"isSync": {json.dumps(is_sync)}, "predictions": [{",".join(fragments)}]}}}}'
+        )
+        data, retries = self._post_graphql("logPredictions", body.encode())
+        warnings = (data.get("logPredictions") or {}).get("warnings") or []
+        for warning in warnings[:20]:
+            log.warning("Aporia warned about %s %s: %s", model_id, model_version, warning)
+        return LogResult(len(fragments), 1, retries, list(warnings))
+
+    def _post_graphql(self, call: str, body: bytes) -> tuple[dict[str, Any], int]:
+        response, retries = self._send(call, "POST", "/v1/controller/graphql", data=body)
+        if not response.ok:
+            raise self._error(call, response)
+        answer = response.json()
+        if answer.get("errors"):
+            reasons = "; ".join(str(e.get("message", e)) for e in answer["errors"])
+            raise AporiaError(f"Aporia {call} failed: {reasons}")
+        return answer.get("data") or {}, retries
+
+    def _send(
+        self, call: str, method: str, path: str, json: Any = None, data: bytes | None = None
+    ) -> tuple[requests.Response, int]:
+        session = _session()
+        url = self.base_url.rstrip("/") + path
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_attempts),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_seconds, max=30),
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            before_sleep=lambda state: log.warning(
+                "Aporia %s: attempt %d failed (%s); retrying.",
+                call,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        response = session.request(
+                            method,
+                            url,
+                            json=json,
+                            data=data,
+                            headers=headers,
+                            timeout=self.timeout,
+                            verify=self.verify_ssl,
+                        )
+                    except requests.Timeout as exc:
+                        raise _Retryable(f"no answer within {self.timeout:g} s") from exc
+                    except requests.ConnectionError as exc:
+                        raise _Retryable(f"cannot reach {self.base_url}") from exc
+                    if response.status_code in _RETRIED_STATUSES:
+                        raise _Retryable(f"HTTP {response.status_code}: {_reason(response)}")
+                    return response, attempt.retry_state.attempt_number - 1
+        except _Retryable as exc:
+            raise AporiaError(
+                f"Aporia {call} failed after {self.max_attempts} attempts: {exc}; "
+                f"check that Aporia is up and reachable at {self.base_url}."
+            ) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _error(self, call: str, response: requests.Response) -> AporiaError:
+        hint = _HINTS.get(response.status_code)
+        suffix = f"; {hint}" if hint else ""
+        return AporiaError(f"Aporia {call} failed: HTTP {response.status_code}: {_reason(response)}{suffix}.")
+
+
+def iter_version_schema(data: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any] | str]]:
+    """Turn the modelVersionSchema GraphQL answer into (group, name, field schema) triples."""
+    groups = {"features": "features", "predictions": "predictions", "rawInputs": "raw_inputs"}
+    for wire_group, group in groups.items():
+        for item in data.get(wire_group) or []:
+            spec: dict[str, Any] | str = item["type"]
+            if item.get("dimensions"):
+                spec = {"type": item["type"], "dimensions": item["dimensions"]}
+            yield group, item["name"], spec
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason
+    if isinstance(body, Mapping):
+        return str(body.get("detail") or body.get("message") or body)[:300]
+    return str(body)[:300]
+
+
+def _batches(items: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+_thread_state = threading.local()
+
+
+def _session() -> requests.Session:
+    """One pooled HTTP session per thread, so batches reuse their connections."""
+    session: requests.Session | None = getattr(_thread_state, "session", None)
+    if session is None:
+        session = _thread_state.session = requests.Session()
+    return session
