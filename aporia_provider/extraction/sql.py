@@ -1,0 +1,106 @@
+"""SQL the sync pushes down to Redshift: validated identifiers and the window predicate."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+# Plain Redshift identifiers; anything else (quotes, spaces, semicolons) is refused rather than escaped.
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,126}$")
+
+
+class SyncInputError(ValueError):
+    """The sync was asked for something it cannot do; the message names the argument and the fix."""
+
+
+def identifier(value: str, argument: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise SyncInputError(
+            f"{argument} {value!r} is not a plain column name; use letters, digits and underscores "
+            "(rename the column in the query with AS if needed)."
+        )
+    return value
+
+
+def table_query(table: str) -> str:
+    """SELECT * from a `table` or `schema.table` name, validated part by part."""
+    parts = table.split(".") if isinstance(table, str) else [table]
+    if not 1 <= len(parts) <= 2:
+        raise SyncInputError(f"table {table!r} is not a table name; use table or schema.table.")
+    for part in parts:
+        if not isinstance(part, str) or not _IDENTIFIER.match(part):
+            raise SyncInputError(
+                f"table {table!r} is not a plain table name; use letters, digits and underscores, "
+                "or pass a query instead."
+            )
+    return "SELECT * FROM " + ".".join(f'"{part}"' for part in parts)
+
+
+def single_statement(query: str, argument: str = "query") -> str:
+    """The user's query, trimmed of a trailing semicolon; a second statement is refused."""
+    body = query.strip().rstrip(";").strip()
+    if not body:
+        raise SyncInputError(f"{argument} is empty; give the SELECT that returns the model's rows.")
+    if ";" in body:
+        raise SyncInputError(f"{argument} holds more than one statement; give a single SELECT without ';'.")
+    return body
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open interval [start, end) of UTC timestamps."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, start: datetime | str | None, end: datetime | str | None) -> Window:
+        begin, finish = _aware(start, "window_start"), _aware(end, "window_end")
+        if finish < begin:
+            raise SyncInputError(
+                f"window_end {finish.isoformat()} is before window_start {begin.isoformat()}; swap them."
+            )
+        if finish == begin:
+            raise SyncInputError(
+                f"The sync window is empty (start == end == {begin.isoformat()}): Airflow's default cron "
+                "timetable gives zero-width data intervals; schedule the DAG with CronDataIntervalTimetable or "
+                "a timedelta, or pass window_start and window_end explicitly."
+            )
+        return cls(begin, finish)
+
+    def widened(self, lookback: timedelta) -> Window:
+        return Window(self.start - lookback, self.end)
+
+    def predicate(self, column: str) -> str:
+        """The pushed-down filter; the bounds are rendered from datetimes, never from user text."""
+        quoted = f'"{identifier(column, "timestamp column")}"'
+        return f"{quoted} >= '{_literal(self.start)}' AND {quoted} < '{_literal(self.end)}'"
+
+
+def windowed(query: str, column: str, window: Window) -> str:
+    """The user's query restricted to the window, as a derived table Spark can read."""
+    return f"(SELECT * FROM ({query}) AS source WHERE {window.predicate(column)}) AS windowed"
+
+
+def _aware(value: datetime | str | None, argument: str) -> datetime:
+    if value is None or value == "":
+        raise SyncInputError(f"{argument} is not set; pass it, or run the task in a DAG run with a data interval.")
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise SyncInputError(
+                f"{argument} {value!r} is not an ISO-8601 timestamp; use e.g. 2026-11-20T00:00:00+00:00."
+            ) from None
+    if value.tzinfo is None:
+        raise SyncInputError(
+            f"{argument} {value.isoformat()} has no time zone; give a timezone-aware timestamp, "
+            "e.g. 2026-11-20T00:00:00+00:00."
+        )
+    return value.astimezone(timezone.utc)
+
+
+def _literal(moment: datetime) -> str:
+    # Compared in UTC: the Spark JVM and its JDBC sessions run with time zone UTC.
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -1,0 +1,35 @@
+"""Every hour, deliver that hour's predictions and the delayed actuals that arrived in it to Aporia."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG
+from airflow.timetables.interval import CronDataIntervalTimetable
+from insurance_model import ACTUALS, ACTUALS_TIMESTAMP_COLUMN, ID_COLUMN, MODEL_ID, QUERY, TIMESTAMP_COLUMN
+
+from aporia_provider.operators.aporia import AporiaSyncOperator
+
+with DAG(
+    dag_id="aporia_redshift_sync",
+    # A data-interval timetable: each run covers [start, end) of one hour. The default cron timetable
+    # gives zero-width intervals, which the sync refuses.
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=datetime(2026, 11, 20, tzinfo=timezone.utc),
+    catchup=True,
+    max_active_runs=4,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["aporia", "example"],
+):
+    AporiaSyncOperator(
+        task_id="sync_predictions_and_actuals",
+        model_id=MODEL_ID,
+        model_version="v1",
+        query=QUERY,
+        id_column=ID_COLUMN,
+        timestamp_column=TIMESTAMP_COLUMN,
+        actuals=ACTUALS,
+        actuals_timestamp_column=ACTUALS_TIMESTAMP_COLUMN,
+        # Rows that land up to 15 minutes late are picked up by the next run; ids make it idempotent.
+        lookback=timedelta(minutes=15),
+    )
