@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--days", type=int, default=4, help="days of hourly demo data from 2026-11-20")
     up.add_argument("--rows-per-hour", type=int, default=12)
     up.add_argument("--embedding-dim", type=int, default=768)
+    up.add_argument("--host", default="127.0.0.1", help="address the stand-ins listen on (0.0.0.0 in a container)")
+    up.add_argument("--public-host", default="127.0.0.1", help="host name clients use to reach the stand-ins")
+    up.add_argument("--aporia-port", type=int, default=0, help="0 picks a free port (likewise below)")
+    up.add_argument("--aws-port", type=int, default=0)
+    up.add_argument("--redshift-port", type=int, default=0)
 
     down = commands.add_parser("down", help="stop a stack started with `up`")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
@@ -82,9 +87,17 @@ def _up(args: argparse.Namespace) -> None:
     if args.detach:
         _up_detached(directory, [a for a in sys.argv[1:] if a != "--detach"])
         return
+    from aporia_provider.local.redshift import free_port
     from aporia_provider.local.stack import LocalStack, StackSettings
 
-    stack = LocalStack(directory, StackSettings.with_free_ports())
+    settings = StackSettings(
+        args.aporia_port or free_port(),
+        args.aws_port or free_port(),
+        args.redshift_port or free_port(),
+        bind_host=args.host,
+        public_host=args.public_host,
+    )
+    stack = LocalStack(directory, settings)
     # Stop the children on SIGTERM (from `down`) as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -94,7 +107,7 @@ def _up(args: argparse.Namespace) -> None:
             seed_predictions(connection, plan)
         print(f"Aporia   {stack.settings.aporia_url}  (token in {directory / 'settings.json'})")
         print(f"AWS      {stack.settings.aws_url}  (moto: redshift, redshift-serverless, sts, iam)")
-        print(f"Redshift 127.0.0.1:{stack.settings.redshift_port}  database dev")
+        print(f"Redshift {settings.public_host}:{settings.redshift_port}  database dev")
         print(
             f"Seeded   {plan.rows} rows in model_predictions, {plan.rows_per_hour} per hour, "
             f"{plan.start:%Y-%m-%d %H:%M} to {plan.end:%Y-%m-%d %H:%M} UTC"

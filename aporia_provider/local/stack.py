@@ -42,6 +42,9 @@ class StackSettings:
     signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     aws_access_key_id: str = ""
     aws_secret_access_key: str = ""
+    # Where the stand-ins listen, and the name clients use for them (a compose service name, say).
+    bind_host: str = "127.0.0.1"
+    public_host: str = "127.0.0.1"
 
     @classmethod
     def with_free_ports(cls) -> StackSettings:
@@ -49,11 +52,11 @@ class StackSettings:
 
     @property
     def aporia_url(self) -> str:
-        return f"http://127.0.0.1:{self.aporia_port}"
+        return f"http://{self.public_host}:{self.aporia_port}"
 
     @property
     def aws_url(self) -> str:
-        return f"http://127.0.0.1:{self.aws_port}"
+        return f"http://{self.public_host}:{self.aws_port}"
 
 
 class LocalStack:
@@ -75,7 +78,7 @@ class LocalStack:
             "aporia": [
                 "serve-aporia",
                 "--host",
-                "127.0.0.1",
+                s.bind_host,
                 "--port",
                 str(s.aporia_port),
                 "--db",
@@ -86,13 +89,13 @@ class LocalStack:
             "aws": [
                 "serve-aws",
                 "--host",
-                "127.0.0.1",
+                s.bind_host,
                 "--port",
                 str(s.aws_port),
                 "--signing-key",
                 s.signing_key,
                 "--redshift-host",
-                "127.0.0.1",
+                s.public_host,
                 "--redshift-port",
                 str(s.redshift_port),
                 "--workgroup",
@@ -101,7 +104,7 @@ class LocalStack:
             "redshift": [
                 "serve-redshift",
                 "--host",
-                "127.0.0.1",
+                s.bind_host,
                 "--port",
                 str(s.redshift_port),
                 "--data-dir",
@@ -145,8 +148,9 @@ class LocalStack:
 
         s = self.settings
         session = boto3.session.Session(aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")  # noqa: S106
-        iam = session.client("iam", endpoint_url=s.aws_url, region_name=REGION)
-        redshift = session.client("redshift", endpoint_url=s.aws_url, region_name=REGION)
+        local_url = f"http://127.0.0.1:{s.aws_port}"
+        iam = session.client("iam", endpoint_url=local_url, region_name=REGION)
+        redshift = session.client("redshift", endpoint_url=local_url, region_name=REGION)
         iam.create_user(UserName=IAM_USER)
         key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
         s.aws_access_key_id, s.aws_secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
@@ -166,7 +170,7 @@ class LocalStack:
         return {
             "aporia_default": {
                 "conn_type": "aporia",
-                "host": "127.0.0.1",
+                "host": s.public_host,
                 "port": s.aporia_port,
                 "schema": "http",
                 "password": s.aporia_token,
@@ -180,7 +184,7 @@ class LocalStack:
             },
             "redshift_default": {
                 "conn_type": "redshift",
-                "host": "127.0.0.1",
+                "host": s.public_host,
                 "port": s.redshift_port,
                 "schema": DATABASE,
                 "login": DB_USER,
@@ -188,7 +192,7 @@ class LocalStack:
             },
             "redshift_serverless": {
                 "conn_type": "redshift",
-                "host": "127.0.0.1",
+                "host": s.public_host,
                 "port": s.redshift_port,
                 "schema": DATABASE,
                 "extra": {**redshift_iam, "is_serverless": True, "serverless_work_group": WORKGROUP},
@@ -202,8 +206,10 @@ class LocalStack:
         (self.directory / "settings.json").write_text(json.dumps(asdict(self.settings), indent=2))
         exports = "".join(f"export {k}='{v}'\n" for k, v in self.airflow_env().items())
         (self.directory / "connections.env").write_text(exports)
-        os.chmod(self.directory / "settings.json", 0o600)
-        os.chmod(self.directory / "connections.env", 0o600)
+        # The same connections for Airflow's LocalFilesystemBackend (used by docker-compose.yaml).
+        (self.directory / "connections.json").write_text(json.dumps(self.connections(), indent=2))
+        for name in ("settings.json", "connections.env", "connections.json"):
+            os.chmod(self.directory / name, 0o600)
 
     def master_connection(self) -> Any:
         """A redshift_connector connection as the master user, for seeding and inspection."""
