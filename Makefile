@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m aporia_provider.demo
+	$(BIN)/python scripts/demo.py
 
 lint: setup
 	$(BIN)/ruff check .
