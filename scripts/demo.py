@@ -14,7 +14,9 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -43,7 +45,7 @@ def main() -> None:
         for start, end in WINDOWS:
             # With an interval timetable, the run for [start, end) is the one that runs after `end`.
             label = f"airflow dags test aporia_redshift_sync  window [{start:%Y-%m-%d %H:%M}, {end:%H:%M})"
-            step(label, lambda end=end: airflow(env, "dags", "test", "aporia_redshift_sync", end.isoformat()))
+            step(label, partial(airflow, env, "dags", "test", "aporia_redshift_sync", end.isoformat()))
         report(stack)
     finally:
         stack.stop()
@@ -88,7 +90,7 @@ def report(stack: LocalStack) -> None:
     session.headers["Authorization"] = f"Bearer {stack.settings.aporia_token}"
     base = stack.settings.aporia_url
 
-    def get(path: str, **params: object) -> object:
+    def get(path: str, **params: str | int) -> Any:
         response = session.get(base + path, params=params, timeout=30)
         response.raise_for_status()
         return response.json()
