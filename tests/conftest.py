@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from aporia_provider.local.cli import DEMO_START
+from aporia_provider.local.seed import SeedPlan, seed_predictions
 from aporia_provider.local.stack import LocalStack, StackSettings
+
+DAGS_FOLDER = Path(__file__).parent.parent / "dags"
+# Tests share the example DAGs' model definition, imported as Airflow imports it.
+sys.path.insert(0, str(DAGS_FOLDER))
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +106,52 @@ def aporia(stack: LocalStack) -> Iterator[AporiaProbe]:
     probe.reset()
     yield probe
     probe.clear_faults()
+
+
+# Two days of hourly demo rows with the example DAGs' 768-wide embeddings.
+SEED_PLAN = SeedPlan(DEMO_START, hours=48, rows_per_hour=6)
+
+
+@pytest.fixture(scope="session")
+def seeded(stack: LocalStack) -> SeedPlan:
+    with stack.master_connection() as connection:
+        seed_predictions(connection, SEED_PLAN)
+    return SEED_PLAN
+
+
+def redshift_sql(stack: LocalStack, sql: str, params: tuple[Any, ...] = ()) -> list[list[Any]]:
+    """Run SQL as the master user; returns the rows of a SELECT (or [] for other statements)."""
+    with stack.master_connection() as connection:
+        cursor = connection.cursor()
+        cursor.execute(sql, params or None)
+        rows = [list(row) for row in cursor.fetchall()] if cursor.description else []
+        connection.commit()
+    return rows
+
+
+@pytest.fixture(scope="session")
+def airflow_cli(airflow_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs the real `airflow` CLI against a private SQLite metadata database and the repo's dags/."""
+    env = {**os.environ, **airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER)}
+    airflow = str(Path(sys.executable).parent / "airflow")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=600)
+        if check and done.returncode != 0:
+            raise AssertionError(f"airflow {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        return done
+
+    run("db", "migrate")
+    return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_spark() -> Iterator[None]:
+    """Stop the in-process Spark session while pytest's log capture is still open."""
+    yield
+    if "pyspark" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.getActiveSession()
+        if session is not None:
+            session.stop()

@@ -13,13 +13,21 @@ from airflow.sdk.exceptions import AirflowException
 from aporia_provider.client import AporiaError
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.hooks.aporia import AporiaHook, RedshiftCredentials
-from aporia_provider.local.seed import seed_schema
 from aporia_provider.local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, LocalStack
 from aporia_provider.schema import SchemaError
 from tests.conftest import AporiaProbe
 
 pytestmark = pytest.mark.usefixtures("airflow_env")
-SCHEMA = seed_schema(embedding_dim=4)
+SCHEMA: dict[str, Any] = {
+    "raw_inputs": {"raw_text": "text"},
+    "features": {
+        "amount": "numeric",
+        "owner": "string",
+        "is_new": "boolean",
+        "embeddings": {"type": "tensor", "dimensions": [4]},
+    },
+    "predictions": {"will_buy_insurance": "boolean", "proba": "numeric"},
+}
 
 
 @pytest.fixture

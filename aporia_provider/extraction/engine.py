@@ -134,6 +134,8 @@ def spark_session(spark_conf: Mapping[str, str] | None = None) -> SparkSession:
     # PySpark starts its Python workers with PYSPARK_PYTHON (default: python3 on the PATH); point it at
     # this interpreter, which has the provider installed, unless the deployment chose one.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # py4j narrates every gateway connection at INFO; the task log needs none of it.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     conf = {**DEFAULT_SPARK_CONF, **(spark_conf or {})}
     if POSTGRES_JDBC_JAR.exists() and "spark.jars" not in conf:
         conf["spark.jars"] = str(POSTGRES_JDBC_JAR)

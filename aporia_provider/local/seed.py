@@ -71,17 +71,3 @@ def seed_predictions(connection: Any, plan: SeedPlan, table: str = TABLE) -> Non
         (plan.start, plan.rows_per_hour, plan.embedding_dim, plan.start, plan.rows_per_hour, plan.rows),
     )
     connection.commit()
-
-
-def seed_schema(embedding_dim: int = 768) -> dict[str, dict[str, Any]]:
-    """The seed guide's model-version schema, for the demo table's columns."""
-    return {
-        "raw_inputs": {"raw_text": "text"},
-        "features": {
-            "amount": "numeric",
-            "owner": "string",
-            "is_new": "boolean",
-            "embeddings": {"type": "tensor", "dimensions": [embedding_dim]},
-        },
-        "predictions": {"will_buy_insurance": "boolean", "proba": "numeric"},
-    }
