@@ -98,6 +98,8 @@ def _up(args: argparse.Namespace) -> None:
         public_host=args.public_host,
     )
     stack = LocalStack(directory, settings)
+    # A ready file left by a killed run must not announce this one early.
+    (directory / "ready").unlink(missing_ok=True)
     # Stop the children on SIGTERM (from `down`) as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
