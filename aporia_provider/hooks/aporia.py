@@ -332,7 +332,7 @@ class AporiaHook(BaseHook):
                 "that GetClusterCredentials should issue credentials for."
             )
         client = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="redshift").conn
-        with _botocore_quiet():
+        with _botocore_quiet(), self._aws_refusal("GetClusterCredentials", f"DbUser {db_user} on cluster {cluster}"):
             answer = client.get_cluster_credentials(
                 DbUser=db_user,
                 DbName=conn.schema,
@@ -354,9 +354,24 @@ class AporiaHook(BaseHook):
                 "set that extra to the workgroup name."
             )
         client = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="redshift-serverless").conn
-        with _botocore_quiet():
+        with _botocore_quiet(), self._aws_refusal("GetCredentials", f"workgroup {workgroup}"):
             answer = client.get_credentials(dbName=database, workgroupName=workgroup, durationSeconds=duration)
         return answer["dbUser"], answer["dbPassword"], _utc(answer["expiration"])
+
+    @contextmanager
+    def _aws_refusal(self, action: str, target: str) -> Iterator[None]:
+        """Turn AWS's refusal into one sentence naming the connection and the fix."""
+        from botocore.exceptions import ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise AirflowException(
+                f"AWS refused {action} for {target} ({error.get('Code')}: {error.get('Message')}); grant the user "
+                f"of AWS connection '{self.aws_conn_id}' the policy AporiaHook.iam_policy() renders, and check "
+                f"Redshift connection '{self.redshift_conn_id}'."
+            ) from None
 
     @property
     def db_user(self) -> str:

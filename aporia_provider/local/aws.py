@@ -8,12 +8,14 @@ at the Redshift stand-in on loopback.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qs
 
 from aporia_provider.local.credentials import issue_password
 
@@ -51,14 +53,35 @@ class ServerlessStandIn:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if not target.startswith("RedshiftServerless."):
-            return self.moto_app(environ, start_response)
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        request = json.loads(environ["wsgi.input"].read(length) or b"{}")
-        status, body = self._handle(target.split(".", 1)[1], request, environ.get("HTTP_AUTHORIZATION", ""))
-        payload = json.dumps(body, default=_epoch).encode()
-        start_response(status, [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(payload)))])
-        return [payload]
+        raw = environ["wsgi.input"].read(length)
+        if not target.startswith("RedshiftServerless."):
+            denial = self._cluster_credentials_denial(raw, authorization)
+            if denial:
+                return _respond(start_response, "403 Forbidden", "text/xml", denial.encode())
+            environ["wsgi.input"] = io.BytesIO(raw)
+            return self.moto_app(environ, start_response)
+        status, body = self._handle(target.split(".", 1)[1], json.loads(raw or b"{}"), authorization)
+        return _respond(start_response, status, "application/x-amz-json-1.1", json.dumps(body, default=_epoch).encode())
+
+    def _cluster_credentials_denial(self, raw: bytes, authorization: str) -> str | None:
+        """moto checks IAM policies against resource "*" only; GetClusterCredentials is granted per
+        dbuser ARN, so it is checked here against the caller's policies."""
+        form = parse_qs(raw.decode(errors="replace"))
+        if form.get("Action") != ["GetClusterCredentials"]:
+            return None
+        cluster = form.get("ClusterIdentifier", [""])[0]
+        db_user = form.get("DbUser", [""])[0]
+        resource = f"arn:aws:redshift:{REGION}:{ACCOUNT_ID}:dbuser:{cluster}/{db_user}"
+        denied = _denied(authorization, "redshift:GetClusterCredentials", resource)
+        if not denied:
+            return None
+        return (
+            '<ErrorResponse xmlns="http://redshift.amazonaws.com/doc/2012-12-01/"><Error><Type>Sender</Type>'
+            f"<Code>AccessDenied</Code><Message>{denied}</Message></Error><RequestId>local</RequestId>"
+            "</ErrorResponse>"
+        )
 
     def _handle(self, action: str, request: dict[str, Any], authorization: str) -> tuple[str, dict[str, Any]]:
         workgroup = self.workgroups.get(request.get("workgroupName", ""))
@@ -70,6 +93,10 @@ class ServerlessStandIn:
             )
         if action == "GetWorkgroup":
             return "200 OK", {"workgroup": workgroup.describe()}
+        arn = workgroup.describe()["workgroupArn"]
+        denied = _denied(authorization, "redshift-serverless:GetCredentials", arn)
+        if denied:
+            return "403 Forbidden", _error("AccessDeniedException", denied)
         duration = int(request.get("durationSeconds", 900))
         if not 900 <= duration <= 3600:
             return "400 Bad Request", _error("ValidationException", "durationSeconds must be between 900 and 3600.")
@@ -81,6 +108,29 @@ class ServerlessStandIn:
             "expiration": expiration,
             "nextRefreshTime": expiration - timedelta(seconds=duration // 2),
         }
+
+
+def _respond(start_response: Callable[..., Any], status: str, content_type: str, payload: bytes) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def _denied(authorization: str, action: str, resource: str) -> str | None:
+    """Why the caller may not perform `action` on `resource`, or None when it may.
+
+    Keys that belong to no IAM user (the stack's own bootstrap key) act as the account root.
+    """
+    from moto.iam.access_control import CreateAccessKeyFailure, IAMPolicy, IAMUserAccessKey, PermissionResult
+
+    match = _ACCESS_KEY_IN_AUTHORIZATION.search(authorization)
+    try:
+        caller = IAMUserAccessKey(ACCOUNT_ID, "aws", match.group(1) if match else "", {})
+    except CreateAccessKeyFailure:
+        return None
+    results = {IAMPolicy(policy).is_action_permitted(action, resource) for policy in caller.collect_policies()}
+    if PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results:
+        return None
+    return f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource}"
 
 
 def _caller_name(authorization: str) -> str:

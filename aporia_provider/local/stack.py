@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aporia_provider.local.aws import REGION
+from aporia_provider.local.aws import ACCOUNT_ID, REGION
 from aporia_provider.local.redshift import free_port
 
 CLUSTER_ID = "aporia-demo"
@@ -28,6 +28,21 @@ DB_USER = "aporia_reader"
 IAM_USER = "aporia-sync"
 ENVIRONMENT = "production"
 SERVICES = ("aporia", "aws", "redshift")
+READER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": "redshift:GetClusterCredentials",
+            "Resource": f"arn:aws:redshift:{REGION}:{ACCOUNT_ID}:dbuser:{CLUSTER_ID}/{DB_USER}",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "redshift-serverless:GetCredentials",
+            "Resource": f"arn:aws:redshift-serverless:{REGION}:{ACCOUNT_ID}:workgroup/{WORKGROUP}",
+        },
+    ],
+}
 
 
 @dataclass
@@ -152,6 +167,8 @@ class LocalStack:
         iam = session.client("iam", endpoint_url=local_url, region_name=REGION)
         redshift = session.client("redshift", endpoint_url=local_url, region_name=REGION)
         iam.create_user(UserName=IAM_USER)
+        # The least privilege the provider needs, as AporiaHook.iam_policy() renders it.
+        iam.put_user_policy(UserName=IAM_USER, PolicyName="aporia-redshift", PolicyDocument=json.dumps(READER_POLICY))
         key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
         s.aws_access_key_id, s.aws_secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
         redshift.create_cluster(
