@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from functools import partial, reduce
@@ -48,6 +50,45 @@ _WIRE_GROUPS = {"features": "features", "predictions": "predictions", "raw_input
 
 class InvalidRowsError(SyncInputError):
     """Rows in the window do not fit the version schema and the policy is to fail."""
+
+
+class SyncFailed(RuntimeError):
+    """Redshift or Aporia failed mid-sync; re-running is safe, since delivery is idempotent."""
+
+
+_PYTHON_ERROR_LINE = re.compile(r"^[\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
+
+
+@contextmanager
+def _failures_of(stage: str, plan: SyncPlan) -> Iterator[None]:
+    """Turn a Spark failure (a JVM stack or a Python worker's traceback) into one sentence."""
+    from pyspark.errors.exceptions.captured import CapturedException, PythonException
+
+    try:
+        yield
+    except PythonException as exc:
+        # The worker's own exception is the last "...Error: message" line of its traceback.
+        reasons = _PYTHON_ERROR_LINE.findall(str(exc))
+        raise SyncFailed(_failure_sentence(stage, plan, reasons[-1] if reasons else str(exc))) from None
+    except CapturedException as exc:
+        raise SyncFailed(_failure_sentence(stage, plan, _root_cause(exc))) from None
+
+
+def _failure_sentence(stage: str, plan: SyncPlan, reason: str) -> str:
+    return (
+        f"{stage} for {plan.model_id} {plan.model_version} failed: {reason.strip().rstrip('.')}; "
+        "re-run the task once that is fixed (delivery is idempotent: nothing is duplicated)."
+    )
+
+
+def _root_cause(exc: Exception) -> str:
+    """The first cause outside Spark itself (the driver's or the network's own words)."""
+    throwable = getattr(exc, "_origin", None)
+    while throwable is not None:
+        if not throwable.getClass().getName().startswith("org.apache.spark") and throwable.getMessage():
+            return str(throwable.getMessage())
+        throwable = throwable.getCause()
+    return str(exc).splitlines()[0]
 
 
 @dataclass(frozen=True)
@@ -165,18 +206,19 @@ def run_sync(
     partitions = num_partitions or spark.sparkContext.defaultParallelism
     reader = partial(_read, spark, jdbc_options, plan, read_window, partitions)
 
-    predictions = _prepare(reader(plan.query, plan.timestamp_column), plan, "predictions")
-    actuals = None
-    if plan.actuals:
-        assert plan.actuals_timestamp_column is not None
-        source = reader(plan.actuals_query or plan.query, plan.actuals_timestamp_column)
-        actuals = _prepare(source, plan, "actuals")
+    sources = [("predictions", plan.query, plan.timestamp_column)]
+    if plan.actuals_timestamp_column and plan.actuals:
+        sources.append(("actuals", plan.actuals_query or plan.query, plan.actuals_timestamp_column))
+    prepared: list[_Prepared] = []
     try:
-        checked = [_check(predictions, plan)] + ([_check(actuals, plan)] if actuals is not None else [])
-        summary.rows_read = checked[0].rows
-        summary.actuals_read = checked[1].rows if actuals is not None else 0
-        summary.rows_rejected = sum(c.rejected for c in checked)
-        summary.rejected_examples = [e for c in checked for e in c.examples][:MAX_EXAMPLES]
+        with _failures_of("Reading the window from Redshift", plan):
+            for kind, query, timestamp_column in sources:
+                prepared.append(_prepare(reader(query, timestamp_column), plan, kind))
+            checked = {c.kind: c for c in (_check(p, plan) for p in prepared)}
+        summary.rows_read = checked["predictions"].rows
+        summary.actuals_read = checked["actuals"].rows if "actuals" in checked else 0
+        summary.rows_rejected = sum(c.rejected for c in checked.values())
+        summary.rejected_examples = [e for c in checked.values() for e in c.examples][:MAX_EXAMPLES]
         if summary.rows_rejected:
             message = (
                 f"{summary.rows_rejected} of {summary.rows_read + summary.actuals_read} rows in the window do not "
@@ -188,17 +230,19 @@ def run_sync(
                 )
             log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
         if not dry_run:
-            sent = _deliver(checked[0], client, plan, batch_size)
-            summary.fragments_sent = sent.fragments
-            if actuals is not None:
-                sent_actuals = _deliver(checked[1], client, plan, batch_size)
-                summary.actuals_sent = sent_actuals.fragments
-                sent.add(sent_actuals)
+            sent = LogResult()
+            with _failures_of("Delivering the window to Aporia", plan):
+                for kind, rows in checked.items():
+                    delivered = _deliver(rows, client, plan, batch_size)
+                    if kind == "predictions":
+                        summary.fragments_sent = delivered.fragments
+                    else:
+                        summary.actuals_sent = delivered.fragments
+                    sent.add(delivered)
             summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
     finally:
-        predictions.unpersist()
-        if actuals is not None:
-            actuals.unpersist()
+        for frame in prepared:
+            frame.unpersist()
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
 
