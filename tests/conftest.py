@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,17 @@ class AporiaProbe:
         )
         return counts
 
-    def fail_next(self, count: int, status: int = 503, path: str = "/v1/controller/graphql", delay: float = 0) -> None:
-        self.post("/local/faults", {"path": path, "status": status, "count": count, "delay_seconds": delay})
+    def fail_next(
+        self,
+        count: int,
+        status: int = 503,
+        path: str = "/v1/controller/graphql",
+        delay: float = 0,
+        operation: str | None = None,
+    ) -> None:
+        """The next `count` matching requests fail with `status` (or answer after `delay` seconds)."""
+        body = {"path": path, "status": status, "count": count, "delay_seconds": delay, "operation": operation}
+        self.post("/local/faults", body)
 
     def clear_faults(self) -> None:
         self.session.delete(self.base_url + "/local/faults", timeout=30).raise_for_status()
@@ -129,20 +139,35 @@ def redshift_sql(stack: LocalStack, sql: str, params: tuple[Any, ...] = ()) -> l
     return rows
 
 
-@pytest.fixture(scope="session")
-def airflow_cli(airflow_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Runs the real `airflow` CLI against a private SQLite metadata database and the repo's dags/."""
-    env = {**os.environ, **airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER)}
-    airflow = str(Path(sys.executable).parent / "airflow")
+class AirflowCli:
+    """The real `airflow` CLI against a private SQLite metadata database and the repo's dags/."""
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=600)
+    def __init__(self, airflow_env: dict[str, str]) -> None:
+        self.env = {**os.environ, **airflow_env, "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER)}
+        self.binary = str(Path(sys.executable).parent / "airflow")
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, timeout=600)
         if check and done.returncode != 0:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
         return done
 
-    run("db", "migrate")
-    return run
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a command in its own process group, so a test can kill it with everything it spawned."""
+        return subprocess.Popen(
+            [self.binary, *args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def airflow_cli(airflow_env: dict[str, str]) -> AirflowCli:
+    cli = AirflowCli(airflow_env)
+    cli("db", "migrate")
+    return cli
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -155,3 +180,52 @@ def _stop_spark() -> Iterator[None]:
         session = SparkSession.getActiveSession()
         if session is not None:
             session.stop()
+
+
+MODEL = "insurance-propensity"
+
+
+def version_args(**changes: Any) -> dict[str, Any]:
+    """AporiaCreateModelVersionOperator arguments for the example model's v1."""
+    import insurance_model as example
+
+    return {
+        "model_version": "v1",
+        "model_type": "binary",
+        "raw_inputs": example.RAW_INPUTS,
+        "features": example.FEATURES,
+        "predictions": example.PREDICTIONS,
+    } | changes
+
+
+@pytest.fixture
+def version(aporia: AporiaProbe) -> str:
+    """The example model and version v1, freshly created in an empty Aporia."""
+    from aporia_provider.operators.aporia import AporiaCreateModelOperator, AporiaCreateModelVersionOperator
+
+    AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
+    AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **version_args()).execute({})
+    return "v1"
+
+
+def sync(window: tuple[datetime, datetime], **kwargs: Any) -> dict[str, Any]:
+    """Run AporiaSyncOperator in this process for the example model over `window`."""
+    import insurance_model as example
+
+    from aporia_provider.operators.aporia import AporiaSyncOperator
+
+    arguments: dict[str, Any] = {
+        "task_id": "sync",
+        "model_id": MODEL,
+        "model_version": "v1",
+        "query": example.QUERY,
+        "id_column": example.ID_COLUMN,
+        "timestamp_column": example.TIMESTAMP_COLUMN,
+        "actuals": example.ACTUALS,
+        "actuals_timestamp_column": example.ACTUALS_TIMESTAMP_COLUMN,
+        "window_start": window[0].isoformat(),
+        "window_end": window[1].isoformat(),
+        "num_partitions": 2,
+    } | kwargs
+    summary: dict[str, Any] = AporiaSyncOperator(**arguments).execute({})
+    return summary

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable
 from datetime import timedelta
 
 import insurance_model as example
@@ -12,10 +10,9 @@ from airflow.dag_processing.dagbag import DagBag
 
 from aporia_provider.local.seed import SeedPlan
 from aporia_provider.local.stack import LocalStack
-from tests.conftest import DAGS_FOLDER, AporiaProbe, redshift_sql
+from tests.conftest import DAGS_FOLDER, AirflowCli, AporiaProbe, redshift_sql
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
-AirflowCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def test_the_dags_import_cleanly_with_interval_schedules() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import insurance_model as example
 import pytest
@@ -15,50 +14,12 @@ from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,
     AporiaCreateModelVersionOperator,
-    AporiaSyncOperator,
 )
 from aporia_provider.sensors.aporia import AporiaSyncStatusSensor
-from tests.conftest import AporiaProbe, redshift_sql
+from tests.conftest import MODEL, AporiaProbe, redshift_sql, sync, version_args
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
-MODEL = example.MODEL_ID
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture
-def version(aporia: AporiaProbe) -> str:
-    """The example model and version v1, freshly created in an empty Aporia."""
-    AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
-    AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **_version_args()).execute({})
-    return "v1"
-
-
-def _version_args(**changes: Any) -> dict[str, Any]:
-    return {
-        "model_version": "v1",
-        "model_type": "binary",
-        "raw_inputs": example.RAW_INPUTS,
-        "features": example.FEATURES,
-        "predictions": example.PREDICTIONS,
-    } | changes
-
-
-def sync(window: tuple[datetime, datetime], **kwargs: Any) -> dict[str, Any]:
-    arguments: dict[str, Any] = {
-        "task_id": "sync",
-        "model_id": MODEL,
-        "model_version": "v1",
-        "query": example.QUERY,
-        "id_column": example.ID_COLUMN,
-        "timestamp_column": example.TIMESTAMP_COLUMN,
-        "actuals": example.ACTUALS,
-        "actuals_timestamp_column": example.ACTUALS_TIMESTAMP_COLUMN,
-        "window_start": window[0].isoformat(),
-        "window_end": window[1].isoformat(),
-        "num_partitions": 2,
-    } | kwargs
-    summary: dict[str, Any] = AporiaSyncOperator(**arguments).execute({})
-    return summary
 
 
 def seeded_ids(stack: LocalStack, column: str, start: datetime, end: datetime, table: str = "model_predictions") -> set:
@@ -71,10 +32,10 @@ def seeded_ids(stack: LocalStack, column: str, start: datetime, end: datetime, t
 def test_create_model_and_version_are_idempotent(aporia: AporiaProbe) -> None:
     assert AporiaCreateModelOperator(task_id="m", model_id=MODEL).execute({}) == {"model_id": MODEL, "created": True}
     assert AporiaCreateModelOperator(task_id="m", model_id=MODEL).execute({})["created"] is False
-    create = AporiaCreateModelVersionOperator(task_id="v", model_id=MODEL, **_version_args())
+    create = AporiaCreateModelVersionOperator(task_id="v", model_id=MODEL, **version_args())
     assert create.execute({}) == {"model_id": MODEL, "model_version": "v1", "created": True}
     assert create.execute({}) == {"model_id": MODEL, "model_version": "v1", "created": False}
-    changed = _version_args(predictions={"will_buy_insurance": "boolean", "proba": "string"})
+    changed = version_args(predictions={"will_buy_insurance": "boolean", "proba": "string"})
     with pytest.raises(AirflowFailException) as error:
         AporiaCreateModelVersionOperator(task_id="v", model_id=MODEL, **changed).execute({})
     assert str(error.value) == (

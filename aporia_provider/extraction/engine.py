@@ -62,6 +62,7 @@ _PYTHON_ERROR_LINE = re.compile(r"^[\w.]*(?:Error|Exception): (.+)$", re.MULTILI
 @contextmanager
 def _failures_of(stage: str, plan: SyncPlan) -> Iterator[None]:
     """Turn a Spark failure (a JVM stack or a Python worker's traceback) into one sentence."""
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors.exceptions.captured import CapturedException, PythonException
 
     try:
@@ -70,7 +71,7 @@ def _failures_of(stage: str, plan: SyncPlan) -> Iterator[None]:
         # The worker's own exception is the last "...Error: message" line of its traceback.
         reasons = _PYTHON_ERROR_LINE.findall(str(exc))
         raise SyncFailed(_failure_sentence(stage, plan, reasons[-1] if reasons else str(exc))) from None
-    except CapturedException as exc:
+    except (CapturedException, Py4JJavaError) as exc:
         raise SyncFailed(_failure_sentence(stage, plan, _root_cause(exc))) from None
 
 
@@ -83,7 +84,8 @@ def _failure_sentence(stage: str, plan: SyncPlan, reason: str) -> str:
 
 def _root_cause(exc: Exception) -> str:
     """The first cause outside Spark itself (the driver's or the network's own words)."""
-    throwable = getattr(exc, "_origin", None)
+    # Captured exceptions keep the Java throwable as _origin; raw py4j errors as java_exception.
+    throwable = getattr(exc, "_origin", None) or getattr(exc, "java_exception", None)
     while throwable is not None:
         if not throwable.getClass().getName().startswith("org.apache.spark") and throwable.getMessage():
             return str(throwable.getMessage())

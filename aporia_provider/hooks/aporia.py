@@ -64,11 +64,11 @@ class AporiaHook(BaseHook):
     Talks to Aporia (REST and GraphQL) and to Redshift with IAM temporary credentials.
 
     :param aporia_conn_id: an `aporia` connection: host, port, scheme (http/https), the API token as
-        password, and extras `environment` and `verify_ssl`.
+        password, and extras `environment`, `verify_ssl` and `timeout` (seconds per call).
     :param redshift_conn_id: an Amazon Redshift connection; with extra `iam: true` the hook asks AWS for
         temporary credentials (`cluster_identifier`, or `is_serverless` with `serverless_work_group`).
     :param aws_conn_id: the AWS connection whose keys ask for those credentials.
-    :param timeout: seconds to wait for any one Aporia call.
+    :param timeout: seconds to wait for any one Aporia call, unless the connection's `timeout` extra says.
     """
 
     conn_name_attr = "aporia_conn_id"
@@ -122,7 +122,7 @@ class AporiaHook(BaseHook):
             token=conn.password,
             environment=extra.get("environment", "production"),
             verify_ssl=_as_bool(extra.get("verify_ssl", True)),
-            timeout=self.timeout,
+            timeout=float(extra.get("timeout", self.timeout)),
         )
 
     def test_connection(self) -> tuple[bool, str]:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from graphql import GraphQLError
 from graphql.utilities import value_from_ast_untyped
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
@@ -94,6 +94,8 @@ class FaultBody(BaseModel):
     status: int = Field(default=503, ge=400, le=599)
     count: int = Field(default=1, ge=1)
     delay_seconds: float = Field(default=0, ge=0)
+    # Only requests whose body holds this text (e.g. "logPredictions"), to fault one GraphQL operation.
+    operation: str | None = None
 
 
 def _body(model: BaseModel) -> dict[str, Any]:
@@ -109,6 +111,7 @@ class Fault:
     status: int
     count: int
     delay_seconds: float
+    operation: str | None = None
 
 
 class FaultPlan:
@@ -129,10 +132,14 @@ class FaultPlan:
             self._faults.clear()
             return cleared
 
-    def take(self, path: str) -> Fault | None:
+    def wants_body(self, path: str) -> bool:
+        with self._lock:
+            return any(path.startswith(f.path) and f.operation for f in self._faults)
+
+    def take(self, path: str, body: bytes = b"") -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if path.startswith(fault.path):
+                if path.startswith(fault.path) and (not fault.operation or fault.operation.encode() in body):
                     fault.count -= 1
                     if fault.count == 0:
                         self._faults.remove(fault)
@@ -163,7 +170,13 @@ class GuardMiddleware:
             await response(scope, receive, send)
             return
         path: str = scope["path"]
-        fault = None if path.startswith("/local/") else self.faults.take(path)
+        if path.startswith("/local/"):
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        if self.faults.wants_body(path):
+            receive, body = await _buffered(receive)
+        fault = self.faults.take(path, body)
         if fault is not None:
             if fault.delay_seconds <= 0:
                 detail = f"Injected fault: HTTP {fault.status} for {path} (POST /local/faults)."
@@ -171,6 +184,26 @@ class GuardMiddleware:
                 return
             await asyncio.sleep(fault.delay_seconds)
         await self.app(scope, receive, send)
+
+
+async def _buffered(receive: Receive) -> tuple[Receive, bytes]:
+    """Read the whole request body, and a `receive` that hands it to the app as if unread."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay, body
 
 
 # GraphQL
@@ -368,7 +401,7 @@ def _local_router(store: AporiaStore, faults: FaultPlan) -> APIRouter:
 
     @router.post("/faults", status_code=201)
     def add_fault(body: FaultBody) -> dict[str, Any]:
-        return {"faults": faults.add(Fault(body.path, body.status, body.count, body.delay_seconds))}
+        return {"faults": faults.add(Fault(body.path, body.status, body.count, body.delay_seconds, body.operation))}
 
     @router.delete("/faults")
     def clear_faults() -> dict[str, int]:

@@ -20,6 +20,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ _POSTGRES_STARTUP_KEYS = {
     "search_path",
 }
 _RELAY_CHUNK = 1 << 18
+# How much of a result an armed fault lets through before it cuts the session.
+CUT_AFTER_BYTES = 64 * 1024
 SYSTEM_USER = "embedded_postgres"
 
 
@@ -234,6 +237,7 @@ class HandshakeAdapter:
         self.postgres_port = postgres_port
         self.credentials = credentials
         self._sessions: set[asyncio.Task[None]] = set()
+        self._cut_budget: int | None = None
 
     async def serve(self, host: str, port: int) -> None:
         server = await asyncio.start_server(self._accept, host, port, limit=_RELAY_CHUNK)
@@ -246,6 +250,20 @@ class HandshakeAdapter:
         for session in sessions:
             session.cancel()
         return len(sessions)
+
+    def arm_cut(self) -> None:
+        """Cut the next session that streams more than CUT_AFTER_BYTES of results: a drop mid-read."""
+        self._cut_budget = CUT_AFTER_BYTES
+
+    def _spend(self, sent: int) -> bool:
+        """Count result bytes against an armed cut; True when the session must be cut now."""
+        if self._cut_budget is None:
+            return False
+        self._cut_budget -= sent
+        if self._cut_budget > 0:
+            return False
+        self._cut_budget = None
+        return True
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -308,7 +326,7 @@ class HandshakeAdapter:
             await writer.drain()
             if kind == b"E":
                 return
-            await asyncio.gather(_pipe(reader, pg_writer), _pipe(pg_reader, writer))
+            await asyncio.gather(_pipe(reader, pg_writer), _pipe(pg_reader, writer, self._spend))
         finally:
             pg_writer.close()
 
@@ -319,11 +337,16 @@ class HandshakeAdapter:
         pg_writer.close()
 
 
-async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+async def _pipe(
+    source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: Callable[[int], bool] = lambda _: False
+) -> None:
     try:
         while chunk := await source.read(_RELAY_CHUNK):
             sink.write(chunk)
             await sink.drain()
+            if cut(len(chunk)):
+                log.warning("fault injection: cutting a session mid-result")
+                return
     finally:
         with contextlib.suppress(Exception):
             sink.close()
@@ -346,8 +369,10 @@ def serve(
         serving = asyncio.ensure_future(adapter.serve(host, port))
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, serving.cancel)
-        # Fault injection for the tests: SIGUSR1 cuts every open session, as a node failure would.
+        # Fault injection for the tests: SIGUSR1 cuts every open session, as a node failure would;
+        # SIGUSR2 cuts the next session part-way through a large result.
         loop.add_signal_handler(signal.SIGUSR1, adapter.drop_sessions)
+        loop.add_signal_handler(signal.SIGUSR2, adapter.arm_cut)
         with contextlib.suppress(asyncio.CancelledError):
             await serving
 

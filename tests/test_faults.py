@@ -1,0 +1,175 @@
+"""Faults mid-sync, then a re-run as Airflow would do it: 0 rows lost, 0 duplicated, actuals on the right ids.
+
+Every fault is real: the local Aporia server answers errors or is killed, the Redshift stand-in cuts the
+session mid-result, credentials are expired, the task process is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import insurance_model as example
+import pytest
+
+from aporia_provider.local.credentials import issue_password
+from aporia_provider.local.stack import LocalStack
+from aporia_provider.operators.aporia import AporiaSyncOperator
+from tests.conftest import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync
+
+pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")
+HOUR = timedelta(hours=1)
+
+
+def day_two(hours: int = 12) -> tuple[datetime, datetime]:
+    start = datetime(2026, 11, 21, tzinfo=timezone.utc)
+    return start, start + hours * HOUR
+
+
+def assert_delivered_exactly(stack: LocalStack, aporia: AporiaProbe, start: datetime, end: datetime) -> None:
+    """Aporia holds each prediction of [start, end) once, with its values, and each actual that arrived
+    in [start, end) on its own prediction; nothing else."""
+    seeded = redshift_sql(
+        stack,
+        "SELECT prediction_id, prediction_timestamp, amount, proba, did_buy_insurance, actual_timestamp "
+        "FROM model_predictions WHERE (prediction_timestamp >= %s AND prediction_timestamp < %s) "
+        "OR (actual_timestamp >= %s AND actual_timestamp < %s)",
+        (start, end, start, end),
+    )
+    stored = aporia.fragments(MODEL, "v1")
+    ids = [f["id"] for f in stored]
+    assert len(ids) == len(set(ids)), "a prediction id is stored twice"
+    by_id = {f["id"]: f for f in stored}
+    predicted = {row[0]: row for row in seeded if start <= row[1] < end}
+    arrived = {row[0]: row for row in seeded if row[5] is not None and start <= row[5] < end}
+    assert {i for i, f in by_id.items() if f["predictions"]} == set(predicted), "predictions lost or extra"
+    assert {i for i, f in by_id.items() if f["actuals"]} == set(arrived), "actuals lost or extra"
+    for prediction_id, row in predicted.items():
+        fragment = by_id[prediction_id]
+        assert fragment["features"]["amount"] == pytest.approx(row[2])
+        assert fragment["predictions"]["proba"] == pytest.approx(row[3])
+    for prediction_id, row in arrived.items():
+        assert by_id[prediction_id]["actuals"] == {"will_buy_insurance": row[4]}
+
+
+def test_aporia_errors_and_timeouts_on_some_batches_are_retried(
+    stack: LocalStack, aporia: AporiaProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = stack.connections()["aporia_default"]
+    monkeypatch.setenv("AIRFLOW_CONN_APORIA_FAST", json.dumps(fast | {"extra": fast["extra"] | {"timeout": 1}}))
+    aporia.fail_next(2, status=503, operation="logPredictions")
+    aporia.fail_next(1, status=500, operation="logPredictions")
+    aporia.fail_next(1, delay=3, operation="logPredictions")  # longer than the 1 s timeout
+    summary = sync(day_two(), batch_size=10, aporia_conn_id="aporia_fast")
+    assert summary["retries"] == 4
+    assert_delivered_exactly(stack, aporia, *day_two())
+
+
+def test_aporia_killed_mid_sync_then_restarted_and_rerun(stack: LocalStack, aporia: AporiaProbe) -> None:
+    # Slow every batch so the kill lands mid-delivery.
+    aporia.fail_next(10_000, delay=0.2, operation="logPredictions")
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(failure, lambda: sync(day_two(), batch_size=5)))
+    thread.start()
+    _wait_until(lambda: aporia.count(MODEL, "v1")["total"] > 0)
+    stack.stop_service("aporia", signal.SIGKILL)
+    thread.join(120)
+    stack.start_service("aporia")
+    [error] = failure
+    assert str(error).startswith(f"Delivering the window to Aporia for {MODEL} v1 failed: Aporia logPredictions failed")
+    assert str(error).endswith("re-run the task once that is fixed (delivery is idempotent: nothing is duplicated).")
+    partial = aporia.count(MODEL, "v1")["total"]
+    assert 0 < partial < 72
+    sync(day_two(), batch_size=5)
+    assert_delivered_exactly(stack, aporia, *day_two())
+
+
+def test_redshift_drops_the_connection_mid_read_then_rerun(stack: LocalStack, aporia: AporiaProbe) -> None:
+    stack.processes["redshift"].send_signal(signal.SIGUSR2)  # cut the next large result part-way
+    with pytest.raises(RuntimeError) as error:
+        sync(day_two(), num_partitions=1)
+    assert str(error.value).startswith(f"Reading the window from Redshift for {MODEL} v1 failed: ")
+    assert aporia.count(MODEL, "v1")["total"] == 0  # reads and checks come before any delivery
+    sync(day_two(), num_partitions=1)
+    assert_delivered_exactly(stack, aporia, *day_two())
+
+
+def test_expired_credentials_fail_clearly_then_rerun(stack: LocalStack, aporia: AporiaProbe) -> None:
+    operator = _sync_operator(day_two())
+    valid = operator.hook.get_redshift_credentials()
+    # Expired at AWS's side while the hook still believes it fresh: the worst case for a long sync.
+    expired = issue_password(stack.settings.signing_key, valid.user, datetime.now(timezone.utc) - timedelta(seconds=1))
+    operator.hook._credentials = type(valid)(**{**valid.__dict__, "password": expired})
+    with pytest.raises(RuntimeError) as error:
+        operator.execute({})
+    assert str(error.value) == (
+        f"Reading the window from Redshift for {MODEL} v1 failed: FATAL: password authentication failed for user "
+        f'"{valid.user}"; re-run the task once that is fixed (delivery is idempotent: nothing is duplicated).'
+    )
+    assert valid.password not in str(error.value) and expired not in str(error.value)
+    assert aporia.count(MODEL, "v1")["total"] == 0
+    _sync_operator(day_two()).execute({})
+    assert_delivered_exactly(stack, aporia, *day_two())
+
+
+def test_task_process_killed_mid_sync_then_retried(
+    stack: LocalStack, aporia: AporiaProbe, airflow_cli: AirflowCli
+) -> None:
+    start, end = day_two(1)
+    aporia.fail_next(10_000, delay=0.3, operation="logPredictions")
+    task = airflow_cli.start("dags", "test", "aporia_redshift_sync", end.isoformat())
+    try:
+        _wait_until(lambda: aporia.count(MODEL, "v1")["total"] > 0)
+    finally:
+        os.killpg(task.pid, signal.SIGKILL)
+        task.wait(30)
+    aporia.clear_faults()
+    assert aporia.count(MODEL, "v1")["total"] < 12 + 3
+    airflow_cli("dags", "test", "aporia_redshift_sync", end.isoformat())
+    # The example DAG reads 15 minutes back: its run covers [start - 15 min, end).
+    assert_delivered_exactly(stack, aporia, start - timedelta(minutes=15), end)
+
+
+def test_backfill_over_synced_windows_and_overlapping_runs(stack: LocalStack, aporia: AporiaProbe) -> None:
+    start = datetime(2026, 11, 21, 6, tzinfo=timezone.utc)
+    sync((start, start + HOUR))
+    sync((start + HOUR, start + 2 * HOUR))
+    sync((start, start + 2 * HOUR))  # a backfill over both
+    sync((start + HOUR / 2, start + 3 * HOUR / 2))  # a run overlapping both
+    assert_delivered_exactly(stack, aporia, start, start + 2 * HOUR)
+
+
+def _sync_operator(window: tuple[datetime, datetime]) -> AporiaSyncOperator:
+    return AporiaSyncOperator(
+        task_id="sync",
+        model_id=MODEL,
+        model_version="v1",
+        query=example.QUERY,
+        id_column=example.ID_COLUMN,
+        timestamp_column=example.TIMESTAMP_COLUMN,
+        actuals=example.ACTUALS,
+        actuals_timestamp_column=example.ACTUALS_TIMESTAMP_COLUMN,
+        window_start=window[0].isoformat(),
+        window_end=window[1].isoformat(),
+    )
+
+
+def _capture(failures: list[BaseException], action: Callable[[], Any]) -> None:
+    try:
+        action()
+    except BaseException as exc:
+        failures.append(exc)
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the sync never started delivering")
+        time.sleep(0.05)
