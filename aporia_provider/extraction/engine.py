@@ -116,6 +116,9 @@ class SyncPlan:
     on_invalid_rows: str = "fail"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "query", single_statement(self.query, "query"))
+        if self.actuals_query is not None:
+            object.__setattr__(self, "actuals_query", single_statement(self.actuals_query, "actuals_query"))
         identifier(self.id_column, "id_column")
         identifier(self.timestamp_column, "timestamp_column")
         if self.on_invalid_rows not in ("fail", "skip"):
@@ -259,11 +262,15 @@ def _read(
     timestamp_column: str,
 ) -> DataFrame:
     """The window of `query`, read over JDBC in partitions of the timestamp range; select_expr applied."""
+    connection = {**DEFAULT_READ_OPTIONS, **plan.read_options, **jdbc_options()}
+    # The window predicate names the timestamp column inside Redshift: make sure it is there first
+    # (Spark only fetches the query's columns here, with a WHERE 1=0).
+    columns = spark.read.format("jdbc").options(**connection, dbtable=f"({query}) AS source").load().columns
+    argument = "timestamp_column" if timestamp_column == plan.timestamp_column else "actuals_timestamp_column"
+    _require_columns(columns, plan, {argument: [timestamp_column]})
     options = {
-        **DEFAULT_READ_OPTIONS,
-        **plan.read_options,
-        **jdbc_options(),
-        "dbtable": windowed(single_statement(query), timestamp_column, window),
+        **connection,
+        "dbtable": windowed(query, timestamp_column, window),
         "partitionColumn": timestamp_column,
         "lowerBound": window.start.strftime("%Y-%m-%d %H:%M:%S"),
         "upperBound": window.end.strftime("%Y-%m-%d %H:%M:%S"),
@@ -342,7 +349,7 @@ def _check(prepared: _Prepared, plan: SyncPlan) -> _Checked:
     examples = []
     if counts["rejected"]:
         examples = [
-            f"{prepared.kind} {row['__id']}: {row['__problem']}"
+            f"{prepared.kind} {row['__id'] if row['__id'] is not None else '(no id)'}: {row['__problem']}"
             for row in verdict.where(problem.isNotNull()).limit(MAX_EXAMPLES).collect()
         ]
     return _Checked(
@@ -381,7 +388,7 @@ def _send_partition(
 def _prediction_fragment(frame: DataFrame, plan: SyncPlan) -> tuple[Column, Column]:
     from pyspark.sql import functions as F
 
-    _require_columns(frame, plan, [plan.id_column, plan.timestamp_column], "predictions")
+    _require_columns(frame.columns, plan, {"id_column": [plan.id_column], "timestamp_column": [plan.timestamp_column]})
     groups: list[Column] = []
     problems: list[Column] = [F.when(F.col(plan.timestamp_column).isNull(), F.lit(f"{plan.timestamp_column} is null"))]
     for group, wire in _WIRE_GROUPS.items():
@@ -389,7 +396,7 @@ def _prediction_fragment(frame: DataFrame, plan: SyncPlan) -> tuple[Column, Colu
         if not specs:
             continue
         columns = {spec: plan.column_for(group, spec) for spec in specs}
-        _require_columns(frame, plan, list(columns.values()), group)
+        _require_columns(frame.columns, plan, {group: list(columns.values())})
         values = []
         for spec, column in columns.items():
             value, problem = _field(frame, spec, column, group)
@@ -406,7 +413,15 @@ def _actuals_fragment(frame: DataFrame, plan: SyncPlan) -> tuple[Column, Column]
 
     specs = {spec.name: spec for spec in plan.schema.predictions}
     assert plan.actuals_timestamp_column is not None
-    _require_columns(frame, plan, [plan.id_column, plan.actuals_timestamp_column, *plan.actuals.values()], "actuals")
+    _require_columns(
+        frame.columns,
+        plan,
+        {
+            "id_column": [plan.id_column],
+            "actuals_timestamp_column": [plan.actuals_timestamp_column],
+            "actuals": list(plan.actuals.values()),
+        },
+    )
     values, problems = [], []
     for name, column in plan.actuals.items():
         value, problem = _field(frame, specs[name], column, "actuals")
@@ -421,13 +436,23 @@ def _actuals_fragment(frame: DataFrame, plan: SyncPlan) -> tuple[Column, Column]
     return fragment, F.coalesce(*problems)
 
 
-def _require_columns(frame: DataFrame, plan: SyncPlan, columns: list[str], role: str) -> None:
-    missing = [c for c in dict.fromkeys(columns) if c not in frame.columns]
-    if missing:
+def _require_columns(present: list[str], plan: SyncPlan, needed: Mapping[str, list[str]]) -> None:
+    """Fail, naming the argument to fix, when a column some argument needs is not among `present`.
+
+    `needed` maps an argument (id_column, timestamp_column, ...) or a field group (features, ...) to the
+    columns it names.
+    """
+    for argument, columns in needed.items():
+        missing = [c for c in dict.fromkeys(columns) if c not in present]
+        if not missing:
+            continue
+        if argument.endswith("_column"):
+            role, fix = f"named by {argument}", f"set {argument} to an existing column"
+        else:
+            role, fix = f"needed for {argument}", "map the field to an existing column"
         raise SyncInputError(
             f"The query for {plan.model_id} {plan.model_version} has no column {', '.join(repr(m) for m in missing)} "
-            f"needed for {role}; it returns {', '.join(frame.columns)}. Add the column to the query or select_expr, "
-            "or map the field to an existing column."
+            f"{role}; it returns {', '.join(present)}; add the column to the query or select_expr, or {fix}."
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -361,10 +362,15 @@ class AporiaHook(BaseHook):
     @contextmanager
     def _aws_refusal(self, action: str, target: str) -> Iterator[None]:
         """Turn AWS's refusal into one sentence naming the connection and the fix."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, NoCredentialsError
 
         try:
             yield
+        except NoCredentialsError:
+            raise AirflowException(
+                f"AWS connection '{self.aws_conn_id}' yields no access key; {action} for Redshift connection "
+                f"'{self.redshift_conn_id}' needs an access key id (login) and secret key (password)."
+            ) from None
         except ClientError as exc:
             error = exc.response.get("Error", {})
             raise AirflowException(
@@ -389,15 +395,26 @@ class AporiaHook(BaseHook):
         import redshift_connector
 
         creds = self.get_redshift_credentials()
-        return redshift_connector.connect(
-            host=creds.host,
-            port=creds.port,
-            database=creds.database,
-            user=creds.user,
-            password=creds.password,
-            ssl=creds.ssl,
-            sslmode="verify-full" if creds.ssl else "disable",
-            timeout=int(self.timeout),
+        try:
+            return redshift_connector.connect(
+                host=creds.host,
+                port=creds.port,
+                database=creds.database,
+                user=creds.user,
+                password=creds.password,
+                ssl=creds.ssl,
+                sslmode="verify-full" if creds.ssl else "disable",
+                timeout=int(self.timeout),
+            )
+        except redshift_connector.InterfaceError as exc:
+            if isinstance(exc.__cause__, OSError) or any(isinstance(a, OSError) for a in exc.args):
+                raise self._unreachable(creds) from None
+            raise
+
+    def _unreachable(self, creds: RedshiftCredentials) -> AirflowException:
+        return AirflowException(
+            f"Cannot reach Redshift at {creds.host}:{creds.port} (connection '{self.redshift_conn_id}'); check that "
+            "Redshift is up and that the connection's host and port are right."
         )
 
     def spark_jdbc_options(self, driver: str = "postgresql") -> dict[str, str]:
@@ -407,6 +424,11 @@ class AporiaHook(BaseHook):
         the Amazon Redshift JDBC driver is on Spark's class path.
         """
         creds = self.get_redshift_credentials()
+        # Spark would report a refused connection as a JVM stack; say it plainly before Spark starts reading.
+        try:
+            socket.create_connection((creds.host, creds.port), timeout=min(self.timeout, 10)).close()
+        except OSError:
+            raise self._unreachable(creds) from None
         if driver == "redshift":
             url = f"jdbc:redshift://{creds.host}:{creds.port}/{creds.database}?ssl={str(creds.ssl).lower()}"
             driver_class = "com.amazon.redshift.jdbc42.Driver"
@@ -431,8 +453,11 @@ class AporiaHook(BaseHook):
                 f"Connection '{self.redshift_conn_id}' needs a host and a database (schema field) to build the "
                 "Aporia JDBC URL; set both."
             )
-        aws = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sts").get_credentials()
-        if not aws.access_key or not aws.secret_key:
+        session_credentials = (
+            AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="sts").get_session().get_credentials()
+        )
+        aws = session_credentials.get_frozen_credentials() if session_credentials else None
+        if aws is None or not aws.access_key or not aws.secret_key:
             raise AirflowException(
                 f"AWS connection '{self.aws_conn_id}' yields no access key; Aporia's IAM JDBC URL needs an access "
                 "key id (login) and secret key (password)."

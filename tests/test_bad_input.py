@@ -1,0 +1,733 @@
+"""Bad input: every case fails with one sentence naming the field and the fix, and sends nothing early.
+
+Each case asserts the exact message. Data cases sync small tables of their own, copied from the seeded
+`model_predictions`; connection cases use variants of the stack's connections set as AIRFLOW_CONN_*.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import insurance_model as example
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from aporia_provider.client import AporiaError
+from aporia_provider.datasources import DataSourceError, JDBCDataSource
+from aporia_provider.local.seed import SeedPlan
+from aporia_provider.local.stack import MASTER_USER, LocalStack
+from aporia_provider.operators.aporia import (
+    AporiaConnectServingOperator,
+    AporiaCreateModelOperator,
+    AporiaCreateModelVersionOperator,
+    AporiaSyncOperator,
+)
+from tests.conftest import AporiaProbe, redshift_sql
+
+pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
+MODEL = example.MODEL_ID
+HOUR = timedelta(hours=1)
+T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)  # the seed's first hour; row n lies at T0 + n * 10 minutes
+FIRST_HOUR = (T0, T0 + HOUR)
+SEED_COLUMNS = (
+    "prediction_id, prediction_timestamp, raw_text, amount, owner, is_new, embeddings, will_buy_insurance, proba, "
+    "did_buy_insurance, actual_timestamp"
+)
+NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
+
+
+@pytest.fixture
+def version(aporia: AporiaProbe) -> str:
+    """The example model and version v1, freshly created in an empty Aporia."""
+    AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
+    AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **_version_args()).execute({})
+    return "v1"
+
+
+def _version_args(**changes: Any) -> dict[str, Any]:
+    return {
+        "model_version": "v1",
+        "model_type": "binary",
+        "raw_inputs": example.RAW_INPUTS,
+        "features": example.FEATURES,
+        "predictions": example.PREDICTIONS,
+    } | changes
+
+
+def sync(window: tuple[datetime, datetime] = FIRST_HOUR, **kwargs: Any) -> dict[str, Any]:
+    """One sync of the window; predictions only unless the case passes actuals."""
+    arguments: dict[str, Any] = {
+        "task_id": "sync",
+        "model_id": MODEL,
+        "model_version": "v1",
+        "query": example.QUERY,
+        "id_column": example.ID_COLUMN,
+        "timestamp_column": example.TIMESTAMP_COLUMN,
+        "window_start": window[0].isoformat(),
+        "window_end": window[1].isoformat(),
+        "num_partitions": 1,
+    } | kwargs
+    summary: dict[str, Any] = AporiaSyncOperator(**arguments).execute({})
+    return summary
+
+
+def row_id(n: int) -> str:
+    return f"pred-{n:010d}"
+
+
+def hour(h: int) -> tuple[datetime, datetime]:
+    return (T0 + h * HOUR, T0 + (h + 1) * HOUR)
+
+
+def connection(stack: LocalStack, name: str, **changes: Any) -> str:
+    """An AIRFLOW_CONN_* JSON: the stack's connection `name` with fields changed (None removes one)."""
+    base = dict(stack.connections()[name])
+    for key, value in changes.items():
+        if value is None:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return json.dumps(base)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def model_predictions_rows(stack: LocalStack) -> int:
+    """Rows in model_predictions; fails if the table is gone."""
+    [[count]] = redshift_sql(stack, "SELECT count(*) FROM model_predictions")
+    return int(count)
+
+
+# ----------------------------------------------------------------------------------------- schemas
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"features": {"amount": "money"}},
+            "The feature 'amount' has unknown type 'money'; use one of numeric, categorical, string, boolean, "
+            "datetime, vector, text, dict, tensor.",
+            id="unknown-field-type",
+        ),
+        pytest.param(
+            {"predictions": {"proba": "probability"}},
+            "The prediction 'proba' has unknown type 'probability'; use one of numeric, categorical, string, "
+            "boolean, datetime, vector, text, dict, tensor.",
+            id="unknown-prediction-type",
+        ),
+        pytest.param(
+            {"features": {}, "predictions": {}, "raw_inputs": {}},
+            "The schema is empty; give at least one feature and one prediction, e.g. "
+            'features={"amount": "numeric"}, predictions={"proba": "numeric"}.',
+            id="empty-schema",
+        ),
+        pytest.param(
+            {"predictions": {}},
+            'The schema has no predictions; add one, e.g. predictions={"proba": "numeric"}.',
+            id="features-without-predictions",
+        ),
+        pytest.param(
+            {"model_type": "clustering"},
+            "model_type 'clustering' is not supported; use one of regression, binary, multiclass, multi-label, "
+            "ranking.",
+            id="unknown-model-type",
+        ),
+        pytest.param(
+            {"features": {"embeddings": {"type": "tensor"}}},
+            "The feature 'embeddings' is a tensor without valid dimensions; declare it as "
+            '{"type": "tensor", "dimensions": [768]} with positive integer sizes.',
+            id="tensor-without-dimensions",
+        ),
+        pytest.param(
+            {"features": {"embeddings": {"type": "tensor", "dimensions": [0]}}},
+            "The feature 'embeddings' is a tensor without valid dimensions; declare it as "
+            '{"type": "tensor", "dimensions": [768]} with positive integer sizes.',
+            id="tensor-with-zero-dimension",
+        ),
+        pytest.param(
+            {"features": {"embeddings": {"type": "tensor", "dimensions": [16, -2]}}},
+            "The feature 'embeddings' is a tensor without valid dimensions; declare it as "
+            '{"type": "tensor", "dimensions": [768]} with positive integer sizes.',
+            id="tensor-with-negative-dimension",
+        ),
+    ],
+)
+def test_bad_schema_fails_and_creates_no_version(aporia: AporiaProbe, changes: dict[str, Any], message: str) -> None:
+    AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
+    with pytest.raises(AirflowFailException) as error:
+        AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **_version_args(**changes)).execute({})
+    assert str(error.value) == message
+    assert aporia.get(f"/v1beta/models/{MODEL}/versions") == []
+
+
+# ----------------------------------------------------------------------------------------- rows
+
+
+@pytest.fixture(scope="module")
+def bad_rows(stack: LocalStack, seeded: SeedPlan) -> Iterator[str]:
+    """Seven seeded hours, one invalid row in each: the hour says which case it serves."""
+    redshift_sql(stack, "DROP TABLE IF EXISTS bad_input_rows")
+    redshift_sql(
+        stack,
+        "CREATE TABLE bad_input_rows AS SELECT * FROM model_predictions WHERE prediction_timestamp < %s",
+        (T0 + 7 * HOUR,),
+    )
+    for statement, n in (
+        ("UPDATE bad_input_rows SET embeddings = embeddings[1:767] WHERE prediction_id = %s", 2),  # hour 0
+        ("UPDATE bad_input_rows SET prediction_id = NULL WHERE prediction_id = %s", 8),  # hour 1
+        (f"UPDATE bad_input_rows SET prediction_id = '{row_id(14)}' WHERE prediction_id = %s", 13),  # hour 2
+        ("UPDATE bad_input_rows SET amount = 'NaN' WHERE prediction_id = %s", 19),  # hour 3
+        ("UPDATE bad_input_rows SET proba = 'Infinity' WHERE prediction_id = %s", 25),  # hour 4
+        ("UPDATE bad_input_rows SET amount = '-Infinity' WHERE prediction_id = %s", 31),  # hour 5
+        ("UPDATE bad_input_rows SET embeddings[5] = 'NaN' WHERE prediction_id = %s", 37),  # hour 6
+    ):
+        redshift_sql(stack, statement, (row_id(n),))
+    yield "SELECT * FROM bad_input_rows"
+    redshift_sql(stack, "DROP TABLE IF EXISTS bad_input_rows")
+
+
+def _rejected(count: int, examples: str) -> str:
+    return f"{count} of 6 rows in the window do not fit the schema of {MODEL} v1 (e.g. {examples}){NOTHING_SENT}"
+
+
+@pytest.mark.parametrize(
+    ("h", "message"),
+    [
+        pytest.param(
+            0,
+            _rejected(1, f"predictions {row_id(2)}: embeddings: expected a tensor of shape [768]"),
+            id="tensor-of-wrong-length",
+        ),
+        pytest.param(1, _rejected(1, "predictions (no id): prediction_id is null"), id="null-id"),
+        pytest.param(
+            2,
+            _rejected(
+                2,
+                f"predictions {row_id(14)}: duplicate prediction_id {row_id(14)}; "
+                f"predictions {row_id(14)}: duplicate prediction_id {row_id(14)}",
+            ),
+            id="duplicate-ids",
+        ),
+        pytest.param(3, _rejected(1, f"predictions {row_id(19)}: amount: not a finite number"), id="nan"),
+        pytest.param(4, _rejected(1, f"predictions {row_id(25)}: proba: not a finite number"), id="plus-infinity"),
+        pytest.param(5, _rejected(1, f"predictions {row_id(31)}: amount: not a finite number"), id="minus-infinity"),
+        pytest.param(
+            6, _rejected(1, f"predictions {row_id(37)}: embeddings: holds a null or NaN element"), id="nan-in-tensor"
+        ),
+    ],
+)
+def test_invalid_rows_fail_the_window_and_send_nothing(
+    version: str, aporia: AporiaProbe, bad_rows: str, h: int, message: str
+) -> None:
+    with pytest.raises(AirflowFailException) as error:
+        sync(hour(h), query=bad_rows)
+    assert str(error.value) == message
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_the_valid_hours_of_the_same_table_do_sync(version: str, aporia: AporiaProbe, bad_rows: str) -> None:
+    """Control: the table itself is fine outside the invalid rows, so the failures above are the rows'."""
+    summary = sync(hour(0), query=bad_rows, on_invalid_rows="skip")
+    assert (summary["rows_read"], summary["rows_rejected"], summary["fragments_sent"]) == (6, 1, 5)
+    assert {f["id"] for f in aporia.fragments(MODEL, "v1")} == {row_id(n) for n in range(6)} - {row_id(2)}
+
+
+# ----------------------------------------------------------------------------------------- columns and mappings
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"id_column": "pred_id"},
+            f"The query for {MODEL} v1 has no column 'pred_id' named by id_column; it returns {SEED_COLUMNS}; "
+            "add the column to the query or select_expr, or set id_column to an existing column.",
+            id="missing-id-column",
+        ),
+        pytest.param(
+            {"timestamp_column": "pred_ts"},
+            f"The query for {MODEL} v1 has no column 'pred_ts' named by timestamp_column; it returns {SEED_COLUMNS}; "
+            "add the column to the query or select_expr, or set timestamp_column to an existing column.",
+            id="missing-timestamp-column",
+        ),
+        pytest.param(
+            {"features": {"amount": "amount_usd"}},
+            f"The query for {MODEL} v1 has no column 'amount_usd' needed for features; it returns {SEED_COLUMNS}; "
+            "add the column to the query or select_expr, or map the field to an existing column.",
+            id="mapping-to-missing-column",
+        ),
+        pytest.param(
+            {"features": {"amount_usd": "amount"}},
+            f"features mapping names 'amount_usd', which is not a feature of {MODEL} v1; "
+            "map only fields of the version schema.",
+            id="mapping-of-unknown-field",
+        ),
+        pytest.param(
+            {"features": {"amount": "owner"}},
+            "Column 'owner' for feature 'amount' is string, but the field is numeric; cast it in the query or with "
+            "select_expr to a number.",
+            id="mapping-to-column-of-wrong-type",
+        ),
+    ],
+)
+def test_columns_are_checked_before_any_data_moves(
+    version: str, aporia: AporiaProbe, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(AirflowFailException) as error:
+        sync(**kwargs)
+    assert str(error.value) == message
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+# ----------------------------------------------------------------------------------------- windows and timestamps
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        pytest.param(
+            "2026-11-20T00:00:00",
+            "2026-11-20T01:00:00+00:00",
+            "window_start 2026-11-20T00:00:00 has no time zone; give a timezone-aware timestamp, "
+            "e.g. 2026-11-20T00:00:00+00:00.",
+            id="naive-window-start",
+        ),
+        pytest.param(
+            "2026-11-20T00:00:00+00:00",
+            "2026-11-20T01:00:00",
+            "window_end 2026-11-20T01:00:00 has no time zone; give a timezone-aware timestamp, "
+            "e.g. 2026-11-20T00:00:00+00:00.",
+            id="naive-window-end",
+        ),
+        pytest.param(
+            "yesterday",
+            "2026-11-20T01:00:00+00:00",
+            "window_start 'yesterday' is not an ISO-8601 timestamp; use e.g. 2026-11-20T00:00:00+00:00.",
+            id="window-start-not-a-timestamp",
+        ),
+        pytest.param(
+            "2026-11-20T02:00:00+00:00",
+            "2026-11-20T01:00:00+00:00",
+            "window_end 2026-11-20T01:00:00+00:00 is before window_start 2026-11-20T02:00:00+00:00; swap them.",
+            id="end-before-start",
+        ),
+        pytest.param(
+            "2026-11-20T01:00:00+00:00",
+            "2026-11-20T01:00:00+00:00",
+            "The sync window is empty (start == end == 2026-11-20T01:00:00+00:00): Airflow's default cron timetable "
+            "gives zero-width data intervals; schedule the DAG with CronDataIntervalTimetable or a timedelta, or pass "
+            "window_start and window_end explicitly.",
+            id="zero-width-window",
+        ),
+    ],
+)
+def test_bad_windows_fail_with_the_fix(version: str, aporia: AporiaProbe, start: str, end: str, message: str) -> None:
+    with pytest.raises(AirflowFailException) as error:
+        AporiaSyncOperator(
+            task_id="sync",
+            model_id=MODEL,
+            model_version="v1",
+            query=example.QUERY,
+            id_column=example.ID_COLUMN,
+            timestamp_column=example.TIMESTAMP_COLUMN,
+            window_start=start,
+            window_end=end,
+        ).execute({})
+    assert str(error.value) == message
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_no_window_and_no_data_interval(version: str, aporia: AporiaProbe) -> None:
+    operator = AporiaSyncOperator(
+        task_id="sync",
+        model_id=MODEL,
+        model_version="v1",
+        query=example.QUERY,
+        id_column=example.ID_COLUMN,
+        timestamp_column=example.TIMESTAMP_COLUMN,
+    )
+    with pytest.raises(AirflowFailException) as error:
+        operator.execute({})
+    assert str(error.value) == ("window_start is not set; pass it, or run the task in a DAG run with a data interval.")
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_an_aware_window_in_another_zone_is_the_same_utc_window(version: str, aporia: AporiaProbe) -> None:
+    """Control for the naive case: +01:00 bounds select the same UTC hour as the +00:00 ones."""
+    plus_one = timezone(timedelta(hours=1))
+    summary = sync((T0.astimezone(plus_one), (T0 + HOUR).astimezone(plus_one)))
+    assert (summary["window_start"], summary["window_end"]) == (T0.isoformat(), (T0 + HOUR).isoformat())
+    assert {f["id"] for f in aporia.fragments(MODEL, "v1")} == {row_id(n) for n in range(6)}
+
+
+def test_a_naive_timestamp_column_is_read_as_utc(version: str, aporia: AporiaProbe, stack: LocalStack) -> None:
+    redshift_sql(stack, "DROP TABLE IF EXISTS naive_predictions")
+    redshift_sql(
+        stack,
+        "CREATE TABLE naive_predictions AS SELECT * FROM model_predictions WHERE prediction_timestamp < %s",
+        (T0 + 2 * HOUR,),
+    )
+    redshift_sql(
+        stack,
+        "ALTER TABLE naive_predictions ALTER COLUMN prediction_timestamp TYPE timestamp without time zone "
+        "USING prediction_timestamp AT TIME ZONE 'UTC'",
+    )
+    summary = sync(hour(1), query="SELECT * FROM naive_predictions")
+    assert (summary["rows_read"], summary["fragments_sent"], summary["rows_rejected"]) == (6, 6, 0)
+    delivered = {f["id"]: datetime.fromisoformat(f["occurred_at"]) for f in aporia.fragments(MODEL, "v1")}
+    assert delivered == {row_id(n): T0 + timedelta(minutes=10 * n) for n in range(6, 12)}
+    redshift_sql(stack, "DROP TABLE naive_predictions")
+
+
+def test_an_empty_window_is_a_summary_of_zeros(version: str, aporia: AporiaProbe) -> None:
+    empty = (datetime(2027, 1, 1, tzinfo=timezone.utc), datetime(2027, 1, 1, 1, tzinfo=timezone.utc))
+    summary = sync(empty, actuals=example.ACTUALS, actuals_timestamp_column=example.ACTUALS_TIMESTAMP_COLUMN)
+    counts = ("rows_read", "fragments_sent", "actuals_read", "actuals_sent", "rows_rejected", "batches", "retries")
+    assert {k: summary[k] for k in counts} == dict.fromkeys(counts, 0)
+    assert summary["rejected_examples"] == [] and summary["warnings"] == 0
+    assert (summary["window_start"], summary["window_end"]) == (empty[0].isoformat(), empty[1].isoformat())
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+# ----------------------------------------------------------------------------------------- SQL injection
+
+
+PLAIN_COLUMN_FIX = (
+    "is not a plain column name; use letters, digits and underscores (rename the column in the query "
+    "with AS if needed)."
+)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"query": None, "table": "model_predictions; DROP TABLE x"},
+            "table 'model_predictions; DROP TABLE x' is not a plain table name; use letters, digits and "
+            "underscores, or pass a query instead.",
+            id="table",
+        ),
+        pytest.param(
+            {"query": None, "table": 'model_predictions" ; DROP TABLE model_predictions; --'},
+            "table 'model_predictions\" ; DROP TABLE model_predictions; --' is not a plain table name; use letters, "
+            "digits and underscores, or pass a query instead.",
+            id="table-with-quote",
+        ),
+        pytest.param(
+            {"query": None, "table": "public.model_predictions.x"},
+            "table 'public.model_predictions.x' is not a table name; use table or schema.table.",
+            id="table-with-three-parts",
+        ),
+        pytest.param(
+            {"query": "SELECT * FROM model_predictions; DROP TABLE model_predictions"},
+            "query holds more than one statement; give a single SELECT without ';'.",
+            id="query-with-second-statement",
+        ),
+        pytest.param(
+            {
+                "actuals": example.ACTUALS,
+                "actuals_timestamp_column": example.ACTUALS_TIMESTAMP_COLUMN,
+                "actuals_query": "SELECT * FROM model_predictions; DROP TABLE model_predictions",
+            },
+            "actuals_query holds more than one statement; give a single SELECT without ';'.",
+            id="actuals-query-with-second-statement",
+        ),
+        pytest.param(
+            {"id_column": "prediction_id; DROP TABLE model_predictions"},
+            f"id_column 'prediction_id; DROP TABLE model_predictions' {PLAIN_COLUMN_FIX}",
+            id="id-column",
+        ),
+        pytest.param(
+            {"timestamp_column": 'prediction_timestamp" >= now() OR 1=1; DROP TABLE model_predictions; --'},
+            "timestamp_column 'prediction_timestamp\" >= now() OR 1=1; DROP TABLE model_predictions; --' "
+            f"{PLAIN_COLUMN_FIX}",
+            id="timestamp-column",
+        ),
+        pytest.param(
+            {"features": {"amount": 'amount"; DROP TABLE model_predictions; --'}},
+            f"features mapping for 'amount' 'amount\"; DROP TABLE model_predictions; --' {PLAIN_COLUMN_FIX}",
+            id="features-mapping",
+        ),
+        pytest.param(
+            {
+                "actuals": {"will_buy_insurance": "did_buy_insurance FROM x; DROP TABLE model_predictions"},
+                "actuals_timestamp_column": example.ACTUALS_TIMESTAMP_COLUMN,
+            },
+            "actuals mapping for 'will_buy_insurance' 'did_buy_insurance FROM x; DROP TABLE model_predictions' "
+            f"{PLAIN_COLUMN_FIX}",
+            id="actuals-mapping",
+        ),
+        pytest.param(
+            {"actuals": example.ACTUALS, "actuals_timestamp_column": "actual_timestamp; DROP TABLE model_predictions"},
+            f"actuals_timestamp_column 'actual_timestamp; DROP TABLE model_predictions' {PLAIN_COLUMN_FIX}",
+            id="actuals-timestamp-column",
+        ),
+    ],
+)
+def test_sql_injection_is_refused_and_the_table_survives(
+    version: str, aporia: AporiaProbe, stack: LocalStack, kwargs: dict[str, Any], message: str
+) -> None:
+    rows = model_predictions_rows(stack)
+    with pytest.raises(AirflowFailException) as error:
+        sync(**kwargs)
+    assert str(error.value) == message
+    assert aporia.count(MODEL, "v1")["total"] == 0
+    assert model_predictions_rows(stack) == rows > 0  # the table is still there, untouched
+
+
+def test_unicode_ids_are_delivered_intact(version: str, aporia: AporiaProbe, stack: LocalStack) -> None:
+    ids = {0: "прогноз-1", 1: "予測-2", 2: "🦄-3 ✓", 3: "quote-\"-'-\\-4"}
+    redshift_sql(stack, "DROP TABLE IF EXISTS unicode_predictions")
+    redshift_sql(
+        stack,
+        "CREATE TABLE unicode_predictions AS SELECT * FROM model_predictions WHERE prediction_timestamp < %s",
+        (T0 + timedelta(minutes=40),),
+    )
+    for n, new_id in ids.items():
+        redshift_sql(
+            stack, "UPDATE unicode_predictions SET prediction_id = %s WHERE prediction_id = %s", (new_id, row_id(n))
+        )
+    expected = {
+        new_id: proba for new_id, proba in redshift_sql(stack, "SELECT prediction_id, proba FROM unicode_predictions")
+    }
+    summary = sync(query="SELECT * FROM unicode_predictions")
+    assert (summary["rows_read"], summary["fragments_sent"]) == (4, 4)
+    delivered = {f["id"]: f["predictions"]["proba"] for f in aporia.fragments(MODEL, "v1")}
+    assert delivered == expected and set(delivered) == set(ids.values())
+    redshift_sql(stack, "DROP TABLE unicode_predictions")
+
+
+# ----------------------------------------------------------------------------------------- operator arguments
+
+
+def test_on_invalid_rows_must_be_fail_or_skip(version: str, aporia: AporiaProbe) -> None:
+    with pytest.raises((ValueError, AirflowFailException)) as error:
+        sync(on_invalid_rows="drop")
+    assert str(error.value) == "on_invalid_rows 'drop' is not supported; use 'fail' or 'skip'."
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "sources", [{"table": "model_predictions"}, {"query": None}], ids=["table-and-query", "neither"]
+)
+def test_exactly_one_of_table_and_query(sources: dict[str, Any]) -> None:
+    with pytest.raises(ValueError) as error:
+        sync(**sources)
+    assert str(error.value) == "Pass exactly one of query and table to AporiaSyncOperator."
+
+
+def test_a_version_that_does_not_exist(version: str, aporia: AporiaProbe) -> None:
+    with pytest.raises(AirflowFailException) as error:
+        sync(model_version="v9")
+    assert str(error.value) == (
+        f"Model '{MODEL}' has no version 'v9' in Aporia; create it first with AporiaCreateModelVersionOperator."
+    )
+    assert aporia.count(MODEL, "v9")["total"] == 0
+
+
+# ----------------------------------------------------------------------------------------- connections
+
+
+def test_missing_aporia_connection(version: str, aporia: AporiaProbe) -> None:
+    with pytest.raises(AirflowException) as error:
+        sync(aporia_conn_id="aporia_nowhere")
+    assert str(error.value) == (
+        "The Aporia connection 'aporia_nowhere' is not defined; create it in Airflow "
+        "(UI, CLI or an AIRFLOW_CONN_APORIA_NOWHERE variable)."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_missing_redshift_connection(version: str, aporia: AporiaProbe) -> None:
+    with pytest.raises(AirflowException) as error:
+        sync(redshift_conn_id="redshift_nowhere")
+    assert str(error.value) == (
+        "The Redshift connection 'redshift_nowhere' is not defined; create it in Airflow "
+        "(UI, CLI or an AIRFLOW_CONN_REDSHIFT_NOWHERE variable)."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_aporia_connection_without_token(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_APORIA_NOTOKEN", connection(stack, "aporia_default", password=None))
+    with pytest.raises(AirflowException) as error:
+        sync(aporia_conn_id="aporia_notoken")
+    assert str(error.value) == ("Connection 'aporia_notoken' has no API token; store the Aporia token as its password.")
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param(
+            {"host": None},
+            "Connection 'redshift_incomplete' needs a host and a database (schema field); set both.",
+            id="without-host",
+        ),
+        pytest.param(
+            {"extra": {"ssl": False}},
+            "Connection 'redshift_incomplete' has neither iam: true nor a login and password; set extra iam to "
+            "true (recommended) or give a user and password.",
+            id="neither-iam-nor-password",
+        ),
+    ],
+)
+def test_incomplete_redshift_connection(
+    version: str,
+    aporia: AporiaProbe,
+    stack: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+    changes: dict[str, Any],
+    message: str,
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_INCOMPLETE", connection(stack, "redshift_default", **changes))
+    with pytest.raises(AirflowException) as error:
+        sync(redshift_conn_id="redshift_incomplete")
+    assert str(error.value) == message
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+@pytest.fixture
+def no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS keys outside the connection: no environment keys, no credentials files, no instance metadata."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_aws_connection_without_keys_for_the_iam_jdbc_url(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_ambient_aws: None
+) -> None:
+    """The column check reads Redshift with a password; building Aporia's IAM URL then needs the AWS keys."""
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_NOKEYS", connection(stack, "aws_default", login=None, password=None))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REDSHIFT_PASSWORD",
+        connection(
+            stack, "redshift_default", login=MASTER_USER, password=stack.settings.master_password, extra={"ssl": False}
+        ),
+    )
+    with pytest.raises(AirflowException) as error:
+        AporiaConnectServingOperator(
+            task_id="serving",
+            model_id=MODEL,
+            model_version="v1",
+            query=example.QUERY,
+            id_column=example.ID_COLUMN,
+            timestamp_column=example.TIMESTAMP_COLUMN,
+            redshift_conn_id="redshift_password",
+            aws_conn_id="aws_nokeys",
+        ).execute({})
+    assert str(error.value) == (
+        "AWS connection 'aws_nokeys' yields no access key; Aporia's IAM JDBC URL needs an access key id (login) "
+        "and secret key (password)."
+    )
+    assert aporia.get(f"/v1beta/models/{MODEL}/versions/v1/datasets") == []
+
+
+def test_aws_connection_without_keys_for_iam_credentials(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_ambient_aws: None
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_NOKEYS", connection(stack, "aws_default", login=None, password=None))
+    with pytest.raises(AirflowException) as error:
+        sync(aws_conn_id="aws_nokeys")
+    assert str(error.value) == (
+        "AWS connection 'aws_nokeys' yields no access key; GetClusterCredentials for Redshift connection "
+        "'redshift_default' needs an access key id (login) and secret key (password)."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_wrong_aporia_token(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_APORIA_WRONG", connection(stack, "aporia_default", password="wrong-token-77c1"))
+    with pytest.raises(AporiaError) as error:
+        sync(aporia_conn_id="aporia_wrong")
+    assert str(error.value) == (
+        "Aporia modelVersionSchema failed: HTTP 401: Invalid or missing API token; "
+        "check the API token stored as the password of the Aporia connection."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_unreachable_aporia_host(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_APORIA_DOWN", connection(stack, "aporia_default", host="127.0.0.1", port=port))
+    with pytest.raises(AporiaError) as error:
+        sync(aporia_conn_id="aporia_down")
+    assert str(error.value) == (
+        f"Aporia modelVersionSchema failed after 4 attempts: cannot reach http://127.0.0.1:{port}; "
+        f"check that Aporia is up and reachable at http://127.0.0.1:{port}."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["jdbc:redshift:iam:///dev", "jdbc:postgresql://:5439/dev", "jdbc:redshift:dev"],
+    ids=["empty-authority", "port-only", "no-authority"],
+)
+def test_jdbc_url_without_host(version: str, aporia: AporiaProbe, url: str) -> None:
+    with pytest.raises(DataSourceError) as error:
+        JDBCDataSource(url=url, query=example.QUERY)
+    assert str(error.value) == (
+        "The data source url has no host; use jdbc:<driver>://<host>:<port>/<database>, e.g. "
+        "jdbc:redshift:iam://examplecluster.abc123.us-west-2.redshift.amazonaws.com:5439/dev."
+    )
+    assert aporia.get(f"/v1beta/models/{MODEL}/versions/v1/datasets") == []
+
+
+def _redshift_down_message(port: int) -> str:
+    return (
+        f"Cannot reach Redshift at 127.0.0.1:{port} (connection 'redshift_down'); check that Redshift is up "
+        "and that the connection's host and port are right."
+    )
+
+
+def test_redshift_down_fails_the_sync_with_one_sentence(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_DOWN", connection(stack, "redshift_default", host="127.0.0.1", port=port))
+    with pytest.raises((AirflowException, RuntimeError)) as error:
+        sync(redshift_conn_id="redshift_down")
+    assert not isinstance(error.value, AirflowFailException)  # Redshift may come back: Airflow should retry
+    assert str(error.value) == _redshift_down_message(port)
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+def test_redshift_down_fails_the_connect_with_one_sentence(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_DOWN", connection(stack, "redshift_default", host="127.0.0.1", port=port))
+    with pytest.raises((AirflowException, RuntimeError)) as error:
+        AporiaConnectServingOperator(
+            task_id="serving",
+            model_id=MODEL,
+            model_version="v1",
+            query=example.QUERY,
+            id_column=example.ID_COLUMN,
+            timestamp_column=example.TIMESTAMP_COLUMN,
+            redshift_conn_id="redshift_down",
+        ).execute({})
+    assert not isinstance(error.value, AirflowFailException)
+    assert str(error.value) == _redshift_down_message(port)
+    assert aporia.get(f"/v1beta/models/{MODEL}/versions/v1/datasets") == []
