@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -16,6 +16,9 @@ import requests
 from aporia_provider.local.cli import DEMO_START
 from aporia_provider.local.seed import SeedPlan, seed_predictions
 from aporia_provider.local.stack import LocalStack, StackSettings
+
+if TYPE_CHECKING:
+    from aporia_provider.operators.aporia import AporiaSyncOperator
 
 DAGS_FOLDER = Path(__file__).parent.parent / "dags"
 # Tests share the example DAGs' model definition, imported as Airflow imports it.
@@ -208,8 +211,8 @@ def version(aporia: AporiaProbe) -> str:
     return "v1"
 
 
-def sync(window: tuple[datetime, datetime], **kwargs: Any) -> dict[str, Any]:
-    """Run AporiaSyncOperator in this process for the example model over `window`."""
+def sync_operator(window: tuple[datetime, datetime] | None, **kwargs: Any) -> AporiaSyncOperator:
+    """AporiaSyncOperator for the example model (predictions and actuals) over `window`; kwargs override."""
     import insurance_model as example
 
     from aporia_provider.operators.aporia import AporiaSyncOperator
@@ -223,9 +226,14 @@ def sync(window: tuple[datetime, datetime], **kwargs: Any) -> dict[str, Any]:
         "timestamp_column": example.TIMESTAMP_COLUMN,
         "actuals": example.ACTUALS,
         "actuals_timestamp_column": example.ACTUALS_TIMESTAMP_COLUMN,
-        "window_start": window[0].isoformat(),
-        "window_end": window[1].isoformat(),
         "num_partitions": 2,
-    } | kwargs
-    summary: dict[str, Any] = AporiaSyncOperator(**arguments).execute({})
+    }
+    if window:
+        arguments |= {"window_start": window[0].isoformat(), "window_end": window[1].isoformat()}
+    return AporiaSyncOperator(**(arguments | kwargs))
+
+
+def sync(window: tuple[datetime, datetime], **kwargs: Any) -> dict[str, Any]:
+    """Run one sync of `window` in this process; returns its summary."""
+    summary: dict[str, Any] = sync_operator(window, **kwargs).execute({})
     return summary

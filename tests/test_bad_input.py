@@ -25,12 +25,11 @@ from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,
     AporiaCreateModelVersionOperator,
-    AporiaSyncOperator,
 )
-from tests.conftest import AporiaProbe, redshift_sql
+from tests import conftest
+from tests.conftest import MODEL, AporiaProbe, redshift_sql, sync_operator, version_args
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
-MODEL = example.MODEL_ID
 HOUR = timedelta(hours=1)
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)  # the seed's first hour; row n lies at T0 + n * 10 minutes
 FIRST_HOUR = (T0, T0 + HOUR)
@@ -38,42 +37,13 @@ SEED_COLUMNS = (
     "prediction_id, prediction_timestamp, raw_text, amount, owner, is_new, embeddings, will_buy_insurance, proba, "
     "did_buy_insurance, actual_timestamp"
 )
+PREDICTIONS_ONLY: dict[str, Any] = {"actuals": None, "actuals_timestamp_column": None, "num_partitions": 1}
 NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
-
-
-@pytest.fixture
-def version(aporia: AporiaProbe) -> str:
-    """The example model and version v1, freshly created in an empty Aporia."""
-    AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
-    AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **_version_args()).execute({})
-    return "v1"
-
-
-def _version_args(**changes: Any) -> dict[str, Any]:
-    return {
-        "model_version": "v1",
-        "model_type": "binary",
-        "raw_inputs": example.RAW_INPUTS,
-        "features": example.FEATURES,
-        "predictions": example.PREDICTIONS,
-    } | changes
 
 
 def sync(window: tuple[datetime, datetime] = FIRST_HOUR, **kwargs: Any) -> dict[str, Any]:
     """One sync of the window; predictions only unless the case passes actuals."""
-    arguments: dict[str, Any] = {
-        "task_id": "sync",
-        "model_id": MODEL,
-        "model_version": "v1",
-        "query": example.QUERY,
-        "id_column": example.ID_COLUMN,
-        "timestamp_column": example.TIMESTAMP_COLUMN,
-        "window_start": window[0].isoformat(),
-        "window_end": window[1].isoformat(),
-        "num_partitions": 1,
-    } | kwargs
-    summary: dict[str, Any] = AporiaSyncOperator(**arguments).execute({})
-    return summary
+    return conftest.sync(window, **(PREDICTIONS_ONLY | kwargs))
 
 
 def row_id(n: int) -> str:
@@ -166,7 +136,7 @@ def model_predictions_rows(stack: LocalStack) -> int:
 def test_bad_schema_fails_and_creates_no_version(aporia: AporiaProbe, changes: dict[str, Any], message: str) -> None:
     AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
     with pytest.raises(AirflowFailException) as error:
-        AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **_version_args(**changes)).execute({})
+        AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **version_args(**changes)).execute({})
     assert str(error.value) == message
     assert aporia.get(f"/v1beta/models/{MODEL}/versions") == []
 
@@ -334,29 +304,13 @@ def test_columns_are_checked_before_any_data_moves(
 )
 def test_bad_windows_fail_with_the_fix(version: str, aporia: AporiaProbe, start: str, end: str, message: str) -> None:
     with pytest.raises(AirflowFailException) as error:
-        AporiaSyncOperator(
-            task_id="sync",
-            model_id=MODEL,
-            model_version="v1",
-            query=example.QUERY,
-            id_column=example.ID_COLUMN,
-            timestamp_column=example.TIMESTAMP_COLUMN,
-            window_start=start,
-            window_end=end,
-        ).execute({})
+        sync_operator(None, window_start=start, window_end=end, **PREDICTIONS_ONLY).execute({})
     assert str(error.value) == message
     assert aporia.count(MODEL, "v1")["total"] == 0
 
 
 def test_no_window_and_no_data_interval(version: str, aporia: AporiaProbe) -> None:
-    operator = AporiaSyncOperator(
-        task_id="sync",
-        model_id=MODEL,
-        model_version="v1",
-        query=example.QUERY,
-        id_column=example.ID_COLUMN,
-        timestamp_column=example.TIMESTAMP_COLUMN,
-    )
+    operator = sync_operator(None, **PREDICTIONS_ONLY)
     with pytest.raises(AirflowFailException) as error:
         operator.execute({})
     assert str(error.value) == ("window_start is not set; pass it, or run the task in a DAG run with a data interval.")

@@ -15,13 +15,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import insurance_model as example
 import pytest
 
 from aporia_provider.local.credentials import issue_password
 from aporia_provider.local.stack import LocalStack
-from aporia_provider.operators.aporia import AporiaSyncOperator
-from tests.conftest import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync
+from tests.conftest import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")
 HOUR = timedelta(hours=1)
@@ -101,7 +99,7 @@ def test_redshift_drops_the_connection_mid_read_then_rerun(stack: LocalStack, ap
 
 
 def test_expired_credentials_fail_clearly_then_rerun(stack: LocalStack, aporia: AporiaProbe) -> None:
-    operator = _sync_operator(day_two())
+    operator = sync_operator(day_two(), num_partitions=None)
     valid = operator.hook.get_redshift_credentials()
     # Expired at AWS's side while the hook still believes it fresh: the worst case for a long sync.
     expired = issue_password(stack.settings.signing_key, valid.user, datetime.now(timezone.utc) - timedelta(seconds=1))
@@ -114,7 +112,7 @@ def test_expired_credentials_fail_clearly_then_rerun(stack: LocalStack, aporia: 
     )
     assert valid.password not in str(error.value) and expired not in str(error.value)
     assert aporia.count(MODEL, "v1")["total"] == 0
-    _sync_operator(day_two()).execute({})
+    sync_operator(day_two(), num_partitions=None).execute({})
     assert_delivered_exactly(stack, aporia, *day_two())
 
 
@@ -143,21 +141,6 @@ def test_backfill_over_synced_windows_and_overlapping_runs(stack: LocalStack, ap
     sync((start, start + 2 * HOUR))  # a backfill over both
     sync((start + HOUR / 2, start + 3 * HOUR / 2))  # a run overlapping both
     assert_delivered_exactly(stack, aporia, start, start + 2 * HOUR)
-
-
-def _sync_operator(window: tuple[datetime, datetime]) -> AporiaSyncOperator:
-    return AporiaSyncOperator(
-        task_id="sync",
-        model_id=MODEL,
-        model_version="v1",
-        query=example.QUERY,
-        id_column=example.ID_COLUMN,
-        timestamp_column=example.TIMESTAMP_COLUMN,
-        actuals=example.ACTUALS,
-        actuals_timestamp_column=example.ACTUALS_TIMESTAMP_COLUMN,
-        window_start=window[0].isoformat(),
-        window_end=window[1].isoformat(),
-    )
 
 
 def _capture(failures: list[BaseException], action: Callable[[], Any]) -> None:
