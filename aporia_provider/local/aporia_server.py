@@ -15,12 +15,12 @@ import asyncio
 import hmac
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, NewType
+from typing import Annotated, Any, NewType
 
 import anyio.to_thread
 import strawberry
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Query as QueryParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,7 +32,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from aporia_provider.local.aporia_store import AporiaStore, StoreError
+from aporia_provider.local.aporia_store import AporiaStore, FragmentFilter, StoreError
 from aporia_provider.schema import FieldSpec
 
 GRAPHQL_PATH = "/v1/controller/graphql"
@@ -378,26 +378,16 @@ def _local_router(store: AporiaStore, faults: FaultPlan) -> APIRouter:
     router = APIRouter(prefix="/local")
 
     @router.get("/fragments/count")
-    def count_fragments(
-        model_id: str | None = None,
-        model_version: str | None = None,
-        environment: str | None = None,
-        occurred_from: str | None = None,
-        occurred_to: str | None = None,
-    ) -> dict[str, int]:
-        return store.count_fragments(model_id, model_version, environment, occurred_from, occurred_to)
+    def count_fragments(selection: Annotated[FragmentFilter, Depends()]) -> dict[str, int]:
+        return store.count_fragments(selection)
 
     @router.get("/fragments")
     def list_fragments(
-        model_id: str | None = None,
-        model_version: str | None = None,
-        environment: str | None = None,
-        occurred_from: str | None = None,
-        occurred_to: str | None = None,
+        selection: Annotated[FragmentFilter, Depends()],
         limit: int = QueryParam(default=1000, ge=1, le=100_000),
         offset: int = QueryParam(default=0, ge=0),
     ) -> list[dict[str, Any]]:
-        return store.list_fragments(model_id, model_version, environment, occurred_from, occurred_to, limit, offset)
+        return store.list_fragments(selection, limit, offset)
 
     @router.post("/faults", status_code=201)
     def add_fault(body: FaultBody) -> dict[str, Any]:

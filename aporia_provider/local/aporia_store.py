@@ -218,6 +218,38 @@ def merge_record(stored: dict[str, Any], update: dict[str, Any]) -> None:
         stored[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
 
 
+@dataclass(frozen=True)
+class FragmentFilter:
+    """Which stored fragments a read-only view means; every part optional, the window half-open."""
+
+    model_id: str | None = None
+    model_version: str | None = None
+    environment: str | None = None
+    occurred_from: str | None = None
+    occurred_to: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column in ("model_id", "model_version", "environment"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        for op, name in ((">=", "occurred_from"), ("<", "occurred_to")):
+            bound = getattr(self, name)
+            if bound is not None:
+                try:
+                    params.append(normalize_timestamp(bound))
+                except ValueError:
+                    raise InvalidError(
+                        f"{name} {bound!r} is not an ISO-8601 datetime; use e.g. 2024-01-31T00:00:00+00:00 "
+                        "(URL-encode '+' as %2B)."
+                    ) from None
+                clauses.append(f"occurred_at {op} ?")
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
 class AporiaStore:
     def __init__(self, db_path: str) -> None:
         self._lock = threading.Lock()
@@ -429,62 +461,16 @@ class AporiaStore:
                 self._db.executemany(_UPSERT, rows)
         return warnings.as_list()
 
-    def _fragment_filter(
-        self,
-        model_id: str | None,
-        model_version: str | None,
-        environment: str | None,
-        occurred_from: str | None,
-        occurred_to: str | None,
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("model_id", model_id),
-            ("model_version", model_version),
-            ("environment", environment),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        for op, bound, name in ((">=", occurred_from, "occurred_from"), ("<", occurred_to, "occurred_to")):
-            if bound is not None:
-                try:
-                    params.append(normalize_timestamp(bound))
-                except ValueError:
-                    raise InvalidError(
-                        f"{name} {bound!r} is not an ISO-8601 datetime; use e.g. 2024-01-31T00:00:00+00:00 "
-                        "(URL-encode '+' as %2B)."
-                    ) from None
-                clauses.append(f"occurred_at {op} ?")
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-    def count_fragments(
-        self,
-        model_id: str | None = None,
-        model_version: str | None = None,
-        environment: str | None = None,
-        occurred_from: str | None = None,
-        occurred_to: str | None = None,
-    ) -> dict[str, int]:
-        where, params = self._fragment_filter(model_id, model_version, environment, occurred_from, occurred_to)
+    def count_fragments(self, selection: FragmentFilter) -> dict[str, int]:
+        where, params = selection.where()
         with self._lock:
             total, with_predictions, with_actuals = self._one(
                 f"SELECT COUNT(*), SUM(has_predictions), SUM(has_actuals) FROM fragments{where}", params
             )
         return {"total": total, "with_predictions": with_predictions or 0, "with_actuals": with_actuals or 0}
 
-    def list_fragments(
-        self,
-        model_id: str | None = None,
-        model_version: str | None = None,
-        environment: str | None = None,
-        occurred_from: str | None = None,
-        occurred_to: str | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[dict[str, Any]]:
-        where, params = self._fragment_filter(model_id, model_version, environment, occurred_from, occurred_to)
+    def list_fragments(self, selection: FragmentFilter, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+        where, params = selection.where()
         with self._lock:
             rows = self._db.execute(
                 f"SELECT id, occurred_at, data FROM fragments{where} "
