@@ -92,14 +92,6 @@ class AporiaHook(BaseHook):
         self._credentials: RedshiftCredentials | None = None
         self._credentials_lock = threading.Lock()
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["login", "extra"],
-            "relabeling": {"password": "API token", "schema": "Scheme"},
-            "placeholders": {"host": "app.aporia.com", "port": "443", "schema": "https"},
-        }
-
     # ----------------------------------------------------------------- Aporia
 
     @cached_property

@@ -1,0 +1,31 @@
+"""The package as Airflow sees it: listed as a provider, with the aporia connection type and its form."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import AirflowCli
+
+
+def test_airflow_lists_the_provider(airflow_cli: AirflowCli) -> None:
+    output = airflow_cli("providers", "list", "-o", "json").stdout
+    # Airflow may print log lines before the JSON document.
+    listed, _ = json.JSONDecoder().raw_decode(output[output.index('[{"package_name"') :])
+    [ours] = [p for p in listed if p["package_name"] == "aporia-airflow-provider"]
+    assert ours["version"] == "0.1.0"
+
+
+@pytest.mark.usefixtures("airflow_env")
+def test_the_aporia_connection_type_and_its_form() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert manager.hooks["aporia"].hook_class_name == "aporia_provider.hooks.aporia.AporiaHook"
+    widgets = manager.connection_form_widgets
+    assert widgets["extra__aporia__environment"].field["value"] == "production"
+    assert widgets["extra__aporia__verify_ssl"].field["schema"]["type"] == "boolean"
+    behaviour = manager.field_behaviours["aporia"]
+    assert behaviour["relabeling"] == {"password": "API token", "schema": "Scheme"}
+    assert behaviour["hidden_fields"] == ["login"]
