@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -114,9 +115,10 @@ def _up(args: argparse.Namespace) -> None:
             f"Seeded   {plan.rows} rows in model_predictions, {plan.rows_per_hour} per hour, "
             f"{plan.start:%Y-%m-%d %H:%M} to {plan.end:%Y-%m-%d %H:%M} UTC"
         )
-        print(f"Airflow connections (source {directory / 'connections.env'}):")
-        for conn_id in stack.connections():
-            print(f"  AIRFLOW_CONN_{conn_id.upper()}")
+        print(f"Airflow connections; `source {directory / 'connections.env'}` sets them with the secrets:")
+        for conn_id, connection in stack.connections().items():
+            shown = connection | ({"password": "***"} if "password" in connection else {})
+            print(f"  AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(shown)}'")
         (directory / "up.pid").write_text(str(os.getpid()))
         (directory / "ready").touch()
         print("The stack is up; stop it with `aporia-local down` or Ctrl-C.", flush=True)
