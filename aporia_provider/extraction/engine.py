@@ -38,7 +38,7 @@ DEFAULT_SPARK_CONF = {
     "spark.ui.enabled": "false",
     "spark.sql.session.timeZone": "UTC",
     # JDBC sessions and timestamp conversion in UTC, whatever the host's zone.
-    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1",
     "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
 }
 DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
@@ -322,32 +322,31 @@ def _prepare(frame: DataFrame, plan: SyncPlan, kind: str) -> _Prepared:
 
 
 def _check(prepared: _Prepared, plan: SyncPlan) -> _Checked:
+    """Count rows and rejects (problems and repeated ids) in one Spark job; more only when rows are rejected."""
     from pyspark.sql import functions as F
 
     frame = prepared.frame
-    duplicates = [
-        row["__id"]
-        for row in frame.where(F.col("__id").isNotNull())
-        .groupBy("__id")
-        .count()
-        .where(F.col("count") > 1)
-        .limit(MAX_DUPLICATES_LISTED + 1)
-        .collect()
-    ]
-    if len(duplicates) > MAX_DUPLICATES_LISTED:
+    per_id = frame.groupBy("__id").agg(F.count(F.lit(1)).alias("n"), F.count("__problem").alias("bad"))
+    repeated_id = F.col("__id").isNotNull() & (F.col("n") > 1)
+    totals = per_id.agg(
+        F.coalesce(F.sum("n"), F.lit(0)).alias("rows"),
+        F.coalesce(F.sum(F.when(repeated_id, F.col("n")).otherwise(F.col("bad"))), F.lit(0)).alias("rejected"),
+        F.count(F.when(repeated_id, 1)).alias("repeated_ids"),
+    ).first()
+    assert totals is not None
+    if totals["repeated_ids"] > MAX_DUPLICATES_LISTED:
         raise InvalidRowsError(
             f"More than {MAX_DUPLICATES_LISTED} {plan.id_column} values repeat within the window; the query "
             "probably joins rows it should not; make it return one row per prediction."
         )
     problem = F.col("__problem")
-    if duplicates:
+    if totals["repeated_ids"]:
+        duplicates = [row["__id"] for row in per_id.where(repeated_id).select("__id").collect()]
         repeated = F.col("__id").isin(duplicates)
         problem = F.when(repeated, F.concat(F.lit(f"duplicate {plan.id_column} "), F.col("__id"))).otherwise(problem)
     verdict = frame.select("__id", "__fragment", problem.alias("__problem"))
-    counts = verdict.agg(F.count(F.lit(1)).alias("rows"), F.count("__problem").alias("rejected")).first()
-    assert counts is not None
     examples = []
-    if counts["rejected"]:
+    if totals["rejected"]:
         examples = [
             f"{prepared.kind} {row['__id'] if row['__id'] is not None else '(no id)'}: {row['__problem']}"
             for row in verdict.where(problem.isNotNull()).limit(MAX_EXAMPLES).collect()
@@ -355,8 +354,8 @@ def _check(prepared: _Prepared, plan: SyncPlan) -> _Checked:
     return _Checked(
         verdict.where(problem.isNull()).select("__fragment"),
         prepared.kind,
-        counts["rows"],
-        counts["rejected"],
+        totals["rows"],
+        totals["rejected"],
         examples,
     )
 
