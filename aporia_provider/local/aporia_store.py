@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
+
 from aporia_provider.schema import FieldSpec, SchemaError, VersionSchema, check_model_type
 
 DATASET_NAMES = ("serving", "training", "testing", "actuals")
@@ -35,7 +37,12 @@ _FRAGMENT_KEYS = frozenset(
 )
 _RECORD_PARTS = ("features", "predictions", "raw_inputs", "actuals", "metrics")
 _CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
+def _dumps(value: Any) -> str:
+    # orjson: encoding stored records is a fifth of the ingest cost with the standard library.
+    return orjson.dumps(value).decode()
+
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS models (
@@ -439,7 +446,7 @@ class AporiaStore:
                 _SELECT_EXISTING, (model_id, version, environment, _dumps(list(batch)))
             ).fetchall()
             for fragment_id, occurred_at, data in existing:
-                stored = json.loads(data)
+                stored = orjson.loads(data)
                 if occurred_at is not None:
                     stored["occurred_at"] = occurred_at
                 merge_record(stored, batch[fragment_id])
