@@ -37,7 +37,8 @@ DEFAULT_SPARK_CONF = {
     "spark.app.name": "aporia-sync",
     "spark.ui.enabled": "false",
     "spark.sql.session.timeZone": "UTC",
-    # JDBC sessions and timestamp conversion in UTC, whatever the host's zone.
+    # JDBC sessions and timestamp conversion in UTC, whatever the host's zone. C1-only JIT: a sync's JVM
+    # lives for minutes, and C2 compilation took more CPU than it saved (make bench, 2 cores).
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1",
     "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
 }
