@@ -493,22 +493,14 @@ def test_a_version_that_does_not_exist(version: str, aporia: AporiaProbe) -> Non
 # ----------------------------------------------------------------------------------------- connections
 
 
-def test_missing_aporia_connection(version: str, aporia: AporiaProbe) -> None:
+@pytest.mark.parametrize(("argument", "kind"), [("aporia_conn_id", "Aporia"), ("redshift_conn_id", "Redshift")])
+def test_missing_connection(version: str, aporia: AporiaProbe, argument: str, kind: str) -> None:
+    conn_id = f"{kind.lower()}_nowhere"
     with pytest.raises(AirflowException) as error:
-        sync(aporia_conn_id="aporia_nowhere")
+        sync(**{argument: conn_id})
     assert str(error.value) == (
-        "The Aporia connection 'aporia_nowhere' is not defined; create it in Airflow "
-        "(UI, CLI or an AIRFLOW_CONN_APORIA_NOWHERE variable)."
-    )
-    assert aporia.count(MODEL, "v1")["total"] == 0
-
-
-def test_missing_redshift_connection(version: str, aporia: AporiaProbe) -> None:
-    with pytest.raises(AirflowException) as error:
-        sync(redshift_conn_id="redshift_nowhere")
-    assert str(error.value) == (
-        "The Redshift connection 'redshift_nowhere' is not defined; create it in Airflow "
-        "(UI, CLI or an AIRFLOW_CONN_REDSHIFT_NOWHERE variable)."
+        f"The {kind} connection '{conn_id}' is not defined; create it in Airflow "
+        f"(UI, CLI or an AIRFLOW_CONN_{conn_id.upper()} variable)."
     )
     assert aporia.count(MODEL, "v1")["total"] == 0
 
