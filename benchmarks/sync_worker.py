@@ -76,7 +76,7 @@ def spark_settings(operator: Any) -> dict[str, Any]:
     """What the sync ran with: as requested, then as read back from the live session where it still runs."""
     from pyspark.sql import SparkSession
 
-    from aporia_provider.extraction.engine import DEFAULT_READ_OPTIONS, DEFAULT_SPARK_CONF
+    from aporia_provider.extraction.engine import DEFAULT_READ_OPTIONS, DEFAULT_SPARK_CONF, READ_PARTITIONS_PER_CORE
 
     requested = operator.spark_conf or {}
     settings: dict[str, Any] = {
@@ -95,7 +95,7 @@ def spark_settings(operator: Any) -> dict[str, Any]:
         settings.update(
             master=context.master,
             default_parallelism=context.defaultParallelism,
-            num_partitions=operator.num_partitions or context.defaultParallelism,
+            num_partitions=operator.num_partitions or READ_PARTITIONS_PER_CORE * context.defaultParallelism,
             spark_version=session.version,
         )
     return settings

@@ -41,8 +41,11 @@ DEFAULT_SPARK_CONF = {
     # lives for minutes, and C2 compilation took more CPU than it saved (make bench, 2 cores).
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1",
     "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    # Spark's 1 GB default is tight for the local driver that also runs the tasks.
+    "spark.driver.memory": "2g",
 }
 DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
+READ_PARTITIONS_PER_CORE = 4
 MAX_EXAMPLES = 5
 MAX_DUPLICATES_LISTED = 10_000
 _OCCURRED_AT_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
@@ -209,7 +212,9 @@ def run_sync(
     started = time.monotonic()
     read_window = window.widened(lookback)
     summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=dry_run)
-    partitions = num_partitions or spark.sparkContext.defaultParallelism
+    # Several read partitions per core keep each task's share of a large window (its persisted rows,
+    # its part of the duplicate-id aggregation) small: with one per core a 10M-row window ran out of heap.
+    partitions = num_partitions or READ_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
     reader = partial(_read, spark, jdbc_options, plan, read_window, partitions)
 
     sources = [("predictions", plan.query, plan.timestamp_column)]
