@@ -20,9 +20,11 @@ def test_airflow_lists_the_provider(airflow_cli: AirflowCli) -> None:
 @pytest.mark.usefixtures("airflow_env")
 def test_the_aporia_connection_type_and_its_form() -> None:
     from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
+    hook = ProvidersManagerTaskRuntime().hooks["aporia"]
+    assert hook is not None and hook.hook_class_name == "aporia_provider.hooks.aporia.AporiaHook"
     manager = ProvidersManager()
-    assert manager.hooks["aporia"].hook_class_name == "aporia_provider.hooks.aporia.AporiaHook"
     widgets = manager.connection_form_widgets
     assert widgets["extra__aporia__environment"].field["value"] == "production"
     assert widgets["extra__aporia__verify_ssl"].field["schema"]["type"] == "boolean"
