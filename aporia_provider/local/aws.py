@@ -14,10 +14,13 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from aporia_provider.local.credentials import issue_password
+
+if TYPE_CHECKING:
+    from moto.iam.access_control import IAMUserAccessKey
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -74,7 +77,7 @@ class ServerlessStandIn:
         cluster = form.get("ClusterIdentifier", [""])[0]
         db_user = form.get("DbUser", [""])[0]
         resource = f"arn:aws:redshift:{REGION}:{ACCOUNT_ID}:dbuser:{cluster}/{db_user}"
-        denied = _denied(authorization, "redshift:GetClusterCredentials", resource)
+        denied = _denied(_caller(authorization), "redshift:GetClusterCredentials", resource)
         if not denied:
             return None
         return (
@@ -94,13 +97,15 @@ class ServerlessStandIn:
         if action == "GetWorkgroup":
             return "200 OK", {"workgroup": workgroup.describe()}
         arn = workgroup.describe()["workgroupArn"]
-        denied = _denied(authorization, "redshift-serverless:GetCredentials", arn)
+        caller = _caller(authorization)
+        denied = _denied(caller, "redshift-serverless:GetCredentials", arn)
         if denied:
             return "403 Forbidden", _error("AccessDeniedException", denied)
         duration = int(request.get("durationSeconds", 900))
         if not 900 <= duration <= 3600:
             return "400 Bad Request", _error("ValidationException", "durationSeconds must be between 900 and 3600.")
-        db_user = f"IAM:{_caller_name(authorization)}"
+        # Redshift Serverless names the database user after the IAM user owning the key.
+        db_user = f"IAM:{caller.arn.rsplit('/', 1)[1] if caller else _access_key(authorization) or 'anonymous'}"
         expiration = datetime.now(timezone.utc) + timedelta(seconds=duration)
         return "200 OK", {
             "dbUser": db_user,
@@ -115,32 +120,31 @@ def _respond(start_response: Callable[..., Any], status: str, content_type: str,
     return [payload]
 
 
-def _denied(authorization: str, action: str, resource: str) -> str | None:
-    """Why the caller may not perform `action` on `resource`, or None when it may.
-
-    Keys that belong to no IAM user (the stack's own bootstrap key) act as the account root.
-    """
-    from moto.iam.access_control import CreateAccessKeyFailure, IAMPolicy, IAMUserAccessKey, PermissionResult
-
+def _access_key(authorization: str) -> str:
     match = _ACCESS_KEY_IN_AUTHORIZATION.search(authorization)
+    return match.group(1) if match else ""
+
+
+def _caller(authorization: str) -> IAMUserAccessKey | None:
+    """The IAM user's key that signed the request; None for keys of no IAM user (the account root)."""
+    from moto.iam.access_control import CreateAccessKeyFailure, IAMUserAccessKey
+
     try:
-        caller = IAMUserAccessKey(ACCOUNT_ID, "aws", match.group(1) if match else "", {})
+        return IAMUserAccessKey(ACCOUNT_ID, "aws", _access_key(authorization), {})
     except CreateAccessKeyFailure:
+        return None
+
+
+def _denied(caller: IAMUserAccessKey | None, action: str, resource: str) -> str | None:
+    """Why the caller may not perform `action` on `resource`, or None when it may (the root may)."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    if caller is None:
         return None
     results = {IAMPolicy(policy).is_action_permitted(action, resource) for policy in caller.collect_policies()}
     if PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results:
         return None
     return f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource}"
-
-
-def _caller_name(authorization: str) -> str:
-    """The IAM user owning the request's access key, as Redshift Serverless names its database user."""
-    from moto.iam.models import iam_backends
-
-    match = _ACCESS_KEY_IN_AUTHORIZATION.search(authorization)
-    access_key = match.group(1) if match else ""
-    user = iam_backends[ACCOUNT_ID]["global"].get_user_from_access_key_id(access_key)
-    return user.name if user else access_key or "anonymous"
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
