@@ -217,14 +217,15 @@ def run_sync(
     partitions = num_partitions or READ_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
     reader = partial(_read, spark, jdbc_options, plan, read_window, partitions)
 
-    sources = [("predictions", plan.query, plan.timestamp_column)]
+    # (kind, query, the argument naming its timestamp column)
+    sources = [("predictions", plan.query, "timestamp_column")]
     if plan.actuals_timestamp_column and plan.actuals:
-        sources.append(("actuals", plan.actuals_query or plan.query, plan.actuals_timestamp_column))
+        sources.append(("actuals", plan.actuals_query or plan.query, "actuals_timestamp_column"))
     prepared: list[_Prepared] = []
     try:
         with _failures_of("Reading the window from Redshift", plan):
-            for kind, query, timestamp_column in sources:
-                prepared.append(_prepare(reader(query, timestamp_column), plan, kind))
+            for kind, query, timestamp_argument in sources:
+                prepared.append(_prepare(reader(query, timestamp_argument), plan, kind))
             checked = {c.kind: c for c in (_check(p, plan) for p in prepared)}
         summary.rows_read = checked["predictions"].rows
         summary.actuals_read = checked["actuals"].rows if "actuals" in checked else 0
@@ -265,15 +266,15 @@ def _read(
     window: Window,
     partitions: int,
     query: str,
-    timestamp_column: str,
+    timestamp_argument: str,
 ) -> DataFrame:
     """The window of `query`, read over JDBC in partitions of the timestamp range; select_expr applied."""
+    timestamp_column: str = getattr(plan, timestamp_argument)
     connection = {**DEFAULT_READ_OPTIONS, **plan.read_options, **jdbc_options()}
     # The window predicate names the timestamp column inside Redshift: make sure it is there first
     # (Spark only fetches the query's columns here, with a WHERE 1=0).
     columns = spark.read.format("jdbc").options(**connection, dbtable=f"({query}) AS source").load().columns
-    argument = "timestamp_column" if timestamp_column == plan.timestamp_column else "actuals_timestamp_column"
-    _require_columns(columns, plan, {argument: [timestamp_column]})
+    _require_columns(columns, plan, {timestamp_argument: [timestamp_column]})
     options = {
         **connection,
         "dbtable": windowed(query, timestamp_column, window),
