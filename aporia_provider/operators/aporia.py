@@ -419,7 +419,8 @@ class AporiaSyncOperator(_AporiaOperator):
             model_id=self.model_id,
             model_version=self.model_version,
             schema=schema,
-            query=table_query(self.table) if self.table else single_statement(self.query or ""),
+            # SyncPlan checks that the query is a single statement.
+            query=table_query(self.table) if self.table else self.query or "",
             id_column=self.id_column,
             timestamp_column=self.timestamp_column,
             features=self.features or {},
