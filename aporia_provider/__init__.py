@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -46,4 +46,11 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.hooks.aporia"]}],
         "operators": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.operators.aporia"]}],
         "sensors": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.sensors.aporia"]}],
+        "transfers": [
+            {
+                "source-integration-name": "Amazon Redshift",
+                "target-integration-name": "Aporia",
+                "python-module": "aporia_provider.transfers.redshift_to_aporia",
+            }
+        ],
     }

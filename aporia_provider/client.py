@@ -18,6 +18,8 @@ from typing import Any
 import requests
 import tenacity
 
+from aporia_provider.vocabulary import FIELD_GROUPS, wire_group
+
 log = logging.getLogger(__name__)
 
 LOG_PREDICTIONS = """
@@ -183,9 +185,8 @@ class AporiaClient:
 
 def iter_version_schema(data: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any] | str]]:
     """Turn the modelVersionSchema GraphQL answer into (group, name, field schema) triples."""
-    groups = {"features": "features", "predictions": "predictions", "rawInputs": "raw_inputs"}
-    for wire_group, group in groups.items():
-        for item in data.get(wire_group) or []:
+    for group in FIELD_GROUPS:
+        for item in data.get(wire_group(group)) or []:
             spec: dict[str, Any] | str = item["type"]
             if item.get("dimensions"):
                 spec = {"type": item["type"], "dimensions": item["dimensions"]}

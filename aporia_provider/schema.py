@@ -1,21 +1,15 @@
-"""Aporia model-version schemas: field types, model types, and value checks.
+"""Aporia model-version schemas: parsed and checked before they are sent, compared with existing versions.
 
-One module serves the hook (checking a schema before it is sent), the extraction engine (checking
-rows before they are delivered) and the local Aporia server (reporting warnings as Aporia does).
+Values are checked where the rows are, in Spark (`extraction.columns`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-FIELD_TYPES = ("numeric", "categorical", "string", "boolean", "datetime", "vector", "text", "dict", "tensor")
-MODEL_TYPES = ("regression", "binary", "multiclass", "multi-label", "ranking")
-# Wire names of the field groups in a version schema, with the singular used in messages.
-FIELD_GROUPS = {"features": "feature", "predictions": "prediction", "raw_inputs": "raw input"}
+from aporia_provider.vocabulary import FIELD_GROUPS, FIELD_TYPES, MODEL_TYPES, group_label
 
 
 class SchemaError(ValueError):
@@ -33,17 +27,10 @@ class FieldSpec:
             return {"type": "tensor", "dimensions": list(self.dimensions or ())}
         return self.type
 
-    def check(self, value: Any) -> str | None:
-        """Return why `value` does not fit this field, or None when it does (None values fit)."""
-        if value is None:
-            return None
-        problem = _VALUE_CHECKS[self.type](value, self)
-        return None if problem is None else f"{self.name}: {problem}"
-
 
 def parse_field(group: str, name: str, spec: Any) -> FieldSpec:
     """Parse one field's schema (a type string, or a dict with `type` and maybe `dimensions`)."""
-    label = FIELD_GROUPS.get(group, group)
+    label = group_label(group)
     if not isinstance(name, str) or not name:
         raise SchemaError(f"A {label} has an empty name; give every {label} a non-empty string name.")
     type_name = spec.get("type") if isinstance(spec, Mapping) else spec
@@ -140,95 +127,3 @@ def check_model_type(model_type: str) -> str:
     if model_type not in MODEL_TYPES:
         raise SchemaError(f"model_type {model_type!r} is not supported; use one of {', '.join(MODEL_TYPES)}.")
     return model_type
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_numeric(value: Any, spec: FieldSpec) -> str | None:
-    if not _is_number(value):
-        return f"expected a number, got {type(value).__name__}"
-    if not math.isfinite(value):
-        return f"expected a finite number, got {value}"
-    return None
-
-
-def _check_categorical(value: Any, spec: FieldSpec) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"expected an integer category, got {type(value).__name__}"
-    return None
-
-
-def _check_string(value: Any, spec: FieldSpec) -> str | None:
-    return None if isinstance(value, str) else f"expected a string, got {type(value).__name__}"
-
-
-def _check_boolean(value: Any, spec: FieldSpec) -> str | None:
-    return None if isinstance(value, bool) else f"expected a boolean, got {type(value).__name__}"
-
-
-def _check_datetime(value: Any, spec: FieldSpec) -> str | None:
-    if isinstance(value, datetime):
-        return None
-    if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value)
-            return None
-        except ValueError:
-            pass
-    return f"expected an ISO-8601 datetime, got {value!r}"
-
-
-def _check_vector(value: Any, spec: FieldSpec) -> str | None:
-    if not isinstance(value, list | tuple) or not all(_is_number(v) and math.isfinite(v) for v in value):
-        return "expected a list of finite numbers"
-    return None
-
-
-def _check_dict(value: Any, spec: FieldSpec) -> str | None:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and _is_number(v) and math.isfinite(v) for k, v in value.items()
-    ):
-        return "expected a dict of string keys to finite numbers"
-    return None
-
-
-def _tensor_shape(value: Any) -> tuple[int, ...] | None:
-    """The shape of a nested list of finite numbers, or None when it is ragged or holds other values."""
-    if _is_number(value):
-        return () if math.isfinite(value) else None
-    if not isinstance(value, list | tuple):
-        return None
-    shapes = {_tensor_shape(v) for v in value}
-    if len(shapes) > 1 or None in shapes:
-        return None
-    inner = shapes.pop() if shapes else ()
-    return None if inner is None else (len(value), *inner)
-
-
-def _check_tensor(value: Any, spec: FieldSpec) -> str | None:
-    dimensions = spec.dimensions or ()
-    # Fast path for the common flat embedding: one pass, no recursion per element.
-    if len(dimensions) == 1 and isinstance(value, list) and len(value) == dimensions[0]:
-        if all(_is_number(v) and math.isfinite(v) for v in value):
-            return None
-    shape = _tensor_shape(value)
-    if shape is None:
-        return "expected a (nested) list of finite numbers"
-    if shape != spec.dimensions:
-        return f"expected a tensor of shape {list(spec.dimensions or ())}, got {list(shape)}"
-    return None
-
-
-_VALUE_CHECKS = {
-    "numeric": _check_numeric,
-    "categorical": _check_categorical,
-    "string": _check_string,
-    "text": _check_string,
-    "boolean": _check_boolean,
-    "datetime": _check_datetime,
-    "vector": _check_vector,
-    "dict": _check_dict,
-    "tensor": _check_tensor,
-}

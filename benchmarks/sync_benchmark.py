@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import psutil
 import requests
 
-from aporia_provider.extraction.engine import DEFAULT_SPARK_CONF
-from aporia_provider.local.stack import DATABASE, ENVIRONMENT, MASTER_USER, LocalStack, StackSettings
+from aporia_local.stack import DATABASE, ENVIRONMENT, MASTER_USER, LocalStack, StackSettings
+from aporia_provider.extraction.run import DEFAULT_SPARK_CONF
 from benchmarks import profiles, workload
 from benchmarks.processes import ProcessTree, own_cpu
 

@@ -76,7 +76,7 @@ def spark_settings(operator: Any) -> dict[str, Any]:
     """What the sync ran with: as requested, then as read back from the live session where it still runs."""
     from pyspark.sql import SparkSession
 
-    from aporia_provider.extraction.engine import DEFAULT_READ_OPTIONS, DEFAULT_SPARK_CONF, READ_PARTITIONS_PER_CORE
+    from aporia_provider.extraction.run import DEFAULT_READ_OPTIONS, DEFAULT_SPARK_CONF, READ_PARTITIONS_PER_CORE
 
     requested = operator.spark_conf or {}
     settings: dict[str, Any] = {
@@ -102,7 +102,7 @@ def spark_settings(operator: Any) -> dict[str, Any]:
 
 
 def main(argument: str) -> dict[str, Any]:
-    from aporia_provider.operators.aporia import AporiaSyncOperator
+    from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
     operator = AporiaSyncOperator(**json.loads(argument))
     sampler = Sampler()

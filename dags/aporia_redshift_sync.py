@@ -8,7 +8,7 @@ from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 from insurance_model import ACTUALS, ACTUALS_TIMESTAMP_COLUMN, ID_COLUMN, MODEL_ID, QUERY, TIMESTAMP_COLUMN
 
-from aporia_provider.operators.aporia import AporiaSyncOperator
+from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
 with DAG(
     dag_id="aporia_redshift_sync",

@@ -20,9 +20,9 @@ from typing import Any
 
 import requests
 
-from aporia_provider.local.cli import DEMO_START
-from aporia_provider.local.seed import SeedPlan, seed_predictions
-from aporia_provider.local.stack import LocalStack, StackSettings
+from aporia_local.cli import DEMO_START
+from aporia_local.seed import SeedPlan, seed_predictions
+from aporia_local.stack import LocalStack, StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK_DIR = ROOT / ".local-stack" / "demo"

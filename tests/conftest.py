@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from aporia_provider.local.cli import DEMO_START
-from aporia_provider.local.seed import SeedPlan, seed_predictions
-from aporia_provider.local.stack import LocalStack, StackSettings
+from aporia_local.cli import DEMO_START
+from aporia_local.seed import SeedPlan, seed_predictions
+from aporia_local.stack import LocalStack, StackSettings
 
 if TYPE_CHECKING:
-    from aporia_provider.operators.aporia import AporiaSyncOperator
+    from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
 DAGS_FOLDER = Path(__file__).parent.parent / "dags"
 # Tests share the example DAGs' model definition, imported as Airflow imports it.
@@ -215,7 +215,7 @@ def sync_operator(window: tuple[datetime, datetime] | None, **kwargs: Any) -> Ap
     """AporiaSyncOperator for the example model (predictions and actuals) over `window`; kwargs override."""
     import insurance_model as example
 
-    from aporia_provider.operators.aporia import AporiaSyncOperator
+    from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
     arguments: dict[str, Any] = {
         "task_id": "sync",

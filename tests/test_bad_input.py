@@ -17,10 +17,10 @@ import insurance_model as example
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from aporia_local.seed import SeedPlan
+from aporia_local.stack import MASTER_USER, LocalStack
 from aporia_provider.client import AporiaError
 from aporia_provider.datasources import DataSourceError, JDBCDataSource
-from aporia_provider.local.seed import SeedPlan
-from aporia_provider.local.stack import MASTER_USER, LocalStack
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,

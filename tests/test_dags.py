@@ -8,8 +8,8 @@ import insurance_model as example
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
-from aporia_provider.local.seed import SeedPlan
-from aporia_provider.local.stack import LocalStack
+from aporia_local.seed import SeedPlan
+from aporia_local.stack import LocalStack
 from tests.conftest import DAGS_FOLDER, AirflowCli, AporiaProbe, redshift_sql
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from aporia_provider.extraction.engine import POSTGRES_JDBC_JAR
-from aporia_provider.local import cli
-from aporia_provider.local.stack import LocalStack, StackSettings
+from aporia_local import cli
+from aporia_local.stack import LocalStack, StackSettings
+from aporia_provider.extraction.run import POSTGRES_JDBC_JAR
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yaml"

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from aporia_provider.local.credentials import issue_password
-from aporia_provider.local.stack import LocalStack
+from aporia_local.credentials import issue_password
+from aporia_local.stack import LocalStack
 from tests.conftest import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")
@@ -100,10 +100,10 @@ def test_redshift_drops_the_connection_mid_read_then_rerun(stack: LocalStack, ap
 
 def test_expired_credentials_fail_clearly_then_rerun(stack: LocalStack, aporia: AporiaProbe) -> None:
     operator = sync_operator(day_two(), num_partitions=None)
-    valid = operator.hook.get_redshift_credentials()
+    valid = operator.redshift_hook.get_credentials()
     # Expired at AWS's side while the hook still believes it fresh: the worst case for a long sync.
     expired = issue_password(stack.settings.signing_key, valid.user, datetime.now(timezone.utc) - timedelta(seconds=1))
-    operator.hook._credentials = type(valid)(**{**valid.__dict__, "password": expired})
+    operator.redshift_hook._credentials = type(valid)(**{**valid.__dict__, "password": expired})
     with pytest.raises(RuntimeError) as error:
         operator.execute({})
     assert str(error.value) == (

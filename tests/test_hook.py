@@ -1,4 +1,4 @@
-"""AporiaHook against the local stack: wire bodies, errors, retries, Redshift IAM, secrets."""
+"""AporiaHook and RedshiftIAMHook against the local stack: wire bodies, errors, retries, Redshift IAM, secrets."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowException
 
+from aporia_local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, LocalStack
 from aporia_provider.client import AporiaError
 from aporia_provider.datasources import JDBCDataSource
-from aporia_provider.hooks.aporia import AporiaHook, RedshiftCredentials
-from aporia_provider.local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, LocalStack
+from aporia_provider.hooks.aporia import AporiaHook
+from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
 from aporia_provider.schema import SchemaError
 from tests.conftest import AporiaProbe
 
@@ -33,6 +34,11 @@ SCHEMA: dict[str, Any] = {
 @pytest.fixture
 def hook() -> AporiaHook:
     return AporiaHook()
+
+
+@pytest.fixture
+def redshift() -> RedshiftIAMHook:
+    return RedshiftIAMHook()
 
 
 def test_create_model_sends_the_sdk_body_and_treats_409_as_existing(hook: AporiaHook, aporia: AporiaProbe) -> None:
@@ -209,32 +215,32 @@ def test_unreachable_host_and_missing_connection(monkeypatch: pytest.MonkeyPatch
         AporiaHook(aporia_conn_id="nope").create_model("m", "m")
 
 
-def test_cluster_credentials_come_from_aws_and_open_redshift(hook: AporiaHook) -> None:
-    creds = hook.get_redshift_credentials()
+def test_cluster_credentials_come_from_aws_and_open_redshift(redshift: RedshiftIAMHook) -> None:
+    creds = redshift.get_credentials()
     assert creds.user == f"IAM:{DB_USER}"
     assert creds.expires_at is not None
     assert timedelta(minutes=14) < creds.expires_at - datetime.now(timezone.utc) <= timedelta(minutes=15)
-    assert hook.get_redshift_credentials() is creds  # cached within the hook
-    with hook.get_redshift_conn() as conn:
+    assert redshift.get_credentials() is creds  # cached within the hook
+    with redshift.get_conn() as conn:
         cursor = conn.cursor()
         cursor.execute("SELECT current_database()")
         assert cursor.fetchone() == [DATABASE]
 
 
-def test_credentials_are_renewed_shortly_before_expiry(hook: AporiaHook) -> None:
-    first = hook.get_redshift_credentials()
-    hook._credentials = RedshiftCredentials(
+def test_credentials_are_renewed_shortly_before_expiry(redshift: RedshiftIAMHook) -> None:
+    first = redshift.get_credentials()
+    redshift._credentials = RedshiftCredentials(
         **{**first.__dict__, "expires_at": datetime.now(timezone.utc) + timedelta(seconds=60)}
     )
-    renewed = hook.get_redshift_credentials()
+    renewed = redshift.get_credentials()
     assert renewed is not first and renewed.expires_at is not None and first.expires_at is not None
     assert renewed.expires_at - datetime.now(timezone.utc) > timedelta(minutes=14)
 
 
 def test_serverless_credentials(stack: LocalStack) -> None:
-    hook = AporiaHook(redshift_conn_id="redshift_serverless")
-    assert hook.get_redshift_credentials().user == f"IAM:{IAM_USER}"
-    with hook.get_redshift_conn() as conn:
+    hook = RedshiftIAMHook(redshift_conn_id="redshift_serverless")
+    assert hook.get_credentials().user == f"IAM:{IAM_USER}"
+    with hook.get_conn() as conn:
         cursor = conn.cursor()
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == [1]
@@ -243,29 +249,29 @@ def test_serverless_credentials(stack: LocalStack) -> None:
 def test_issued_iam_user_is_not_fed_back_as_db_user(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
     connection = stack.connections()["redshift_default"] | {"login": f"IAM:{DB_USER}"}
     monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_IAM_LOGIN", json.dumps(connection))
-    hook = AporiaHook(redshift_conn_id="redshift_iam_login")
+    hook = RedshiftIAMHook(redshift_conn_id="redshift_iam_login")
     assert hook.db_user == DB_USER
-    assert hook.get_redshift_credentials().user == f"IAM:{DB_USER}"
+    assert hook.get_credentials().user == f"IAM:{DB_USER}"
 
 
-def test_jdbc_url_for_aporia_and_spark_options(hook: AporiaHook, stack: LocalStack) -> None:
+def test_jdbc_url_for_aporia_and_spark_options(redshift: RedshiftIAMHook, stack: LocalStack) -> None:
     from airflow.sdk._shared.secrets_masker.secrets_masker import redact
 
     s = stack.settings
-    url = hook.redshift_iam_jdbc_url()
+    url = redshift.iam_jdbc_url()
     assert url == (
         f"jdbc:redshift:iam://127.0.0.1:{s.redshift_port}/{DATABASE}?AccessKeyID={s.aws_access_key_id}"
         f"&SecretAccessKey={s.aws_secret_access_key.replace('/', '%2F').replace('+', '%2B')}"
         f"&DbUser={DB_USER}&ssl=true&tcpKeepAlive=true"
     )
     assert s.aws_secret_access_key not in str(redact(url))
-    options = hook.spark_jdbc_options()
+    options = redshift.spark_jdbc_options()
     assert options["url"] == f"jdbc:postgresql://127.0.0.1:{s.redshift_port}/{DATABASE}?sslmode=disable"
     assert options["user"] == f"IAM:{DB_USER}" and options["driver"] == "org.postgresql.Driver"
 
 
-def test_iam_policy_is_the_seed_policy_for_the_connection(hook: AporiaHook) -> None:
-    assert hook.iam_policy() == {
+def test_iam_policy_is_the_seed_policy_for_the_connection(redshift: RedshiftIAMHook) -> None:
+    assert redshift.iam_policy() == {
         "Version": "2012-10-17",
         "Statement": {
             "Effect": "Allow",
@@ -273,7 +279,7 @@ def test_iam_policy_is_the_seed_policy_for_the_connection(hook: AporiaHook) -> N
             "Resource": f"arn:aws:redshift:us-east-1:123456789012:dbuser:{CLUSTER_ID}/{DB_USER}",
         },
     }
-    serverless = AporiaHook(redshift_conn_id="redshift_serverless").iam_policy()
+    serverless = RedshiftIAMHook(redshift_conn_id="redshift_serverless").iam_policy()
     assert serverless["Statement"]["Action"] == "redshift-serverless:GetCredentials"
     assert serverless["Statement"]["Resource"].startswith(
         "arn:aws:redshift-serverless:us-east-1:123456789012:workgroup/"
@@ -283,23 +289,23 @@ def test_iam_policy_is_the_seed_policy_for_the_connection(hook: AporiaHook) -> N
 def test_secrets_reach_no_log_record_and_no_exception(
     stack: LocalStack, aporia: AporiaProbe, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hook = AporiaHook()
+    hook, redshift = AporiaHook(), RedshiftIAMHook()
     texts: list[str] = []
     with caplog.at_level(logging.DEBUG):
         hook.create_model("fraud", "Fraud")
-        hook.redshift_iam_jdbc_url()
-        hook.get_redshift_credentials()
+        redshift.iam_jdbc_url()
+        redshift.get_credentials()
         aporia.fail_next(4)
         with pytest.raises(AporiaError) as error:
             hook.log_fragments("fraud", "v1", [_prediction(1)])
         texts.append(str(error.value))
         texts.append(repr(hook.client))
-        texts.append(repr(hook.get_redshift_credentials()))
+        texts.append(repr(redshift.get_credentials()))
     texts.extend(record.getMessage() for record in caplog.records)
     secrets = [
         stack.settings.aporia_token,
         stack.settings.aws_secret_access_key,
-        hook.get_redshift_credentials().password,
+        redshift.get_credentials().password,
     ]
     leaks = [(secret, text) for secret in secrets for text in texts if secret in text]
     assert leaks == []

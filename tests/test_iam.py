@@ -9,8 +9,8 @@ import boto3
 import pytest
 from airflow.sdk.exceptions import AirflowException
 
-from aporia_provider.hooks.aporia import AporiaHook
-from aporia_provider.local.stack import CLUSTER_ID, DB_USER, READER_POLICY, LocalStack
+from aporia_local.stack import CLUSTER_ID, DB_USER, READER_POLICY, LocalStack
+from aporia_provider.hooks.redshift import RedshiftIAMHook
 
 pytestmark = pytest.mark.usefixtures("airflow_env")
 
@@ -28,9 +28,9 @@ def bootstrap_client(stack: LocalStack, service: str) -> object:
 
 @pytest.fixture(scope="module")
 def policy_holder(stack: LocalStack) -> Iterator[dict[str, str]]:
-    """An IAM user holding exactly the policy AporiaHook.iam_policy() renders for redshift_default."""
+    """An IAM user holding exactly the policy RedshiftIAMHook.iam_policy() renders for redshift_default."""
     iam = bootstrap_client(stack, "iam")
-    policy = AporiaHook().iam_policy()
+    policy = RedshiftIAMHook().iam_policy()
     iam.create_user(UserName="policy-holder")  # type: ignore[attr-defined]
     iam.put_user_policy(  # type: ignore[attr-defined]
         UserName="policy-holder", PolicyName="rendered", PolicyDocument=json.dumps(policy)
@@ -53,24 +53,24 @@ def hook_for(
     key: dict[str, str],
     login: str = DB_USER,
     cluster: str = CLUSTER_ID,
-) -> AporiaHook:
+) -> RedshiftIAMHook:
     connections = stack.connections()
     aws = connections["aws_default"] | {"login": key["AccessKeyId"], "password": key["SecretAccessKey"]}
     redshift = connections["redshift_default"]
     redshift = redshift | {"login": login, "extra": redshift["extra"] | {"cluster_identifier": cluster}}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_POLICY", json.dumps(aws))
     monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_UNDER_TEST", json.dumps(redshift))
-    return AporiaHook(aws_conn_id="aws_policy", redshift_conn_id="redshift_under_test")
+    return RedshiftIAMHook(aws_conn_id="aws_policy", redshift_conn_id="redshift_under_test")
 
 
 def test_the_rendered_policy_is_the_one_the_stack_grants() -> None:
-    assert AporiaHook().iam_policy()["Statement"] == READER_POLICY["Statement"][0]
+    assert RedshiftIAMHook().iam_policy()["Statement"] == READER_POLICY["Statement"][0]
 
 
 def test_the_policy_grants_its_db_user_on_its_cluster(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch, policy_holder: dict[str, str]
 ) -> None:
-    creds = hook_for(stack, monkeypatch, policy_holder).get_redshift_credentials()
+    creds = hook_for(stack, monkeypatch, policy_holder).get_credentials()
     assert creds.user == f"IAM:{DB_USER}"
 
 
@@ -79,12 +79,12 @@ def test_another_db_user_is_denied(
 ) -> None:
     hook = hook_for(stack, monkeypatch, policy_holder, login="admin")
     with pytest.raises(AirflowException) as error:
-        hook.get_redshift_credentials()
+        hook.get_credentials()
     assert str(error.value) == (
         f"AWS refused GetClusterCredentials for DbUser admin on cluster {CLUSTER_ID} (AccessDenied: User: "
         "arn:aws:iam::123456789012:user/policy-holder is not authorized to perform: redshift:GetClusterCredentials "
         f"on resource: arn:aws:redshift:us-east-1:123456789012:dbuser:{CLUSTER_ID}/admin); grant the user of AWS "
-        "connection 'aws_policy' the policy AporiaHook.iam_policy() renders, and check Redshift connection "
+        "connection 'aws_policy' the policy RedshiftIAMHook.iam_policy() renders, and check Redshift connection "
         "'redshift_under_test'."
     )
 
@@ -97,4 +97,4 @@ def test_another_cluster_is_denied(
         AirflowException,
         match=f"AccessDenied: .* on resource: arn:aws:redshift:us-east-1:123456789012:dbuser:other-cluster/{DB_USER}",
     ):
-        hook.get_redshift_credentials()
+        hook.get_credentials()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from aporia_provider.local.aporia_server import main
+from aporia_local.aporia_server import main
 
 TOKEN = "local-test-token"
 GRAPHQL = "/v1/controller/graphql"
@@ -65,7 +65,7 @@ def _free_port() -> int:
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     db = tmp_path_factory.mktemp("aporia") / "aporia.sqlite3"
-    command = [sys.executable, "-m", "aporia_provider.local.aporia_server"]
+    command = [sys.executable, "-m", "aporia_local.aporia_server"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--db", str(db), "--token", TOKEN]
     proc = subprocess.Popen(command)
     try:

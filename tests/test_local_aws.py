@@ -6,7 +6,7 @@ from __future__ import annotations
 import boto3
 import redshift_connector
 
-from aporia_provider.local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, WORKGROUP, LocalStack
+from aporia_local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, WORKGROUP, LocalStack
 
 
 def aws_client(stack: LocalStack, service: str) -> object:

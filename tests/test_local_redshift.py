@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redshift_connector
 
-from aporia_provider.local.credentials import issue_password
-from aporia_provider.local.stack import DATABASE, LocalStack
+from aporia_local.credentials import issue_password
+from aporia_local.stack import DATABASE, LocalStack
 
 
 def connect(stack: LocalStack, user: str, password: str) -> redshift_connector.Connection:

@@ -8,8 +8,8 @@ import insurance_model as example
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from aporia_provider.local.seed import SeedPlan
-from aporia_provider.local.stack import LocalStack
+from aporia_local.seed import SeedPlan
+from aporia_local.stack import LocalStack
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 
 import pytest
 
+import aporia_provider
 from tests.conftest import AirflowCli
 
 
@@ -14,7 +16,8 @@ def test_airflow_lists_the_provider(airflow_cli: AirflowCli) -> None:
     # Airflow may print log lines before the JSON document.
     listed, _ = json.JSONDecoder().raw_decode(output[output.index('[{"package_name"') :])
     [ours] = [p for p in listed if p["package_name"] == "aporia-airflow-provider"]
-    assert ours["version"] == "0.1.0"
+    # The version lives in aporia_provider.__version__ only; the package metadata and provider info read it.
+    assert ours["version"] == aporia_provider.__version__ == version("aporia-airflow-provider")
 
 
 @pytest.mark.usefixtures("airflow_env")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aporia_provider.local.seed import SeedPlan
-from aporia_provider.local.stack import LocalStack
+from aporia_local.seed import SeedPlan
+from aporia_local.stack import LocalStack
 from tests.conftest import AirflowCli, AporiaProbe
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from aporia_provider.local.credentials import issue_password
+from aporia_local.credentials import issue_password
 
 if TYPE_CHECKING:
     from moto.iam.access_control import IAMUserAccessKey

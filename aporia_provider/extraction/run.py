@@ -1,33 +1,32 @@
-"""The sync engine: read a window from Redshift with Spark, validate, and deliver fragments to Aporia.
+"""The sync run: read a window from Redshift with Spark, check it, and deliver fragments to Aporia.
 
 It knows nothing of Airflow. Rows never pass through the calling process: Spark reads partitions over
-JDBC (the window predicate pushed down), builds each fragment's JSON and each row's validation verdict
-in the JVM, and Spark tasks post batches to Aporia themselves. Only counts and a few examples come back.
+JDBC (the window predicate pushed down), builds each fragment's JSON and each row's verdict in the JVM
+(`columns`), and Spark tasks post batches to Aporia themselves. Only counts and a few examples come back.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial, reduce
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.sql import SyncInputError, Window, identifier, single_statement, windowed
-from aporia_provider.schema import FieldSpec, VersionSchema
+from aporia_provider.extraction.columns import actuals_fragment, prediction_fragment, require_columns
+from aporia_provider.extraction.plan import InvalidRowsError, SyncPlan, SyncSummary
+from aporia_provider.extraction.sql import Window, windowed
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
-    from pyspark.sql.types import DataType
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +47,6 @@ DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
 READ_PARTITIONS_PER_CORE = 4
 MAX_EXAMPLES = 5
 MAX_DUPLICATES_LISTED = 10_000
-_OCCURRED_AT_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
-_WIRE_GROUPS = {"features": "features", "predictions": "predictions", "raw_inputs": "rawInputs"}
-
-
-class InvalidRowsError(SyncInputError):
-    """Rows in the window do not fit the version schema and the policy is to fail."""
 
 
 class SyncFailed(RuntimeError):
@@ -95,86 +88,6 @@ def _root_cause(exc: Exception) -> str:
             return str(throwable.getMessage())
         throwable = throwable.getCause()
     return str(exc).splitlines()[0]
-
-
-@dataclass(frozen=True)
-class SyncPlan:
-    """What to read and how it maps onto the version schema."""
-
-    model_id: str
-    model_version: str
-    schema: VersionSchema
-    query: str
-    id_column: str
-    timestamp_column: str
-    # Field name -> column name, per group; unmapped fields read the column of the same name.
-    features: Mapping[str, str] = field(default_factory=dict)
-    predictions: Mapping[str, str] = field(default_factory=dict)
-    raw_inputs: Mapping[str, str] = field(default_factory=dict)
-    # Prediction field -> column holding its delayed actual.
-    actuals: Mapping[str, str] = field(default_factory=dict)
-    actuals_timestamp_column: str | None = None
-    actuals_query: str | None = None
-    select_expr: tuple[str, ...] = ()
-    read_options: Mapping[str, str] = field(default_factory=dict)
-    on_invalid_rows: str = "fail"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "query", single_statement(self.query, "query"))
-        if self.actuals_query is not None:
-            object.__setattr__(self, "actuals_query", single_statement(self.actuals_query, "actuals_query"))
-        identifier(self.id_column, "id_column")
-        identifier(self.timestamp_column, "timestamp_column")
-        if self.on_invalid_rows not in ("fail", "skip"):
-            raise SyncInputError(f"on_invalid_rows {self.on_invalid_rows!r} is not supported; use 'fail' or 'skip'.")
-        for group in ("features", "predictions", "raw_inputs"):
-            known = {f.name for f in self.schema.group(group)}
-            for name, column in getattr(self, group).items():
-                if name not in known:
-                    raise SyncInputError(
-                        f"{group} mapping names {name!r}, which is not a {group[:-1].replace('_', ' ')} of "
-                        f"{self.model_id} {self.model_version}; map only fields of the version schema."
-                    )
-                identifier(column, f"{group} mapping for {name!r}")
-        predictions = {f.name for f in self.schema.predictions}
-        for name, column in self.actuals.items():
-            if name not in predictions:
-                raise SyncInputError(
-                    f"actuals mapping names {name!r}, which is not a prediction of the version; "
-                    f"actuals are keyed by prediction names ({', '.join(sorted(predictions))})."
-                )
-            identifier(column, f"actuals mapping for {name!r}")
-        if self.actuals and not self.actuals_timestamp_column:
-            raise SyncInputError(
-                "actuals are mapped but actuals_timestamp_column is not set; name the column that says when "
-                "each actual arrived."
-            )
-        if self.actuals_timestamp_column:
-            identifier(self.actuals_timestamp_column, "actuals_timestamp_column")
-
-    def column_for(self, group: str, spec: FieldSpec) -> str:
-        mapping: Mapping[str, str] = getattr(self, group)
-        return mapping.get(spec.name, spec.name)
-
-
-@dataclass
-class SyncSummary:
-    window_start: str
-    window_end: str
-    rows_read: int = 0
-    fragments_sent: int = 0
-    actuals_read: int = 0
-    actuals_sent: int = 0
-    rows_rejected: int = 0
-    rejected_examples: list[str] = field(default_factory=list)
-    batches: int = 0
-    retries: int = 0
-    warnings: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def spark_session(spark_conf: Mapping[str, str] | None = None) -> SparkSession:
@@ -274,7 +187,7 @@ def _read(
     # The window predicate names the timestamp column inside Redshift: make sure it is there first
     # (Spark only fetches the query's columns here, with a WHERE 1=0).
     columns = spark.read.format("jdbc").options(**connection, dbtable=f"({query}) AS source").load().columns
-    _require_columns(columns, plan, {timestamp_argument: [timestamp_column]})
+    require_columns(columns, plan, {timestamp_argument: [timestamp_column]})
     options = {
         **connection,
         "dbtable": windowed(query, timestamp_column, window),
@@ -312,7 +225,7 @@ def _prepare(frame: DataFrame, plan: SyncPlan, kind: str) -> _Prepared:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    build = _prediction_fragment if kind == "predictions" else _actuals_fragment
+    build = prediction_fragment if kind == "predictions" else actuals_fragment
     fragment, problem = build(frame, plan)
     row_id = F.col(plan.id_column).cast("string")
     projected = (
@@ -389,159 +302,3 @@ def _send_partition(
     if batch:
         result.add(client.log_fragment_json(model_id, model_version, batch))
     yield result.fragments, result.batches, result.retries, result.warnings[:MAX_EXAMPLES]
-
-
-def _prediction_fragment(frame: DataFrame, plan: SyncPlan) -> tuple[Column, Column]:
-    from pyspark.sql import functions as F
-
-    _require_columns(frame.columns, plan, {"id_column": [plan.id_column], "timestamp_column": [plan.timestamp_column]})
-    groups: list[Column] = []
-    problems: list[Column] = [F.when(F.col(plan.timestamp_column).isNull(), F.lit(f"{plan.timestamp_column} is null"))]
-    for group, wire in _WIRE_GROUPS.items():
-        specs = plan.schema.group(group)
-        if not specs:
-            continue
-        columns = {spec: plan.column_for(group, spec) for spec in specs}
-        _require_columns(frame.columns, plan, {group: list(columns.values())})
-        values = []
-        for spec, column in columns.items():
-            value, problem = _field(frame, spec, column, group)
-            values.append(value.alias(spec.name))
-            problems.append(problem)
-        groups.append(F.struct(*values).alias(wire))
-    occurred_at = F.date_format(F.col(plan.timestamp_column), _OCCURRED_AT_FORMAT).alias("occurredAt")
-    fragment = F.to_json(F.struct(F.col(plan.id_column).cast("string").alias("id"), *groups, occurred_at))
-    return fragment, F.coalesce(*problems)
-
-
-def _actuals_fragment(frame: DataFrame, plan: SyncPlan) -> tuple[Column, Column]:
-    from pyspark.sql import functions as F
-
-    specs = {spec.name: spec for spec in plan.schema.predictions}
-    assert plan.actuals_timestamp_column is not None
-    _require_columns(
-        frame.columns,
-        plan,
-        {
-            "id_column": [plan.id_column],
-            "actuals_timestamp_column": [plan.actuals_timestamp_column],
-            "actuals": list(plan.actuals.values()),
-        },
-    )
-    values, problems = [], []
-    for name, column in plan.actuals.items():
-        value, problem = _field(frame, specs[name], column, "actuals")
-        values.append(value.alias(name))
-        problems.append(problem)
-    # Null actuals are not sent: a row whose actuals are all null is no actual at all.
-    present = reduce(lambda a, b: a | b, [F.col(c).isNotNull() for c in plan.actuals.values()])
-    fragment = F.when(
-        present,
-        F.to_json(F.struct(F.col(plan.id_column).cast("string").alias("id"), F.struct(*values).alias("actuals"))),
-    )
-    return fragment, F.coalesce(*problems)
-
-
-def _require_columns(present: list[str], plan: SyncPlan, needed: Mapping[str, list[str]]) -> None:
-    """Fail, naming the argument to fix, when a column some argument needs is not among `present`.
-
-    `needed` maps an argument (id_column, timestamp_column, ...) or a field group (features, ...) to the
-    columns it names.
-    """
-    for argument, columns in needed.items():
-        missing = [c for c in dict.fromkeys(columns) if c not in present]
-        if not missing:
-            continue
-        if argument.endswith("_column"):
-            role, fix = f"named by {argument}", f"set {argument} to an existing column"
-        else:
-            role, fix = f"needed for {argument}", "map the field to an existing column"
-        raise SyncInputError(
-            f"The query for {plan.model_id} {plan.model_version} has no column {', '.join(repr(m) for m in missing)} "
-            f"{role}; it returns {', '.join(present)}; add the column to the query or select_expr, or {fix}."
-        )
-
-
-def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[Column, Column]:
-    """The JSON-ready value of one field and the problem (or null) of its value in a row."""
-    from pyspark.sql import functions as F
-
-    data_type = frame.schema[column].dataType
-    col = F.col(column)
-    label = f"{spec.name}"
-    expected = _accepts(spec, data_type)
-    if expected:
-        raise SyncInputError(
-            f"Column {column!r} for {group[:-1].replace('_', ' ')} {spec.name!r} is {data_type.simpleString()}, but "
-            f"the field is {spec.type}; {expected}."
-        )
-    no_problem = F.lit(None).cast("string")
-    if spec.type == "numeric":
-        finite = ~(F.isnan(col) | col.isin(math.inf, -math.inf))
-        return col.cast("double"), F.when(col.isNotNull() & ~finite, F.lit(f"{label}: not a finite number"))
-    if spec.type == "datetime":
-        return F.date_format(col, _OCCURRED_AT_FORMAT), no_problem
-    if spec.type in ("vector", "tensor"):
-        problem = F.when(
-            F.exists(_flatten(col, data_type), lambda x: x.isNull() | F.isnan(x)),
-            F.lit(f"{label}: holds a null or NaN element"),
-        )
-        if spec.type == "tensor":
-            wrong_shape = ~_has_shape(col, list(spec.dimensions or ()))
-            problem = F.when(
-                col.isNotNull() & wrong_shape,
-                F.lit(f"{label}: expected a tensor of shape {list(spec.dimensions or ())}"),
-            ).otherwise(problem)
-        return col, problem
-    return col, no_problem
-
-
-def _accepts(spec: FieldSpec, data_type: DataType) -> str | None:
-    """Why a column of `data_type` cannot feed the field, or None when it can."""
-    from pyspark.sql import types as T
-
-    numeric = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
-    cast_hint = "cast it in the query or with select_expr"
-    if spec.type == "numeric":
-        return None if isinstance(data_type, numeric) else f"{cast_hint} to a number"
-    if spec.type == "categorical":
-        integral = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
-        return None if isinstance(data_type, integral) else f"{cast_hint} to an integer"
-    if spec.type in ("string", "text"):
-        return None if isinstance(data_type, T.StringType) else f"{cast_hint} to a string"
-    if spec.type == "boolean":
-        return None if isinstance(data_type, T.BooleanType) else f"{cast_hint} to a boolean"
-    if spec.type == "datetime":
-        return (
-            None
-            if isinstance(data_type, T.TimestampType | T.TimestampNTZType | T.DateType)
-            else (f"{cast_hint} to a timestamp")
-        )
-    if spec.type == "dict":
-        ok = isinstance(data_type, T.MapType) and isinstance(data_type.valueType, numeric)
-        return None if ok else "select a map of string to number (e.g. from_json in select_expr)"
-    depth = len(spec.dimensions or ()) if spec.type == "tensor" else 1
-    inner = data_type
-    for _ in range(depth):
-        if not isinstance(inner, T.ArrayType):
-            return f"select an array of {depth} level(s) of numbers (e.g. from_json in select_expr)"
-        inner = inner.elementType
-    return None if isinstance(inner, numeric) else f"{cast_hint} to an array of numbers"
-
-
-def _flatten(col: Column, data_type: DataType) -> Column:
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    while isinstance(data_type, T.ArrayType) and isinstance(data_type.elementType, T.ArrayType):
-        col, data_type = F.flatten(col), data_type.elementType
-    return col
-
-
-def _has_shape(col: Column, dimensions: list[int]) -> Column:
-    from pyspark.sql import functions as F
-
-    size_matches = F.size(col) == dimensions[0]
-    if len(dimensions) == 1:
-        return size_matches
-    return size_matches & F.forall(col, lambda inner: _has_shape(inner, dimensions[1:]))

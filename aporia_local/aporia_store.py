@@ -19,22 +19,17 @@ from typing import Any
 
 import orjson
 
-from aporia_provider.schema import FieldSpec, SchemaError, VersionSchema, check_model_type
+from aporia_local.rules import Field, RuleError, Schema, parse_schema, parse_version
+from aporia_provider.vocabulary import DATA_SOURCE_TYPES, DATASET_NAMES, FIELD_GROUPS, FRAGMENT_KEYS, wire_group
 
-DATASET_NAMES = ("serving", "training", "testing", "actuals")
-DATA_SOURCE_TYPES = ("jdbc", "postgres-jdbc", "athena", "bigquery", "snowflake", "glue", "s3")
 MAX_WARNINGS = 100
 # Fragment parts checked against the schema: (wire key, stored key, schema group, label in warnings).
 # Actuals are keyed by prediction names, so they are checked against the predictions group.
 _CHECKED_PARTS = (
-    ("features", "features", "features", "feature"),
-    ("predictions", "predictions", "predictions", "prediction"),
-    ("rawInputs", "raw_inputs", "raw_inputs", "raw input"),
+    *((wire_group(group), group, group, label) for group, (_, label) in FIELD_GROUPS.items()),
     ("actuals", "actuals", "predictions", "actual"),
 )
-_FRAGMENT_KEYS = frozenset(
-    ("id", "features", "predictions", "rawInputs", "actuals", "metrics", "occurredAt", "confidence")
-)
+_FRAGMENT_KEYS = frozenset(FRAGMENT_KEYS)
 _RECORD_PARTS = ("features", "predictions", "raw_inputs", "actuals", "metrics")
 _CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 
@@ -129,21 +124,8 @@ class Warnings:
         return [*self.items, f"... and {self.more} more warnings"] if self.more else list(self.items)
 
 
-@dataclass(frozen=True)
-class CheckedSchema:
-    """A version schema indexed by field name, per group, for checking fragments."""
-
-    schema: VersionSchema
-    fields: dict[str, dict[str, FieldSpec]]
-
-    @classmethod
-    def of(cls, schema: VersionSchema) -> CheckedSchema:
-        groups = ("features", "predictions", "raw_inputs")
-        return cls(schema, {g: {f.name: f for f in schema.group(g)} for g in groups})
-
-
 def check_fragment(
-    index: int, fragment: Any, schema: CheckedSchema, version: str, warnings: Warnings
+    index: int, fragment: Any, schema: Schema, version: str, warnings: Warnings
 ) -> tuple[str, dict[str, Any]]:
     """Return (id, record) for one wire fragment, adding a warning for each value that does not fit.
 
@@ -175,7 +157,7 @@ def check_fragment(
                 f"got {type(value).__name__}; it was not stored."
             )
             continue
-        specs = schema.fields[group]
+        specs: dict[str, Field] = schema[group]
         for name, field_value in value.items():
             spec = specs.get(name)
             if spec is None:
@@ -183,7 +165,7 @@ def check_fragment(
                     f"Fragment {fragment_id!r}: unknown {label} {name!r}, not in the schema of version {version!r}."
                 )
             else:
-                problem = spec.check(field_value)
+                problem = spec.problem(field_value)
                 if problem is not None:
                     warnings.add(f"Fragment {fragment_id!r}: {label} {problem}.")
         record[stored_key] = value
@@ -264,7 +246,7 @@ class AporiaStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_DDL)
-        self._schemas: dict[tuple[str, str], CheckedSchema] = {}
+        self._schemas: dict[tuple[str, str], Schema] = {}
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -326,9 +308,8 @@ class AporiaStore:
         with self._lock:
             self._require_model(model_id)  # an unknown model is a 404 before any body check
             try:
-                check_model_type(body["model_type"])
-                VersionSchema.from_wire(body["version_schema"])
-            except SchemaError as e:
+                parse_version(body["model_type"], body["version_schema"])
+            except RuleError as e:
                 raise InvalidError(str(e)) from None
             try:
                 self._db.execute(
@@ -347,16 +328,16 @@ class AporiaStore:
             ).fetchall()
         return [{**json.loads(body), "created_at": created_at} for body, created_at in rows]
 
-    def version_schema(self, model_id: str, version: str) -> CheckedSchema:
+    def version_schema(self, model_id: str, version: str) -> Schema:
         with self._lock:
             return self._checked_schema(model_id, version)
 
-    def _checked_schema(self, model_id: str, version: str) -> CheckedSchema:
+    def _checked_schema(self, model_id: str, version: str) -> Schema:
         # Parsed once per version: fragments are checked against it on every batch.
         cached = self._schemas.get((model_id, version))
         if cached is None:
             body = self._version_body(model_id, version)
-            cached = CheckedSchema.of(VersionSchema.from_wire(body["version_schema"]))
+            cached = parse_schema(body["version_schema"])
             self._schemas[(model_id, version)] = cached
         return cached
 

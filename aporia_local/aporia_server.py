@@ -5,7 +5,7 @@ A real HTTP server (FastAPI + strawberry-graphql, served by uvicorn) over SQLite
 serves read-only `/local/fragments` views for people and tests, and `/local/faults` to make the
 next requests fail or stall (for retry tests), and `/local/reset`.
 
-    python -m aporia_provider.local.aporia_server --host 127.0.0.1 --port 8081 --db aporia.db --token T
+    python -m aporia_local.aporia_server --host 127.0.0.1 --port 8081 --db aporia.db --token T
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from aporia_provider.local.aporia_store import AporiaStore, FragmentFilter, StoreError
-from aporia_provider.schema import FieldSpec
+from aporia_local import rules
+from aporia_local.aporia_store import AporiaStore, FragmentFilter, StoreError
 
 GRAPHQL_PATH = "/v1/controller/graphql"
 UNAUTHORIZED_DETAIL = "Invalid or missing API token"
@@ -235,7 +235,7 @@ class SchemaField:
     dimensions: list[int] | None
 
     @classmethod
-    def of(cls, spec: FieldSpec) -> SchemaField:
+    def of(cls, spec: rules.Field) -> SchemaField:
         return cls(name=spec.name, type=spec.type, dimensions=list(spec.dimensions) if spec.dimensions else None)
 
 
@@ -257,12 +257,11 @@ class Query:
     async def model_version_schema(
         self, info: strawberry.Info, model_id: str, model_version: str
     ) -> ModelVersionSchema:
-        checked = await anyio.to_thread.run_sync(_store(info).version_schema, model_id, model_version)
-        schema = checked.schema
+        schema = await anyio.to_thread.run_sync(_store(info).version_schema, model_id, model_version)
         return ModelVersionSchema(
-            features=[SchemaField.of(f) for f in schema.features],
-            predictions=[SchemaField.of(f) for f in schema.predictions],
-            raw_inputs=[SchemaField.of(f) for f in schema.raw_inputs],
+            features=[SchemaField.of(f) for f in schema["features"].values()],
+            predictions=[SchemaField.of(f) for f in schema["predictions"].values()],
+            raw_inputs=[SchemaField.of(f) for f in schema["raw_inputs"].values()],
         )
 
 

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aporia_provider.local.aws import ACCOUNT_ID, REGION
-from aporia_provider.local.redshift import free_port
+from aporia_local.aws import ACCOUNT_ID, REGION
+from aporia_local.redshift import free_port
 
 CLUSTER_ID = "aporia-demo"
 WORKGROUP = "aporia-demo-wg"
@@ -137,7 +137,7 @@ class LocalStack:
         port = {"aporia": s.aporia_port, "aws": s.aws_port, "redshift": s.redshift_port}[name]
         log_file = open(self.directory / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "aporia_provider.local.cli", *commands[name]],
+            [sys.executable, "-m", "aporia_local.cli", *commands[name]],
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

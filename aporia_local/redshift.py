@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aporia_provider.local.credentials import password_is_valid
+from aporia_local.credentials import password_is_valid
 
 log = logging.getLogger(__name__)
 

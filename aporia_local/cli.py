@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from aporia_provider.local.seed import SeedPlan, seed_predictions
+from aporia_local.seed import SeedPlan, seed_predictions
 
 DEFAULT_DIR = Path(".local-stack")
 DEMO_START = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -62,18 +62,18 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     if args.command == "serve-aporia":
-        from aporia_provider.local.aporia_server import serve as serve_aporia
+        from aporia_local.aporia_server import serve as serve_aporia
 
         serve_aporia(args.host, args.port, args.db, args.token)
     elif args.command == "serve-aws":
-        from aporia_provider.local.aws import Workgroup
-        from aporia_provider.local.aws import serve as serve_aws
+        from aporia_local.aws import Workgroup
+        from aporia_local.aws import serve as serve_aws
 
         workgroups = [Workgroup(name, name, args.redshift_host, args.redshift_port) for name in args.workgroup]
         serve_aws(args.host, args.port, args.signing_key, args.redshift_host, workgroups)
     elif args.command == "serve-redshift":
-        from aporia_provider.local.redshift import Credentials
-        from aporia_provider.local.redshift import serve as serve_redshift
+        from aporia_local.redshift import Credentials
+        from aporia_local.redshift import serve as serve_redshift
 
         credentials = Credentials(args.master_user, args.master_password, args.signing_key)
         serve_redshift(args.host, args.port, args.data_dir, args.database, credentials)
@@ -88,8 +88,8 @@ def _up(args: argparse.Namespace) -> None:
     if args.detach:
         _up_detached(directory, [a for a in sys.argv[1:] if a != "--detach"])
         return
-    from aporia_provider.local.redshift import free_port
-    from aporia_provider.local.stack import LocalStack, StackSettings
+    from aporia_local.redshift import free_port
+    from aporia_local.stack import LocalStack, StackSettings
 
     settings = StackSettings(
         args.aporia_port or free_port(),
@@ -138,7 +138,7 @@ def _up_detached(directory: Path, up_args: list[str]) -> None:
     (directory / "ready").unlink(missing_ok=True)
     log = open(directory / "up.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "aporia_provider.local.cli", *up_args],
+        [sys.executable, "-m", "aporia_local.cli", *up_args],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -1,0 +1,65 @@
+"""The base of the provider's operators: connections, hooks, and bad input as a non-retried failure."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from aporia_provider.extraction.sql import SyncInputError
+from aporia_provider.hooks.aporia import AporiaHook
+from aporia_provider.hooks.redshift import RedshiftIAMHook
+from aporia_provider.schema import SchemaError, VersionSchema
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def model_version_asset(model_id: str, model_version: str) -> Asset:
+    """The Asset a DAG can schedule on: fresh data for one Aporia model version."""
+    return Asset(name=f"aporia/{model_id}/{model_version}", uri=f"aporia://models/{model_id}/versions/{model_version}")
+
+
+class AporiaBaseOperator(BaseOperator):
+    """Shared plumbing: the Aporia and Redshift hooks, and bad input turned into a failure Airflow does not retry."""
+
+    def __init__(
+        self,
+        *,
+        aporia_conn_id: str = AporiaHook.default_conn_name,
+        redshift_conn_id: str = "redshift_default",
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.aporia_conn_id = aporia_conn_id
+        self.redshift_conn_id = redshift_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def aporia_hook(self) -> AporiaHook:
+        return AporiaHook(aporia_conn_id=self.aporia_conn_id)
+
+    @cached_property
+    def redshift_hook(self) -> RedshiftIAMHook:
+        return RedshiftIAMHook(redshift_conn_id=self.redshift_conn_id, aws_conn_id=self.aws_conn_id)
+
+    def execute(self, context: Context) -> Any:
+        try:
+            return self.run(context)
+        except (SchemaError, SyncInputError) as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    def run(self, context: Context) -> Any:
+        raise NotImplementedError
+
+    def existing_schema(self, model_id: str, model_version: str) -> VersionSchema:
+        schema = self.aporia_hook.get_model_version_schema(model_id, model_version)
+        if schema is None:
+            raise AirflowFailException(
+                f"Model {model_id!r} has no version {model_version!r} in Aporia; create it first with "
+                "AporiaCreateModelVersionOperator."
+            )
+        return schema
