@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 JDBC_JAR := /usr/share/java/postgresql.jar
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo test lint bench clean
+.PHONY: setup system-packages demo test unit lint bench clean
 
 setup: system-packages $(STAMP)
 
@@ -31,8 +31,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Both tiers (tests/unit, tests/integration).
 test: setup lint
 	$(BIN)/pytest -q
+
+# The fast tier: no Java, no servers.
+unit: setup
+	$(BIN)/pytest -q tests/unit
 
 bench: setup
 	$(BIN)/python -m benchmarks.sync_benchmark

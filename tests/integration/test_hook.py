@@ -16,7 +16,7 @@ from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
 from aporia_provider.schema import SchemaError
-from tests.conftest import AporiaProbe
+from tests.helpers import AporiaProbe
 
 pytestmark = pytest.mark.usefixtures("airflow_env")
 SCHEMA: dict[str, Any] = {

@@ -10,7 +10,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
-from tests.conftest import DAGS_FOLDER, AirflowCli, AporiaProbe, redshift_sql
+from tests.helpers import DAGS_FOLDER, AirflowCli, AporiaProbe, redshift_sql
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 

@@ -27,7 +27,7 @@ from aporia_provider.operators.aporia import (
     AporiaCreateModelVersionOperator,
 )
 from tests import conftest
-from tests.conftest import MODEL, AporiaProbe, redshift_sql, sync_operator, version_args
+from tests.helpers import MODEL, AporiaProbe, redshift_sql, sync_operator, version_args
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 HOUR = timedelta(hours=1)

@@ -10,7 +10,7 @@ import pytest
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
-from tests.conftest import AirflowCli, AporiaProbe
+from tests.helpers import AirflowCli, AporiaProbe
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 # The shape of a temporary Redshift password the local AWS stand-in issues: "<expiry>.<signature>".

@@ -1,58 +1,26 @@
-"""Session fixtures: one local stack of real stand-ins for the whole test session."""
+"""What both test tiers share: the Aporia probe, the Airflow CLI, the example model, sync shorthands."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import requests
 
 from aporia_local.cli import DEMO_START
-from aporia_local.seed import SeedPlan, seed_predictions
-from aporia_local.stack import LocalStack, StackSettings
+from aporia_local.seed import SeedPlan
 
 if TYPE_CHECKING:
+    from aporia_local.stack import LocalStack
     from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
 DAGS_FOLDER = Path(__file__).parent.parent / "dags"
 # Tests share the example DAGs' model definition, imported as Airflow imports it.
 sys.path.insert(0, str(DAGS_FOLDER))
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local_stack = LocalStack(tmp_path_factory.mktemp("stack"), StackSettings.with_free_ports())
-    try:
-        local_stack.start()
-        yield local_stack
-    finally:
-        local_stack.stop()
-
-
-@pytest.fixture(scope="session")
-def airflow_env(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Airflow configured for the stack: its connections as AIRFLOW_CONN_* variables, a private home."""
-    home: Path = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **stack.airflow_env(),
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 class AporiaProbe:
@@ -112,24 +80,8 @@ class AporiaProbe:
         self.post("/local/reset", {})
 
 
-@pytest.fixture
-def aporia(stack: LocalStack) -> Iterator[AporiaProbe]:
-    """The local Aporia server, emptied before each test that uses it."""
-    probe = AporiaProbe(stack)
-    probe.reset()
-    yield probe
-    probe.clear_faults()
-
-
 # Two days of hourly demo rows with the example DAGs' 768-wide embeddings.
 SEED_PLAN = SeedPlan(DEMO_START, hours=48, rows_per_hour=6)
-
-
-@pytest.fixture(scope="session")
-def seeded(stack: LocalStack) -> SeedPlan:
-    with stack.master_connection() as connection:
-        seed_predictions(connection, SEED_PLAN)
-    return SEED_PLAN
 
 
 def redshift_sql(stack: LocalStack, sql: str, params: tuple[Any, ...] = ()) -> list[list[Any]]:
@@ -166,25 +118,6 @@ class AirflowCli:
         )
 
 
-@pytest.fixture(scope="session")
-def airflow_cli(airflow_env: dict[str, str]) -> AirflowCli:
-    cli = AirflowCli(airflow_env)
-    cli("db", "migrate")
-    return cli
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _stop_spark() -> Iterator[None]:
-    """Stop the in-process Spark session while pytest's log capture is still open."""
-    yield
-    if "pyspark" in sys.modules:
-        from pyspark.sql import SparkSession
-
-        session = SparkSession.getActiveSession()
-        if session is not None:
-            session.stop()
-
-
 MODEL = "insurance-propensity"
 
 
@@ -199,16 +132,6 @@ def version_args(**changes: Any) -> dict[str, Any]:
         "features": example.FEATURES,
         "predictions": example.PREDICTIONS,
     } | changes
-
-
-@pytest.fixture
-def version(aporia: AporiaProbe) -> str:
-    """The example model and version v1, freshly created in an empty Aporia."""
-    from aporia_provider.operators.aporia import AporiaCreateModelOperator, AporiaCreateModelVersionOperator
-
-    AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
-    AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **version_args()).execute({})
-    return "v1"
 
 
 def sync_operator(window: tuple[datetime, datetime] | None, **kwargs: Any) -> AporiaSyncOperator:

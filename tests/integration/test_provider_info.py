@@ -8,7 +8,7 @@ from importlib.metadata import version
 import pytest
 
 import aporia_provider
-from tests.conftest import AirflowCli
+from tests.helpers import AirflowCli
 
 
 def test_airflow_lists_the_provider(airflow_cli: AirflowCli) -> None:

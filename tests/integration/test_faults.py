@@ -19,7 +19,7 @@ import pytest
 
 from aporia_local.credentials import issue_password
 from aporia_local.stack import LocalStack
-from tests.conftest import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
+from tests.helpers import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")
 HOUR = timedelta(hours=1)

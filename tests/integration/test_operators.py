@@ -16,7 +16,7 @@ from aporia_provider.operators.aporia import (
     AporiaCreateModelVersionOperator,
 )
 from aporia_provider.sensors.aporia import AporiaSyncStatusSensor
-from tests.conftest import MODEL, AporiaProbe, redshift_sql, sync, version_args
+from tests.helpers import MODEL, AporiaProbe, redshift_sql, sync, version_args
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 HOUR = timedelta(hours=1)
