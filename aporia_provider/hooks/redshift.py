@@ -302,9 +302,13 @@ class RedshiftIAMHook(RedshiftSQLHook):
             aws = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="redshift")
             cluster = extra.get("cluster_identifier") or (conn.host or "").split(".", 1)[0]
             region = aws.region_name or "*"
+            # AutoCreate makes GetClusterCredentials create the database user, which needs its own action.
+            auto_create = _as_bool(extra.get("auto_create", False))
             statement = {
                 "Effect": "Allow",
-                "Action": "redshift:GetClusterCredentials",
+                "Action": ["redshift:GetClusterCredentials", "redshift:CreateClusterUser"]
+                if auto_create
+                else "redshift:GetClusterCredentials",
                 "Resource": f"arn:aws:redshift:{region}:{aws.account_id}:dbuser:{cluster}/{self.db_user}",
             }
         return {"Version": "2012-10-17", "Statement": statement}

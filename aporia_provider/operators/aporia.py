@@ -5,13 +5,13 @@ The sync of prediction windows is a transfer: `aporia_provider.transfers.redshif
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from warnings import warn
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from aporia_provider.extraction.sql import identifier, single_statement
+from aporia_provider.extraction.sql import derived, identifier, single_statement
 from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
 from aporia_provider.schema import VersionSchema, check_model_type
 
@@ -250,7 +250,7 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
     def _check_columns(self, query: str, needed: set[str]) -> None:
         with self.redshift_hook.get_conn() as conn:
             cursor = conn.cursor()
-            cursor.execute(f"SELECT * FROM ({query}) AS source LIMIT 0")
+            cursor.execute(f"SELECT * FROM {derived(query)} LIMIT 0")
             present = {column[0] for column in cursor.description or []}
         missing = sorted(needed - present)
         if missing:
@@ -278,11 +278,12 @@ class AporiaConnectActualsOperator(AporiaConnectDatasetOperator):
 
 
 def __getattr__(name: str) -> Any:
-    # AporiaSyncOperator lived here until 0.2.0; the old path keeps working for one release.
+    # AporiaSyncOperator lived here until 0.2.0; the old path keeps working for one release. `warn` is bound
+    # by name: Airflow's operator metaclass swaps this module's `warnings` for one that shifts stacklevel.
     if name == "AporiaSyncOperator":
         from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
-        warnings.warn(
+        warn(
             "Import AporiaSyncOperator from aporia_provider.transfers.redshift_to_aporia; "
             "aporia_provider.operators.aporia stops providing it in 0.3.0.",
             DeprecationWarning,

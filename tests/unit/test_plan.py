@@ -1,0 +1,148 @@
+"""The sync plan: checked when it is made, before Spark starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aporia_provider.extraction.plan import InvalidRowsError, SyncPlan, SyncSummary
+from aporia_provider.extraction.sql import SyncInputError
+from aporia_provider.schema import FieldSpec, VersionSchema
+
+SCHEMA = VersionSchema.parse(
+    {"amount": "numeric", "owner": "string"},
+    {"will_buy": "boolean", "proba": "numeric"},
+    {"raw_text": "text"},
+)
+PLAIN = (
+    "is not a plain column name; use letters, digits and underscores "
+    "(rename the column in the query with AS if needed)."
+)
+
+
+def plan(**changes: Any) -> SyncPlan:
+    arguments: dict[str, Any] = {
+        "model_id": "fraud",
+        "model_version": "v1",
+        "schema": SCHEMA,
+        "query": "SELECT * FROM ml.predictions",
+        "id_column": "prediction_id",
+        "timestamp_column": "predicted_at",
+    }
+    return SyncPlan(**(arguments | changes))
+
+
+def refusal(**changes: Any) -> str:
+    with pytest.raises(SyncInputError) as raised:
+        plan(**changes)
+    return str(raised.value)
+
+
+def test_a_valid_plan_keeps_the_trimmed_query_and_defaults() -> None:
+    made = plan(query="  SELECT * FROM ml.predictions;  ", actuals_query="SELECT * FROM ml.actuals;")
+    assert made.query == "SELECT * FROM ml.predictions"
+    assert made.actuals_query == "SELECT * FROM ml.actuals"
+    assert made.on_invalid_rows == "fail"
+    assert (made.features, made.predictions, made.raw_inputs, made.actuals) == ({}, {}, {}, {})
+
+
+def test_column_for_uses_the_mapping_or_the_field_name() -> None:
+    made = plan(features={"amount": "amount_usd"}, raw_inputs={"raw_text": "text_col"})
+    assert made.column_for("features", FieldSpec("amount", "numeric")) == "amount_usd"
+    assert made.column_for("features", FieldSpec("owner", "string")) == "owner"
+    assert made.column_for("raw_inputs", FieldSpec("raw_text", "text")) == "text_col"
+    assert made.column_for("predictions", FieldSpec("proba", "numeric")) == "proba"
+
+
+def test_query_with_two_statements() -> None:
+    assert refusal(query="SELECT 1; SELECT 2") == (
+        "query holds more than one statement; give a single SELECT (a ';' may only end it)."
+    )
+
+
+def test_empty_actuals_query() -> None:
+    assert refusal(actuals_query=" ; ") == "actuals_query is empty; give the SELECT that returns the model's rows."
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"id_column": "prediction id"}, f"id_column 'prediction id' {PLAIN}"),
+        ({"timestamp_column": "ts;"}, f"timestamp_column 'ts;' {PLAIN}"),
+        ({"features": {"amount": "amount usd"}}, f"features mapping for 'amount' 'amount usd' {PLAIN}"),
+        ({"raw_inputs": {"raw_text": "t-x"}}, f"raw_inputs mapping for 'raw_text' 't-x' {PLAIN}"),
+        (
+            {"actuals": {"proba": "1bad"}, "actuals_timestamp_column": "actual_at"},
+            f"actuals mapping for 'proba' '1bad' {PLAIN}",
+        ),
+        (
+            {"actuals": {"proba": "label"}, "actuals_timestamp_column": "actual at"},
+            f"actuals_timestamp_column 'actual at' {PLAIN}",
+        ),
+    ],
+)
+def test_identifiers_are_validated(changes: dict[str, Any], message: str) -> None:
+    assert refusal(**changes) == message
+
+
+def test_on_invalid_rows_policy() -> None:
+    assert refusal(on_invalid_rows="drop") == "on_invalid_rows 'drop' is not supported; use 'fail' or 'skip'."
+    assert plan(on_invalid_rows="skip").on_invalid_rows == "skip"
+
+
+@pytest.mark.parametrize(
+    ("group", "kind"),
+    [("features", "feature"), ("predictions", "prediction"), ("raw_inputs", "raw input")],
+)
+def test_a_mapping_of_an_unknown_field(group: str, kind: str) -> None:
+    assert refusal(**{group: {"nope": "col"}}) == (
+        f"{group} mapping names 'nope', which is not a {kind} of fraud v1; map only fields of the version schema."
+    )
+
+
+def test_a_mapping_names_a_field_of_another_group() -> None:
+    assert refusal(features={"proba": "p"}).startswith("features mapping names 'proba', which is not a feature of")
+
+
+def test_actuals_keyed_by_something_other_than_a_prediction() -> None:
+    assert refusal(actuals={"amount": "label"}, actuals_timestamp_column="actual_at") == (
+        "actuals mapping names 'amount', which is not a prediction of the version; "
+        "actuals are keyed by prediction names (proba, will_buy)."
+    )
+
+
+def test_actuals_without_their_timestamp_column() -> None:
+    assert refusal(actuals={"will_buy": "bought"}) == (
+        "actuals are mapped but actuals_timestamp_column is not set; name the column that says when "
+        "each actual arrived."
+    )
+
+
+def test_actuals_with_their_timestamp_column() -> None:
+    made = plan(actuals={"will_buy": "bought"}, actuals_timestamp_column="bought_at")
+    assert made.actuals == {"will_buy": "bought"} and made.actuals_timestamp_column == "bought_at"
+
+
+def test_invalid_rows_error_is_a_sync_input_error() -> None:
+    assert issubclass(InvalidRowsError, SyncInputError)
+
+
+def test_summary_to_dict() -> None:
+    summary = SyncSummary("2026-11-20T00:00:00+00:00", "2026-11-20T01:00:00+00:00", rows_read=3)
+    summary.rejected_examples.append("row 7: amount: expected a number")
+    assert summary.to_dict() == {
+        "window_start": "2026-11-20T00:00:00+00:00",
+        "window_end": "2026-11-20T01:00:00+00:00",
+        "rows_read": 3,
+        "fragments_sent": 0,
+        "actuals_read": 0,
+        "actuals_sent": 0,
+        "rows_rejected": 0,
+        "rejected_examples": ["row 7: amount: expected a number"],
+        "batches": 0,
+        "retries": 0,
+        "warnings": 0,
+        "seconds": 0.0,
+        "dry_run": False,
+    }
