@@ -94,6 +94,7 @@ def require_columns(present: list[str], plan: SyncPlan, needed: Mapping[str, lis
 def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[Column, Column]:
     """The JSON-ready value of one field and the problem (or null) of its value in a row."""
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     data_type = frame.schema[column].dataType
     col = F.col(column)
@@ -106,23 +107,63 @@ def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[
         )
     no_problem = F.lit(None).cast("string")
     if spec.type == "numeric":
-        finite = ~(F.isnan(col) | col.isin(math.inf, -math.inf))
-        return col.cast("double"), F.when(col.isNotNull() & ~finite, F.lit(f"{label}: not a finite number"))
+        return col.cast("double"), F.when(col.isNotNull() & ~_finite(col), F.lit(f"{label}: not a finite number"))
     if spec.type == "datetime":
         return F.date_format(col, OCCURRED_AT_FORMAT), no_problem
-    if spec.type in ("vector", "tensor"):
-        problem = F.when(
-            F.exists(_flatten(col, data_type), lambda x: x.isNull() | F.isnan(x)),
-            F.lit(f"{label}: holds a null or NaN element"),
+    if spec.type not in ("vector", "tensor", "dict"):
+        return col, no_problem
+    unparsed = no_problem
+    if isinstance(data_type, T.StringType):
+        # SUPER and JSON-holding VARCHAR arrive as JSON text. Text that does not parse to the field's shape
+        # is a problem of its row, never a missing value; SQL NULL and JSON null stay missing.
+        data_type = _json_type(spec)
+        text = col
+        col = F.from_json(text, data_type)
+        is_json_null = F.lower(F.trim(text)) == "null"
+        unparsed = F.when(
+            text.isNotNull() & ~is_json_null & col.isNull(),
+            F.lit(f"{label}: not JSON holding {_json_shape(spec)}"),
         )
-        if spec.type == "tensor":
-            wrong_shape = ~_has_shape(col, list(spec.dimensions or ()))
-            problem = F.when(
-                col.isNotNull() & wrong_shape,
-                F.lit(f"{label}: expected a tensor of shape {list(spec.dimensions or ())}"),
-            ).otherwise(problem)
-        return col, problem
-    return col, no_problem
+    if spec.type == "dict":
+        bad_value = F.exists(F.map_values(col), lambda x: x.isNull() | ~_finite(x))
+        return col, F.coalesce(unparsed, F.when(bad_value, F.lit(f"{label}: holds a null or non-finite value")))
+    problem = F.when(
+        F.exists(_flatten(col, data_type), lambda x: x.isNull() | ~_finite(x)),
+        F.lit(f"{label}: holds a null or non-finite element"),
+    )
+    if spec.type == "tensor":
+        wrong_shape = ~_has_shape(col, list(spec.dimensions or ()))
+        problem = F.when(
+            col.isNotNull() & wrong_shape,
+            F.lit(f"{label}: expected a tensor of shape {list(spec.dimensions or ())}"),
+        ).otherwise(problem)
+    return col, F.coalesce(unparsed, problem)
+
+
+def _finite(col: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return ~(F.isnan(col) | col.isin(math.inf, -math.inf))
+
+
+def _json_type(spec: FieldSpec) -> DataType:
+    """The Spark type that JSON text of a vector, tensor or dict field parses into."""
+    from pyspark.sql import types as T
+
+    if spec.type == "dict":
+        return T.MapType(T.StringType(), T.DoubleType())
+    parsed: DataType = T.DoubleType()
+    for _ in range(len(spec.dimensions or ()) if spec.type == "tensor" else 1):
+        parsed = T.ArrayType(parsed)
+    return parsed
+
+
+def _json_shape(spec: FieldSpec) -> str:
+    if spec.type == "dict":
+        return "an object of numbers"
+    if spec.type == "tensor" and len(spec.dimensions or ()) > 1:
+        return f"{len(spec.dimensions or ())} levels of lists of numbers"
+    return "a list of numbers"
 
 
 def _accepts(spec: FieldSpec, data_type: DataType) -> str | None:
@@ -146,14 +187,16 @@ def _accepts(spec: FieldSpec, data_type: DataType) -> str | None:
             if isinstance(data_type, T.TimestampType | T.TimestampNTZType | T.DateType)
             else (f"{cast_hint} to a timestamp")
         )
+    if isinstance(data_type, T.StringType):
+        return None  # JSON text, parsed in Spark
     if spec.type == "dict":
         ok = isinstance(data_type, T.MapType) and isinstance(data_type.valueType, numeric)
-        return None if ok else "select a map of string to number (e.g. from_json in select_expr)"
+        return None if ok else "select a map of string to number, or JSON text (SUPER or VARCHAR)"
     depth = len(spec.dimensions or ()) if spec.type == "tensor" else 1
     inner = data_type
     for _ in range(depth):
         if not isinstance(inner, T.ArrayType):
-            return f"select an array of {depth} level(s) of numbers (e.g. from_json in select_expr)"
+            return f"select an array of {depth} level(s) of numbers, or JSON text (SUPER or VARCHAR)"
         inner = inner.elementType
     return None if isinstance(inner, numeric) else f"{cast_hint} to an array of numbers"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 # Plain Redshift identifiers; anything else (quotes, spaces, semicolons) is refused rather than escaped.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,126}$")
@@ -38,13 +39,28 @@ def table_query(table: str) -> str:
 
 
 def single_statement(query: str, argument: str = "query") -> str:
-    """The user's query, trimmed of a trailing semicolon; a second statement is refused."""
-    body = query.strip().rstrip(";").strip()
-    if not body:
+    """The user's query without its closing semicolons; comments and `;` inside literals are fine,
+    a second statement is refused. Tokenized by sqlparse, so quoting and comments are understood."""
+    import sqlparse
+    from sqlparse import tokens
+
+    def meaningful(token: Any) -> bool:
+        return not (token.is_whitespace or token.ttype in tokens.Comment or token.match(tokens.Punctuation, ";"))
+
+    if not isinstance(query, str):
+        raise SyncInputError(f"{argument} is a {type(query).__name__}; give the SELECT as a string.")
+    statements = [s for s in sqlparse.parse(query) if any(meaningful(t) for t in s.flatten())]
+    if not statements:
         raise SyncInputError(f"{argument} is empty; give the SELECT that returns the model's rows.")
-    if ";" in body:
-        raise SyncInputError(f"{argument} holds more than one statement; give a single SELECT without ';'.")
-    return body
+    if len(statements) > 1:
+        raise SyncInputError(f"{argument} holds more than one statement; give a single SELECT (a ';' may only end it).")
+    kept = [t.value for t in statements[0].flatten() if not t.match(tokens.Punctuation, ";")]
+    return "".join(kept).strip()
+
+
+def derived(query: str, alias: str = "source") -> str:
+    """The query as a derived table. Its own lines, so a trailing `--` comment cannot swallow the wrapper."""
+    return f"(\n{query}\n) AS {alias}"
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,7 @@ class Window:
 
 def windowed(query: str, column: str, window: Window) -> str:
     """The user's query restricted to the window, as a derived table Spark can read."""
-    return f"(SELECT * FROM ({query}) AS source WHERE {window.predicate(column)}) AS windowed"
+    return f"(SELECT * FROM {derived(query)} WHERE {window.predicate(column)}) AS windowed"
 
 
 def _aware(value: datetime | str | None, argument: str) -> datetime:

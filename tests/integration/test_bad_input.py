@@ -26,7 +26,7 @@ from aporia_provider.operators.aporia import (
     AporiaCreateModelOperator,
     AporiaCreateModelVersionOperator,
 )
-from tests import conftest
+from tests import helpers
 from tests.helpers import MODEL, AporiaProbe, redshift_sql, sync_operator, version_args
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
@@ -43,7 +43,7 @@ NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_inva
 
 def sync(window: tuple[datetime, datetime] = FIRST_HOUR, **kwargs: Any) -> dict[str, Any]:
     """One sync of the window; predictions only unless the case passes actuals."""
-    return conftest.sync(window, **(PREDICTIONS_ONLY | kwargs))
+    return helpers.sync(window, **(PREDICTIONS_ONLY | kwargs))
 
 
 def row_id(n: int) -> str:
@@ -193,7 +193,9 @@ def _rejected(count: int, examples: str) -> str:
         pytest.param(4, _rejected(1, f"predictions {row_id(25)}: proba: not a finite number"), id="plus-infinity"),
         pytest.param(5, _rejected(1, f"predictions {row_id(31)}: amount: not a finite number"), id="minus-infinity"),
         pytest.param(
-            6, _rejected(1, f"predictions {row_id(37)}: embeddings: holds a null or NaN element"), id="nan-in-tensor"
+            6,
+            _rejected(1, f"predictions {row_id(37)}: embeddings: holds a null or non-finite element"),
+            id="nan-in-tensor",
         ),
     ],
 )
@@ -385,7 +387,7 @@ PLAIN_COLUMN_FIX = (
         ),
         pytest.param(
             {"query": "SELECT * FROM model_predictions; DROP TABLE model_predictions"},
-            "query holds more than one statement; give a single SELECT without ';'.",
+            "query holds more than one statement; give a single SELECT (a ';' may only end it).",
             id="query-with-second-statement",
         ),
         pytest.param(
@@ -394,7 +396,7 @@ PLAIN_COLUMN_FIX = (
                 "actuals_timestamp_column": example.ACTUALS_TIMESTAMP_COLUMN,
                 "actuals_query": "SELECT * FROM model_predictions; DROP TABLE model_predictions",
             },
-            "actuals_query holds more than one statement; give a single SELECT without ';'.",
+            "actuals_query holds more than one statement; give a single SELECT (a ';' may only end it).",
             id="actuals-query-with-second-statement",
         ),
         pytest.param(
