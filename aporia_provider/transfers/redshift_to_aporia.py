@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from aporia_provider.extraction.sql import Window, table_query
 from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from pyspark.sql import SparkSession
+
+    from aporia_provider.extraction.spark import SparkTarget
 
 
 class AporiaSyncOperator(AporiaBaseOperator):
@@ -29,7 +35,11 @@ class AporiaSyncOperator(AporiaBaseOperator):
     :param on_invalid_rows: ``fail`` (nothing is sent) or ``skip`` (invalid rows are counted and left out).
     :param validate_only: read, validate and count, but send nothing (a dry run; ``dry_run`` is taken by
         BaseOperator).
-    :param spark_conf: Spark settings; ``spark.master`` defaults to ``local[*]``.
+    :param spark_conn_id: an Airflow connection of the Spark provider: ``spark`` (its host and port are the
+        master URL, e.g. ``spark://host:7077``; extras named ``spark.*`` are Spark settings) or
+        ``spark_connect`` (a Spark Connect server, ``sc://host:15002``). Without one the sync runs on ``local[*]``.
+    :param spark_conf: Spark settings, over those of the connection (``spark.master`` picks a master without a
+        connection). A Spark Connect server keeps its own settings; only session settings apply there.
     :param jdbc_driver: ``postgresql`` (default, accepted by Redshift) or ``redshift`` when that driver is on
         Spark's class path.
     """
@@ -51,6 +61,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "actuals",
         "select_expr",
         "spark_conf",
+        "spark_conn_id",
     )
 
     def __init__(
@@ -68,7 +79,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         actuals: Mapping[str, str] | None = None,
         actuals_timestamp_column: str | None = None,
         actuals_query: str | None = None,
-        select_expr: list[str] | None = None,
+        select_expr: list[str] | str | None = None,
         read_options: Mapping[str, str] | None = None,
         window_start: str | None = None,
         window_end: str | None = None,
@@ -78,6 +89,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         batch_size: int = 5000,
         num_partitions: int | None = None,
         spark_conf: Mapping[str, str] | None = None,
+        spark_conn_id: str | None = None,
         jdbc_driver: str = "postgresql",
         **kwargs: Any,
     ) -> None:
@@ -108,11 +120,15 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.batch_size = batch_size
         self.num_partitions = num_partitions
         self.spark_conf = spark_conf
+        self.spark_conn_id = spark_conn_id
         self.jdbc_driver = jdbc_driver
+        # The session and tag of the running sync, so on_kill can stop its Spark jobs.
+        self._running: tuple[SparkSession, str] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         from aporia_provider.extraction.plan import SyncPlan
-        from aporia_provider.extraction.run import run_sync, spark_session
+        from aporia_provider.extraction.run import run_sync
+        from aporia_provider.extraction.spark import spark_session
 
         window = Window.of(
             self.window_start or context.get("data_interval_start"),
@@ -133,30 +149,95 @@ class AporiaSyncOperator(AporiaBaseOperator):
             actuals=self.actuals or {},
             actuals_timestamp_column=self.actuals_timestamp_column,
             actuals_query=self.actuals_query,
-            select_expr=tuple(self.select_expr or ()),
+            # A string is one expression, not a sequence of characters.
+            select_expr=(self.select_expr,) if isinstance(self.select_expr, str) else tuple(self.select_expr or ()),
             read_options=dict(self.read_options or {}),
             on_invalid_rows=self.on_invalid_rows,
         )
+        target = self._spark_target()
         self.log.info(
-            "Syncing %s %s for [%s, %s)%s%s.",
+            "Syncing %s %s for [%s, %s)%s%s on %s.",
             self.model_id,
             self.model_version,
             window.start.isoformat(),
             window.end.isoformat(),
             f" with lookback {self.lookback}" if self.lookback else "",
             " (validate only: nothing is sent)" if self.validate_only else "",
+            target.describe(),
         )
-        summary = run_sync(
-            spark_session(self.spark_conf),
-            plan,
-            window,
-            partial(self.redshift_hook.spark_jdbc_options, self.jdbc_driver),
-            self.aporia_hook.client,
-            lookback=self.lookback,
-            dry_run=self.validate_only,
-            batch_size=self.batch_size,
-            num_partitions=self.num_partitions,
-        )
+        spark = spark_session(target)
+        tag = f"aporia-sync-{uuid.uuid4().hex}"
+        self._running = (spark, tag)
+        try:
+            summary = run_sync(
+                spark,
+                plan,
+                window,
+                partial(self.redshift_hook.spark_jdbc_options, self.jdbc_driver),
+                self.aporia_hook.client,
+                lookback=self.lookback,
+                dry_run=self.validate_only,
+                batch_size=self.batch_size,
+                num_partitions=self.num_partitions,
+                tag=tag,
+            )
+        finally:
+            self._running = None
+            if target.remote:
+                spark.stop()  # release this session on the shared server
         result = summary.to_dict()
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
         return result
+
+    def on_kill(self) -> None:
+        """Stop the sync's Spark jobs, so no task goes on posting to Aporia after the task is gone."""
+        running = self._running
+        if running is None:
+            return
+        spark, tag = running
+        stopped = spark.interruptTag(tag)
+        self.log.info(
+            "Stopped %d Spark operation(s) of the sync of %s %s.", len(stopped), self.model_id, self.model_version
+        )
+
+    def _spark_target(self) -> SparkTarget:
+        """Where to run, from spark_conn_id (the Spark provider's connection types) and spark_conf."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.log import mask_secret
+
+        from aporia_provider.extraction.spark import SparkTarget
+
+        conf = {key: str(value) for key, value in (self.spark_conf or {}).items()}
+        if not self.spark_conn_id:
+            return SparkTarget(master=conf.pop("spark.master", None), conf=conf)
+        try:
+            conn = BaseHook.get_connection(self.spark_conn_id)
+        except Exception as exc:
+            raise AirflowFailException(
+                f"The Spark connection '{self.spark_conn_id}' is not defined; create it (type spark or "
+                "spark_connect) or leave spark_conn_id unset to run on local[*]."
+            ) from exc
+        if conn.conn_type == "spark_connect":
+            from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+            if conn.password:
+                mask_secret(conn.password)
+            if "spark.master" in conf:
+                raise AirflowFailException(
+                    f"spark_conf sets spark.master, but Spark connection '{self.spark_conn_id}' is a Spark Connect "
+                    "server; drop spark.master from spark_conf."
+                )
+            return SparkTarget(remote=SparkConnectHook(self.spark_conn_id).get_connection_url(), conf=conf)
+        if conn.conn_type == "spark":
+            if not conn.host:
+                raise AirflowFailException(
+                    f"Spark connection '{self.spark_conn_id}' has no host; set it to the master URL, e.g. "
+                    "spark://host (port 7077), yarn or local[*]."
+                )
+            master = f"{conn.host}:{conn.port}" if conn.port else conn.host
+            settings = {key: str(value) for key, value in conn.extra_dejson.items() if key.startswith("spark.")}
+            return SparkTarget(master=conf.pop("spark.master", master), conf={**settings, **conf})
+        raise AirflowFailException(
+            f"Connection '{self.spark_conn_id}' is of type {conn.conn_type!r}; spark_conn_id takes a connection of "
+            "type spark (a master URL) or spark_connect (a Spark Connect server)."
+        )

@@ -25,9 +25,9 @@ from packaging.requirements import Requirement
 
 from aporia_local import cli
 from aporia_local.stack import LocalStack, StackSettings
-from aporia_provider.extraction.run import POSTGRES_JDBC_JAR
+from aporia_provider.extraction.spark import POSTGRES_JDBC_JAR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 # Long-running Airflow services and the `airflow` sub-command each runs.
