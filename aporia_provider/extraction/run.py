@@ -18,6 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial, reduce
@@ -27,6 +28,7 @@ from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.extraction.columns import last_of_each_name, project, require_columns, timestamp_problem
 from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.plan import InvalidRowsError, SyncPlan, SyncSummary
+from aporia_provider.extraction.spark import is_connect, tagged
 from aporia_provider.extraction.sql import SyncInputError, Window, derived, windowed
 
 if TYPE_CHECKING:
@@ -83,7 +85,7 @@ def run_sync(
     """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by lookback).
 
     `jdbc_options` is called before every read, so each read starts on fresh credentials. The Spark jobs
-    carry `tag` (when given), so another thread can stop them with `spark.interruptTag(tag)`.
+    carry `tag` (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`.
     """
     started = time.monotonic()
     summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=dry_run)
@@ -93,11 +95,9 @@ def run_sync(
         query, argument = (plan.actuals_query, "actuals_query") if plan.actuals_query else (plan.query, "query")
         sources.append(_Source("actuals", query, "actuals_timestamp_column", plan.actuals_timestamp_column, argument))
     progress = _Progress(spark, subject)
-    if tag:
-        spark.addTag(tag)
     checked: list[_Checked] = []
     try:
-        with progress:
+        with progress, tagged(spark, tag) if tag else nullcontext():
             for source in sources:
                 with failures_of("Reading the window from Redshift", subject, source.query_argument):
                     read = _read_source(spark, plan, window, lookback, jdbc_options, source, num_partitions, progress)
@@ -121,8 +121,6 @@ def run_sync(
                     sent.add(delivered)
                 summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
     finally:
-        if tag:
-            spark.removeTag(tag)
         for rows in checked:
             for frame in rows.kept:
                 frame.unpersist()
@@ -298,7 +296,7 @@ class _Progress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, name="aporia-sync-progress", daemon=True)
         self._tasks: tuple[int, int] | None = None
-        if _is_connect(spark):
+        if is_connect(spark):
             spark.registerProgressHandler(cast("ProgressHandler", self._on_connect_progress))
 
     def __enter__(self) -> _Progress:
@@ -308,7 +306,7 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        if _is_connect(self.spark):
+        if is_connect(self.spark):
             self.spark.removeProgressHandler(cast("ProgressHandler", self._on_connect_progress))
 
     def _on_connect_progress(
@@ -318,7 +316,7 @@ class _Progress:
         self._tasks = (sum(s.num_completed_tasks for s in known), sum(s.num_tasks for s in known))
 
     def _tasks_done(self) -> tuple[int, int] | None:
-        if _is_connect(self.spark):
+        if is_connect(self.spark):
             return self._tasks
         tracker = self.spark.sparkContext.statusTracker()
         stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
@@ -331,7 +329,3 @@ class _Progress:
             tasks = self._tasks_done()
             detail = f", {tasks[0]} of {tasks[1]} Spark tasks of this step done" if tasks else ""
             log.info("Syncing %s: %s, %s elapsed%s.", self.subject, self.phase, elapsed, detail)
-
-
-def _is_connect(spark: SparkSession) -> bool:
-    return type(spark).__module__.startswith("pyspark.sql.connect")

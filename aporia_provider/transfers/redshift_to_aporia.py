@@ -194,11 +194,11 @@ class AporiaSyncOperator(AporiaBaseOperator):
         running = self._running
         if running is None:
             return
+        from aporia_provider.extraction.spark import cancel
+
         spark, tag = running
-        stopped = spark.interruptTag(tag)
-        self.log.info(
-            "Stopped %d Spark operation(s) of the sync of %s %s.", len(stopped), self.model_id, self.model_version
-        )
+        cancel(spark, tag)
+        self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, self.model_version)
 
     def _spark_target(self) -> SparkTarget:
         """Where to run, from spark_conn_id (the Spark provider's connection types) and spark_conf."""
