@@ -58,7 +58,8 @@ class _PageServer(ThreadingHTTPServer):
 @pytest.fixture
 def web_server() -> Iterator[_PageServer]:
     server = _PageServer(("127.0.0.1", 0), _WebServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll keeps shutdown() from waiting out the default half second.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield server
