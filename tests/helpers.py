@@ -107,15 +107,19 @@ class AirflowCli:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
         return done
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start a command in its own process group, so a test can kill it with everything it spawned."""
-        return subprocess.Popen(
-            [self.binary, *args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def start(self, *args: str, output: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a command in its own process group, so a test can kill it with everything it spawned.
+
+        Its output goes to `output` when given (to read when something goes wrong), else nowhere.
+        """
+        with open(output or os.devnull, "wb") as sink:
+            return subprocess.Popen(
+                [self.binary, *args],
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
 
 MODEL = "insurance-propensity"

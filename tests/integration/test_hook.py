@@ -208,7 +208,7 @@ def test_unreachable_host_and_missing_connection(monkeypatch: pytest.MonkeyPatch
     ok, message = AporiaHook(aporia_conn_id="aporia_down").test_connection()
     assert not ok
     assert message == (
-        "Aporia test_connection failed after 1 attempts: cannot reach http://127.0.0.1:9; "
+        "Aporia test_connection failed after 1 attempt: cannot reach http://127.0.0.1:9; "
         "check that Aporia is up and reachable at http://127.0.0.1:9."
     )
     with pytest.raises(AirflowException, match="The Aporia connection 'nope' is not defined; create it in Airflow"):

@@ -134,7 +134,7 @@ def test_test_connection_tries_once(aporia_conn: dict[str, Any], http: responses
     ok, message = AporiaHook().test_connection()
     assert not ok
     assert message == (
-        f"Aporia test_connection failed after 1 attempts: HTTP 503: down; "
+        f"Aporia test_connection failed after 1 attempt: HTTP 503: down; "
         f"check that Aporia is up and reachable at {BASE_URL}."
     )
     assert len(http.calls) == 1
