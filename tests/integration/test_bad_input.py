@@ -154,13 +154,18 @@ def bad_rows(stack: LocalStack, seeded: SeedPlan) -> Iterator[str]:
         (T0 + 7 * HOUR,),
     )
     for statement, n in (
-        ("UPDATE bad_input_rows SET embeddings = embeddings[1:767] WHERE prediction_id = %s", 2),  # hour 0
+        # SUPER is jsonb in the stand-in: `- 767` drops the last of the 768 elements.
+        ("UPDATE bad_input_rows SET embeddings = embeddings - 767 WHERE prediction_id = %s", 2),  # hour 0
         ("UPDATE bad_input_rows SET prediction_id = NULL WHERE prediction_id = %s", 8),  # hour 1
         (f"UPDATE bad_input_rows SET prediction_id = '{row_id(14)}' WHERE prediction_id = %s", 13),  # hour 2
         ("UPDATE bad_input_rows SET amount = 'NaN' WHERE prediction_id = %s", 19),  # hour 3
         ("UPDATE bad_input_rows SET proba = 'Infinity' WHERE prediction_id = %s", 25),  # hour 4
         ("UPDATE bad_input_rows SET amount = '-Infinity' WHERE prediction_id = %s", 31),  # hour 5
-        ("UPDATE bad_input_rows SET embeddings[5] = 'NaN' WHERE prediction_id = %s", 37),  # hour 6
+        # JSON has no NaN; 1e400 is a valid JSON number beyond any double (it parses to infinity).
+        (
+            "UPDATE bad_input_rows SET embeddings = jsonb_set(embeddings, '{4}', '1e400') WHERE prediction_id = %s",
+            37,
+        ),  # hour 6
     ):
         redshift_sql(stack, statement, (row_id(n),))
     yield "SELECT * FROM bad_input_rows"
@@ -193,7 +198,9 @@ def _rejected(count: int, examples: str) -> str:
         pytest.param(4, _rejected(1, f"predictions {row_id(25)}: proba: not a finite number"), id="plus-infinity"),
         pytest.param(5, _rejected(1, f"predictions {row_id(31)}: amount: not a finite number"), id="minus-infinity"),
         pytest.param(
-            6, _rejected(1, f"predictions {row_id(37)}: embeddings: holds a null or NaN element"), id="nan-in-tensor"
+            6,
+            _rejected(1, f"predictions {row_id(37)}: embeddings: holds a null or non-finite element"),
+            id="nan-in-tensor",
         ),
     ],
 )
