@@ -1,4 +1,7 @@
-"""Session fixtures of the integration tier: one local stack of real stand-ins for the whole session."""
+"""Session fixtures of the integration tier: one local stack of real stand-ins for the whole session.
+
+The stack includes a Spark Connect server; its connection, `spark_connect_default`, is in `airflow_env`.
+"""
 
 from __future__ import annotations
 
