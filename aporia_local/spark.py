@@ -1,27 +1,40 @@
-"""Spark for the local stack, from the PySpark wheel alone: a Spark Connect server.
+"""Spark for the local stack, from the PySpark wheel alone: a Spark Connect server and a standalone cluster.
 
 The wheel ships Spark's jars, `bin/spark-submit` and `sbin/spark-daemon.sh` (not `start-connect-server.sh`
-or `start-master.sh`), so the Spark Connect server is started with `spark-submit --class
-org.apache.spark.sql.connect.service.SparkConnectServer`, SPARK_HOME set to the pyspark package, in the
-foreground (the local stack supervises it as it does the other stand-ins).
+or `start-master.sh`), so both are started from those with SPARK_HOME set to the pyspark package:
 
-Everything it writes (configuration, logs, pid files, scratch space) stays in the directory it is given.
+- the Spark Connect server, `spark-submit --class org.apache.spark.sql.connect.service.SparkConnectServer`,
+  in the foreground (the local stack supervises it as it does the other stand-ins);
+- a standalone master and one worker, `spark-daemon.sh start org.apache.spark.deploy.master.Master` and
+  `... worker.Worker`, for the tests of the cluster case.
+
+Everything they write (configuration, logs, pid files, scratch space) stays in the directory they are given.
 Spark and the PostgreSQL JDBC driver log warnings and errors only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
+
+import requests
+
+from aporia_local.redshift import free_port
 
 POSTGRES_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 # The JVM's own stderr line about the vector module is printed before log4j starts; everything else
 # below WARN is dropped, and the JDBC driver's "Unsupported Server Version: 8.0.2" (Redshift's version
 # string, printed once per connection) too.
@@ -166,3 +179,126 @@ def probe_connect(url: str, timeout: float = 180.0) -> float:
     if count != 1:
         raise RuntimeError(f"Spark Connect at {url} counted {count} rows in range(1).")
     return time.monotonic() - started
+
+
+# ------------------------------------------------------------------------------------------ standalone
+
+
+class StandaloneCluster:
+    """A standalone Spark master and one worker on loopback, started with the wheel's spark-daemon.sh."""
+
+    def __init__(self, directory: Path, cores: int = 1, memory: str = "1g", python: str = sys.executable) -> None:
+        self.dir = SparkDirectory(directory)
+        self.work_dir = self.dir.root / "work"
+        self.cores = cores
+        self.memory = memory
+        self.python = python
+        self.master_port = free_port()
+        self.master_ui_port = free_port()
+        self.worker_port = free_port()
+        self.worker_ui_port = free_port()
+        self.start_seconds = 0.0
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.master_port}"
+
+    def connection(self) -> dict[str, Any]:
+        """The Spark provider's `spark` connection for this master, in Airflow's JSON connection format."""
+        return {"conn_type": "spark", "host": "spark://127.0.0.1", "port": self.master_port}
+
+    def airflow_env(self, conn_id: str) -> dict[str, str]:
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(self.connection())}
+
+    def start(self, timeout: float = 120.0) -> None:
+        started = time.monotonic()
+        # The master's REST submission server would take port 6066, which another master may hold.
+        self.dir.prepare({"spark.master.rest.enabled": "false"})
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        env = {**self.dir.env(self.python), "SPARK_DAEMON_MEMORY": "512m", "SPARK_WORKER_DIR": str(self.work_dir)}
+        master = self._daemon(
+            env,
+            "start",
+            MASTER_CLASS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.master_port),
+            "--webui-port",
+            str(self.master_ui_port),
+        )
+        # spark-daemon.sh lingers a few seconds after the JVM starts; the worker need not wait for that.
+        self._wait(lambda: port_is_open(self.master_port), "the master to open its port", timeout, started)
+        worker = self._daemon(
+            env,
+            "start",
+            WORKER_CLASS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.worker_port),
+            "--webui-port",
+            str(self.worker_ui_port),
+            "--cores",
+            str(self.cores),
+            "--memory",
+            self.memory,
+            "--work-dir",
+            str(self.work_dir),
+            self.master_url,
+        )
+        self._wait(lambda: self.alive_workers() == 1, "the worker to register", timeout, started)
+        for script in (master, worker):
+            if script.wait(timeout) != 0:
+                raise RuntimeError(f"spark-daemon.sh start failed; logs in {self.dir.logs}.")
+        self.start_seconds = time.monotonic() - started
+
+    def alive_workers(self) -> int:
+        try:
+            response = requests.get(f"http://127.0.0.1:{self.master_ui_port}/json/", timeout=5)
+            return int(response.json().get("aliveworkers", 0))
+        except (requests.RequestException, ValueError):
+            return 0
+
+    def stop(self) -> None:
+        """Stop the worker (and with it its executors), then the master; wait until both have exited."""
+        env = self.dir.env(self.python)
+        for cls in (WORKER_CLASS, MASTER_CLASS):
+            pid_file = self.dir.pids / f"spark-aporia-local-{cls}-1.pid"
+            if not pid_file.exists():
+                continue
+            pid = int(pid_file.read_text())
+            self._daemon(env, "stop", cls).wait(30)
+            _wait_for_exit(pid)
+
+    def _daemon(self, env: dict[str, str], action: str, cls: str, *args: str) -> subprocess.Popen[bytes]:
+        script = spark_home() / "sbin" / "spark-daemon.sh"
+        with open(self.dir.logs / "spark-daemon.log", "ab") as log:
+            return subprocess.Popen(["bash", str(script), action, cls, "1", *args], env=env, stdout=log, stderr=log)
+
+    def _wait(self, ready: Any, what: str, timeout: float, started: float) -> None:
+        while not ready():
+            if time.monotonic() - started > timeout:
+                logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(self.dir.logs.glob("*.out")))
+                raise RuntimeError(f"Timed out after {timeout:.0f} s waiting for {what}:\n{logs}")
+            time.sleep(0.2)
+
+
+def _wait_for_exit(pid: int, timeout: float = 30.0) -> None:
+    """Wait for a process we started to exit; SIGKILL it after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _running(pid):
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` runs; an exited process its new parent has not reaped yet counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

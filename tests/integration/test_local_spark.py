@@ -1,5 +1,5 @@
-"""Spark in the local stack: its Spark Connect server reads the Redshift stand-in over JDBC, with the
-temporary credentials an IAM user gets; SUPER arrives as JSON text.
+"""Spark in the local stack: its Spark Connect server and the session's standalone cluster read the
+Redshift stand-in over JDBC, with the temporary credentials an IAM user gets; SUPER arrives as JSON text.
 
 The Spark clients run in processes of their own (tests/integration/spark_jobs.py), as a sync task does.
 """
@@ -17,6 +17,7 @@ import boto3
 
 from aporia_local.aws import REGION
 from aporia_local.seed import SeedPlan, embedding_value
+from aporia_local.spark import POSTGRES_JDBC_JAR, StandaloneCluster
 from aporia_local.stack import CLUSTER_ID, DATABASE, DB_USER, LocalStack
 from tests.helpers import redshift_sql
 
@@ -151,3 +152,35 @@ def test_super_reads_as_json_text_in_spark_and_in_redshift_connector(stack: Loca
     assert result["types"] == {"id": "string", "doc": "string"}
     assert {key: row["doc"] for key, row in result["rows"].items()} == expected
     redshift_sql(stack, "DROP TABLE super_values")
+
+
+def test_standalone_cluster_runs_a_jdbc_read_with_a_python_udf_on_its_worker(
+    spark_cluster: StandaloneCluster,
+    spark_standalone: str,
+    spark_standalone_conn: str,
+    stack: LocalStack,
+    seeded: SeedPlan,
+) -> None:
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    # The Spark provider reads the `spark` connection as this master.
+    assert SparkSubmitHook(conn_id=spark_standalone_conn)._connection["master"] == spark_standalone
+    result = run_job(
+        "standalone_jdbc_udf",
+        master=spark_standalone,
+        jar=str(POSTGRES_JDBC_JAR),
+        jdbc=reader_jdbc(stack),
+        table="model_predictions",
+        rows=seeded.rows,
+    )
+    parts = result["parts"]
+    assert result["partitions"] == len(parts) == 2
+    assert sum(part["rows"] for part in parts) == seeded.rows
+    assert all(part["lengths"] == [seeded.embedding_dim] and part["rows"] > 0 for part in parts)
+    # The UDF ran on the worker's executor, with the Python the worker is configured with (this
+    # virtualenv's python3 on its PATH), not one the driver named.
+    venv_python3 = str(Path(sys.executable).parent / "python3")
+    assert {part["python"] for part in parts} == {venv_python3}
+    # spark.jars shipped the JDBC driver to the executor that read the rows.
+    shipped = list((spark_cluster.work_dir / result["application_id"]).glob("*/postgresql.jar"))
+    assert shipped, f"no postgresql.jar in {spark_cluster.work_dir / result['application_id']}"
