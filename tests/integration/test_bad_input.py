@@ -26,7 +26,7 @@ from aporia_provider.operators.aporia import (
     AporiaCreateModelOperator,
     AporiaCreateModelVersionOperator,
 )
-from tests import conftest
+from tests import helpers
 from tests.helpers import MODEL, AporiaProbe, redshift_sql, sync_operator, version_args
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
@@ -43,7 +43,7 @@ NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_inva
 
 def sync(window: tuple[datetime, datetime] = FIRST_HOUR, **kwargs: Any) -> dict[str, Any]:
     """One sync of the window; predictions only unless the case passes actuals."""
-    return conftest.sync(window, **(PREDICTIONS_ONLY | kwargs))
+    return helpers.sync(window, **(PREDICTIONS_ONLY | kwargs))
 
 
 def row_id(n: int) -> str:
