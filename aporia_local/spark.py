@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -276,7 +277,7 @@ class StandaloneCluster:
         with open(self.dir.logs / "spark-daemon.log", "ab") as log:
             return subprocess.Popen(["bash", str(script), action, cls, "1", *args], env=env, stdout=log, stderr=log)
 
-    def _wait(self, ready: Any, what: str, timeout: float, started: float) -> None:
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float, started: float) -> None:
         while not ready():
             if time.monotonic() - started > timeout:
                 logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(self.dir.logs.glob("*.out")))
