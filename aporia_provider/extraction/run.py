@@ -251,7 +251,10 @@ def _check(read: _Checked, plan: SyncPlan, progress: _Progress) -> None:
 
 def _deliver(frame: DataFrame, client: AporiaClient, plan: SyncPlan, batch_size: int) -> LogResult:
     """Spark tasks post their partitions' fragments; each task answers with one row of what it cost."""
-    send = partial(_send_partition, client, plan.model_id, plan.model_version, batch_size)
+    # Arrow hands each task its rows in batches of this size and the task posts each as it comes, so a
+    # cancelled task stops at its next batch instead of posting a whole prefetched partition.
+    frame.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+    send = partial(_send_partition, client, plan.model_id, plan.model_version)
     total = LogResult()
     for row in frame.mapInArrow(send, _DELIVERY_SCHEMA).collect():
         total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
@@ -259,20 +262,15 @@ def _deliver(frame: DataFrame, client: AporiaClient, plan: SyncPlan, batch_size:
 
 
 def _send_partition(
-    client: AporiaClient, model_id: str, model_version: str, batch_size: int, batches: Iterator[pa.RecordBatch]
+    client: AporiaClient, model_id: str, model_version: str, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    """Runs in a Spark task: post this partition's fragments in batches, report what it cost."""
+    """Runs in a Spark task: post each batch of this partition's fragments, report what it cost."""
     import pyarrow as pa
 
     result = LogResult()
-    pending: list[str] = []
     for record_batch in batches:
-        pending.extend(record_batch.column(0).to_pylist())
-        while len(pending) >= batch_size:
-            result.add(client.log_fragment_json(model_id, model_version, pending[:batch_size]))
-            del pending[:batch_size]
-    if pending:
-        result.add(client.log_fragment_json(model_id, model_version, pending))
+        if record_batch.num_rows:
+            result.add(client.log_fragment_json(model_id, model_version, record_batch.column(0).to_pylist()))
     yield pa.RecordBatch.from_pylist(
         [
             {
