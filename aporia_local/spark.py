@@ -205,8 +205,16 @@ class StandaloneCluster:
         return f"spark://127.0.0.1:{self.master_port}"
 
     def connection(self) -> dict[str, Any]:
-        """The Spark provider's `spark` connection for this master, in Airflow's JSON connection format."""
-        return {"conn_type": "spark", "host": "spark://127.0.0.1", "port": self.master_port}
+        """The Spark provider's `spark` connection for this master, in Airflow's JSON connection format.
+
+        Its `spark.jars` extra ships the JDBC driver to the executors, as a cluster's connection would.
+        """
+        return {
+            "conn_type": "spark",
+            "host": "spark://127.0.0.1",
+            "port": self.master_port,
+            "extra": {"spark.jars": str(POSTGRES_JDBC_JAR)},
+        }
 
     def airflow_env(self, conn_id: str) -> dict[str, str]:
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(self.connection())}
