@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowException
 from airflow.sdk.log import mask_secret
 
 from aporia_provider.client import (
@@ -19,6 +18,7 @@ from aporia_provider.client import (
     LogResult,
     iter_version_schema,
 )
+from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.schema import VersionSchema, check_model_type
 from aporia_provider.vocabulary import DATASET_NAMES, FIELD_GROUPS
@@ -52,6 +52,34 @@ class AporiaHook(BaseHook):
         super().__init__()
         self.aporia_conn_id = aporia_conn_id
         self.timeout = timeout
+
+    # ------------------------------------------------------------ the form
+
+    # Airflow >= 3.2 builds the connection form from the provider info's `conn-fields` and `ui-field-behaviour`
+    # and never calls these two; Airflow 3.1 calls them. Both read the same provider info, so the form is one.
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields for Airflow 3.1, from the provider info's `conn-fields`."""
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import Optional
+
+        kinds = {"string": StringField, "boolean": BooleanField, "number": IntegerField}
+        return {
+            name: kinds[field["schema"]["type"]](
+                field["label"],
+                validators=[Optional()],
+                description=field["description"],
+                default=field["schema"]["default"],
+            )
+            for name, field in _connection_type_info()["conn-fields"].items()
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The form's relabelled, hidden and hinted fields for Airflow 3.1, from the provider info."""
+        behaviour: dict[str, Any] = _connection_type_info()["ui-field-behaviour"]
+        return {key.replace("-", "_"): value for key, value in behaviour.items()}
 
     # ----------------------------------------------------------------- Aporia
 
@@ -236,6 +264,13 @@ class AporiaHook(BaseHook):
                 f"The {kind} connection '{conn_id}' is not defined; create it in Airflow "
                 f"(UI, CLI or an AIRFLOW_CONN_{conn_id.upper()} variable)."
             ) from exc
+
+
+def _connection_type_info() -> dict[str, Any]:
+    from aporia_provider import get_provider_info
+
+    [info] = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == AporiaHook.conn_type]
+    return info
 
 
 def _as_bool(value: Any) -> bool:

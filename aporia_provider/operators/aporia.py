@@ -9,8 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from warnings import warn
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import derived, identifier, single_statement
 from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
 from aporia_provider.schema import VersionSchema, check_model_type

@@ -6,8 +6,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import SyncInputError
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.hooks.redshift import RedshiftIAMHook

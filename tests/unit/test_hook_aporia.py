@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import responses
-from airflow.sdk.exceptions import AirflowException
 
 from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, AporiaError, LogResult
+from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.schema import FieldSpec, SchemaError, VersionSchema

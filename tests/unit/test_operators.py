@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import responses
 from airflow.sdk import Asset
-from airflow.sdk.exceptions import AirflowFailException
 
 import aporia_provider.operators.aporia as operators_module
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.operators.aporia import (
     AporiaConnectActualsOperator,
     AporiaConnectDatasetOperator,
