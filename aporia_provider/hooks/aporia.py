@@ -26,6 +26,12 @@ from aporia_provider.vocabulary import DATASET_NAMES, FIELD_GROUPS
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+# Connecting a data set makes Aporia check the query against the database while the call waits; the SDK allows
+# such calls 600 s.
+CONNECT_TIMEOUT = 600.0
+# The SDK's defaults for a new model's look in Aporia's UI.
+DEFAULT_MODEL_COLOR = "blue"
+DEFAULT_MODEL_ICON = "general"
 # How Aporia says, in a GraphQL error, that the model or version is not there.
 _MISSING_VERSION_PHRASES = ("not found", "does not exist", "has no version")
 
@@ -125,14 +131,17 @@ class AporiaHook(BaseHook):
         icon: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> bool:
-        """Create the model; returns False when it already exists (which is not an error)."""
+        """Create the model; returns False when it already exists (which is not an error).
+
+        Color and icon default to the SDK's, ``blue`` and ``general``.
+        """
         body = {
             "id": model_id,
             "name": name,
             "description": description,
             "owner": owner,
-            "color": color,
-            "icon": icon,
+            "color": color or DEFAULT_MODEL_COLOR,
+            "icon": icon or DEFAULT_MODEL_ICON,
             "tags": dict(tags) if tags else None,
         }
         answer = self.client.request("create_model", "POST", "/v1beta/models", json=body, ok=[409])
@@ -154,19 +163,23 @@ class AporiaHook(BaseHook):
         labels: Mapping[str, Any] | None = None,
         feature_importance: Mapping[str, float] | None = None,
         mapping: Mapping[str, Any] | None = None,
-        model_data_type: str = "tabular",
+        model_data_type: str | None = None,
     ) -> VersionSchema:
-        """Check the schema locally (naming any bad field), then create the version in Aporia."""
+        """Check the schema locally (naming any bad field), then create the version in Aporia.
+
+        ``model_data_type`` is sent only when given, as the SDK does (Aporia then decides).
+        """
         schema = VersionSchema.parse(features, predictions, raw_inputs)
-        body = {
+        body: dict[str, Any] = {
             "name": model_version,
             "model_type": check_model_type(model_type),
             "version_schema": schema.to_wire(),
-            "model_data_type": model_data_type,
             "labels": dict(labels) if labels else None,
             "feature_importance": dict(feature_importance) if feature_importance else None,
             "mapping": dict(mapping) if mapping else None,
         }
+        if model_data_type:
+            body["model_data_type"] = model_data_type
         self.client.request("create_model_version", "POST", self._versions_path(model_id), body)
         self.log.info("Aporia model %s version %s created.", model_id, model_version)
         return schema
@@ -205,7 +218,11 @@ class AporiaHook(BaseHook):
         raw_inputs: Mapping[str, str] | None = None,
         schedule: str | None = None,
     ) -> None:
-        """Connect a serving/training/testing/actuals data set; unmapped fields use same-named columns."""
+        """Connect a serving/training/testing/actuals data set; unmapped fields use same-named columns.
+
+        Aporia checks the query against the database before it answers, so the call may take up to
+        CONNECT_TIMEOUT (600 s, as in the SDK), or the connection's `timeout` if that is longer.
+        """
         if dataset not in DATASET_NAMES:
             raise AirflowException(f"dataset {dataset!r} is not one of {', '.join(DATASET_NAMES)}; pick one of those.")
         sync: dict[str, Any] = {"enabled": True, "environment": self.client.environment}
@@ -226,7 +243,8 @@ class AporiaHook(BaseHook):
         ):
             if value:
                 body[key] = dict(value)
-        self.client.request("connect_dataset", "POST", self._version_path(model_id, model_version, "/datasets"), body)
+        patient = replace(self.client, timeout=max(self.client.timeout, CONNECT_TIMEOUT))
+        patient.request("connect_dataset", "POST", self._version_path(model_id, model_version, "/datasets"), body)
         self.log.info("Aporia model %s version %s: %s data set connected.", model_id, model_version, dataset)
 
     def set_sync_enabled(self, model_id: str, model_version: str, enabled: bool) -> None:
