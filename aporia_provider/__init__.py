@@ -46,6 +46,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.hooks.aporia"]}],
         "operators": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.operators.aporia"]}],
         "sensors": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.sensors.aporia"]}],
+        "triggers": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.triggers.aporia"]}],
         "transfers": [
             {
                 "source-integration-name": "Amazon Redshift",

@@ -17,7 +17,7 @@ from aporia_provider.hooks.aporia import AporiaHook
 def modules_named(info: dict[str, Any]) -> list[str]:
     named = [
         module
-        for kind in ("hooks", "operators", "sensors")
+        for kind in ("hooks", "operators", "sensors", "triggers")
         for entry in info[kind]
         for module in entry["python-modules"]
     ]
@@ -35,6 +35,7 @@ def test_provider_info_keys() -> None:
         "hooks",
         "operators",
         "sensors",
+        "triggers",
         "transfers",
     }
     assert info["package-name"] == "aporia-airflow-provider"
@@ -81,6 +82,7 @@ def test_every_named_module_imports() -> None:
         "aporia_provider.hooks.aporia",
         "aporia_provider.operators.aporia",
         "aporia_provider.sensors.aporia",
+        "aporia_provider.triggers.aporia",
         "aporia_provider.transfers.redshift_to_aporia",
     ]
     for module in named:
