@@ -47,6 +47,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.operators.aporia"]}],
         "sensors": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.sensors.aporia"]}],
         "triggers": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.triggers.aporia"]}],
+        "extra-links": ["aporia_provider.links.aporia.AporiaModelVersionLink"],
         "transfers": [
             {
                 "source-integration-name": "Amazon Redshift",

@@ -98,13 +98,7 @@ class AporiaHook(BaseHook):
             )
         mask_secret(conn.password)
         extra = conn.extra_dejson
-        scheme = conn.schema or "https"
-        if scheme not in ("http", "https"):
-            raise AirflowException(
-                f"Connection '{self.aporia_conn_id}' has scheme {scheme!r}; set its schema field to https or http."
-            )
-        host = conn.host or "app.aporia.com"
-        port = conn.port or (443 if scheme == "https" else 80)
+        scheme, host, port = self._address(conn)
         return AporiaClient(
             base_url=f"{scheme}://{host}:{port}",
             token=conn.password,
@@ -112,6 +106,22 @@ class AporiaHook(BaseHook):
             verify_ssl=_as_bool(extra.get("verify_ssl", True)),
             timeout=float(extra.get("timeout", self.timeout)),
         )
+
+    def ui_base_url(self) -> str:
+        """Where people reach Aporia: the connection's scheme, host and port (a default port left out).
+        Needs no token, so links and lineage can name Aporia without it."""
+        scheme, host, port = self._address(self._connection(self.aporia_conn_id, "Aporia"))
+        default = (scheme, port) in (("https", 443), ("http", 80))
+        return f"{scheme}://{host}" if default else f"{scheme}://{host}:{port}"
+
+    def _address(self, conn: Connection) -> tuple[str, str, int]:
+        scheme = conn.schema or "https"
+        if scheme not in ("http", "https"):
+            raise AirflowException(
+                f"Connection '{self.aporia_conn_id}' has scheme {scheme!r}; set its schema field to https or http."
+            )
+        host = conn.host or "app.aporia.com"
+        return scheme, host, conn.port or (443 if scheme == "https" else 80)
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -11,6 +11,7 @@ from warnings import warn
 
 from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import derived, identifier, single_statement
+from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
 from aporia_provider.schema import VersionSchema, check_model_type
 
@@ -87,6 +88,7 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
         "predictions",
         "raw_inputs",
     )
+    operator_extra_links = (AporiaModelVersionLink(),)
 
     def __init__(
         self,
@@ -112,6 +114,8 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
         self.raw_inputs = raw_inputs
         self.feature_importance = feature_importance
         self.on_schema_change = on_schema_change
+        # The version actually used (another name with on_schema_change="new_version"), for the extra link.
+        self.linked_model_version: str | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         check_model_type(self.model_type)
@@ -121,6 +125,7 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
             differences = existing.differences(wanted)
             if not differences:
                 self.log.info("Version %s of %s already exists with this schema; nothing to do.", name, self.model_id)
+                self.linked_model_version = name
                 return {"model_id": self.model_id, "model_version": name, "created": False}
             if self.on_schema_change == "fail":
                 raise AirflowFailException(
@@ -138,6 +143,7 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
             raw_inputs=self.raw_inputs,
             feature_importance=self.feature_importance,
         )
+        self.linked_model_version = name
         return {"model_id": self.model_id, "model_version": name, "created": True}
 
 
@@ -161,6 +167,7 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
         "select_expr",
         "schedule",
     )
+    operator_extra_links = (AporiaModelVersionLink(),)
     dataset = ""
 
     def __init__(

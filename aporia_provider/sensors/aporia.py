@@ -10,6 +10,7 @@ from airflow.sdk import BaseSensorOperator
 
 from aporia_provider.compat import AirflowException, AirflowFailException, conf
 from aporia_provider.hooks.aporia import AporiaHook
+from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.triggers.aporia import AporiaSyncStatusTrigger, sync_status_outcome
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class AporiaSyncStatusSensor(BaseSensorOperator):
         "failure_statuses",
         "aporia_conn_id",
     )
+    operator_extra_links = (AporiaModelVersionLink(),)
     ui_color = "#e8f0fe"
 
     def __init__(

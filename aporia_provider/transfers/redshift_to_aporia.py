@@ -8,6 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aporia_provider.extraction.sql import Window, table_query
+from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "select_expr",
         "spark_conf",
     )
+    operator_extra_links = (AporiaModelVersionLink(),)
 
     def __init__(
         self,

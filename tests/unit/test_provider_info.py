@@ -37,6 +37,7 @@ def test_provider_info_keys() -> None:
         "sensors",
         "triggers",
         "transfers",
+        "extra-links",
     }
     assert info["package-name"] == "aporia-airflow-provider"
     assert info["name"] == "Aporia"
@@ -140,3 +141,11 @@ def test_the_connection_form_as_the_ui_receives_it() -> None:
     assert extra["verify_ssl"]["description"] == "Verify Aporia's TLS certificate."
     types = {name: field["schema"]["type"] for name, field in extra.items()}
     assert "boolean" in types["verify_ssl"] and "string" in types["environment"]
+
+
+def test_every_extra_link_is_registered_and_imports() -> None:
+    from aporia_provider.links.aporia import AporiaModelVersionLink
+
+    [path] = get_provider_info()["extra-links"]
+    module_name, _, class_name = path.rpartition(".")
+    assert getattr(importlib.import_module(module_name), class_name) is AporiaModelVersionLink
