@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
+from airflow.sdk import BaseOperator
 
+from aporia_provider.assets.aporia import model_version_asset
 from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import SyncInputError
 from aporia_provider.hooks.aporia import AporiaHook
@@ -17,9 +18,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def model_version_asset(model_id: str, model_version: str) -> Asset:
-    """The Asset a DAG can schedule on: fresh data for one Aporia model version."""
-    return Asset(name=f"aporia/{model_id}/{model_version}", uri=f"aporia://models/{model_id}/versions/{model_version}")
+__all__ = ["AporiaBaseOperator", "model_version_asset"]
 
 
 class AporiaBaseOperator(BaseOperator):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, AssetAlias
 
 from aporia_provider.extraction.sql import Window, table_query
 from aporia_provider.links.aporia import AporiaModelVersionLink
@@ -72,8 +74,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         actuals_query: str | None = None,
         select_expr: list[str] | None = None,
         read_options: Mapping[str, str] | None = None,
-        window_start: str | None = None,
-        window_end: str | None = None,
+        window_start: str | datetime | None = None,
+        window_end: str | datetime | None = None,
         lookback: timedelta | None = None,
         on_invalid_rows: str = "fail",
         validate_only: bool = False,
@@ -85,8 +87,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
     ) -> None:
         if (query is None) == (table is None):
             raise ValueError("Pass exactly one of query and table to AporiaSyncOperator.")
-        if not any("{{" in v for v in (model_id, model_version)):
-            kwargs.setdefault("outlets", [model_version_asset(model_id, model_version)])
         super().__init__(**kwargs)
         self.model_id = model_id
         self.model_version = model_version
@@ -111,15 +111,13 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.num_partitions = num_partitions
         self.spark_conf = spark_conf
         self.jdbc_driver = jdbc_driver
+        self.model_version_outlet = self._declare_asset()
 
     def run(self, context: Context) -> dict[str, Any]:
         from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import run_sync, spark_session
 
-        window = Window.of(
-            self.window_start or context.get("data_interval_start"),
-            self.window_end or context.get("data_interval_end"),
-        )
+        window = self._resolve_window(context)
         schema = self.existing_schema(self.model_id, self.model_version)
         plan = SyncPlan(
             model_id=self.model_id,
@@ -161,4 +159,97 @@ class AporiaSyncOperator(AporiaBaseOperator):
         )
         result = summary.to_dict()
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
+        self._after_sync(context, window, result)
         return result
+
+    # ------------------------------------------------------------------ after the sync
+
+    def _after_sync(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
+        """What a completed sync tells Airflow: the Asset event."""
+        self._emit_asset(context, window, summary)
+
+    # ------------------------------------------------------------------ the window
+
+    def _resolve_window(self, context: Context) -> Window:
+        """The window of this run: ``window_start``/``window_end`` where given, else the run's data interval, else
+        (a run without one: a manual trigger in Airflow 3, which has no logical date) the last complete interval
+        of the DAG's timetable before the run was triggered."""
+        start: datetime | str | None = _given(self.window_start) or context.get("data_interval_start")
+        end: datetime | str | None = _given(self.window_end) or context.get("data_interval_end")
+        if start is None or end is None:
+            interval = _last_complete_interval(context)
+            if interval is not None:
+                start, end = start or interval[0], end or interval[1]
+                self.log.info(
+                    "This run has no data interval (a manual trigger without a logical date): syncing the last "
+                    "complete interval of the DAG's timetable before %s.",
+                    context["dag_run"].run_after.isoformat(),
+                )
+        return Window.of(start, end)
+
+    # ------------------------------------------------------------------ the Asset
+
+    def _declare_asset(self) -> Asset | AssetAlias | None:
+        """The model version's Asset, as an outlet. Ids that are templates are only known at run time, so the outlet
+        is then an alias the run resolves to the Asset. A validate-only sync changes nothing and declares none."""
+        if self.validate_only:
+            return None
+        outlet: Asset | AssetAlias
+        if any(isinstance(v, str) and "{{" in v for v in (self.model_id, self.model_version)):
+            outlet = AssetAlias(name=f"aporia-sync/{self.dag_id}/{self.task_id}")
+        else:
+            outlet = model_version_asset(self.model_id, self.model_version)
+        self.add_outlets([outlet])
+        return outlet
+
+    def _emit_asset(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
+        """Describe this sync on the model version's Asset event: its window and what reached Aporia."""
+        events = context.get("outlet_events")
+        if self.model_version_outlet is None or events is None:
+            return
+        extra = {
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "rows": summary.get("fragments_sent", 0),
+            "actuals": summary.get("actuals_sent", 0),
+        }
+        if isinstance(self.model_version_outlet, AssetAlias):
+            asset = model_version_asset(self.model_id, self.model_version)
+            events[self.model_version_outlet].add(asset, extra=extra)
+        else:
+            events[self.model_version_outlet].extra = extra
+
+
+def _given(bound: str | datetime | None) -> str | datetime | None:
+    """A bound typed by a person or rendered from a template; empty means not given."""
+    if not isinstance(bound, str):
+        return bound
+    if not bound.strip():
+        return None
+    bound = bound.strip()
+    # ISO-8601's "Z" for UTC, as browsers write it (Python 3.10's fromisoformat does not read it).
+    return bound[:-1] + "+00:00" if bound.endswith("Z") else bound
+
+
+def _last_complete_interval(context: Context) -> tuple[datetime, datetime] | None:
+    """What the DAG's timetable would give a manual run with a logical date: for an interval timetable, the last
+    complete interval before the run. None when there is no DAG run or the timetable cannot say."""
+    import pendulum
+
+    dag, dag_run = context.get("dag"), context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None)
+    if dag is None or run_after is None:
+        return None
+    timetable: Any = dag.timetable
+    if not hasattr(timetable, "infer_manual_data_interval"):
+        # Airflow >= 3.2 gives DAG files the Task SDK's timetables; the scheduler's own (core) ones know intervals.
+        try:
+            from airflow.serialization.encoders import coerce_to_core_timetable
+        except ImportError:
+            return None
+        timetable = coerce_to_core_timetable(timetable)
+    try:
+        interval = timetable.infer_manual_data_interval(run_after=pendulum.instance(run_after))
+    except NotImplementedError:
+        return None
+    return interval.start, interval.end

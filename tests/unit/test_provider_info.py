@@ -38,6 +38,7 @@ def test_provider_info_keys() -> None:
         "triggers",
         "transfers",
         "extra-links",
+        "asset-uris",
     }
     assert info["package-name"] == "aporia-airflow-provider"
     assert info["name"] == "Aporia"
