@@ -16,6 +16,7 @@ from aporia_provider.operators.base import AporiaBaseOperator, model_version_ass
 from aporia_provider.schema import VersionSchema, check_model_type
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from aporia_provider.datasources import JDBCDataSource
@@ -239,6 +240,15 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
             "dataset": self.dataset,
             "columns": sorted(needed),
         }
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Redshift tables the data set's query reads, and the Aporia model version it feeds.
+        A data source passed in (not the Redshift connection) has no Redshift input to name."""
+        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+
+        output = aporia_dataset(self.aporia_hook, self.model_id, self.model_version)
+        queries = [] if self.data_source is not None else [single_statement(self.query)]
+        return redshift_lineage(self.redshift_hook, queries, [output])
 
     def _needed_columns(self, schema: VersionSchema) -> set[str]:
         needed = {identifier(self.id_column, "id_column"), identifier(self.timestamp_column, "timestamp_column")}

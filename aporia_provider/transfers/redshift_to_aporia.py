@@ -14,6 +14,7 @@ from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -112,6 +113,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.spark_conf = spark_conf
         self.jdbc_driver = jdbc_driver
         self.model_version_outlet = self._declare_asset()
+        self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         from aporia_provider.extraction.plan import SyncPlan
@@ -165,8 +167,24 @@ class AporiaSyncOperator(AporiaBaseOperator):
     # ------------------------------------------------------------------ after the sync
 
     def _after_sync(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
-        """What a completed sync tells Airflow: the Asset event."""
+        """What a completed sync tells Airflow: the Asset event now, and (kept for later) its lineage."""
+        self._synced = summary
         self._emit_asset(context, window, summary)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Redshift tables the query (and actuals query) read, and the Aporia model version
+        they went to, with the predictions delivered as its row count."""
+        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+
+        rows = self._synced.get("fragments_sent") if self._synced else None
+        # A validate-only sync reads, but writes nothing to Aporia.
+        outputs = []
+        if not self.validate_only:
+            outputs.append(aporia_dataset(self.aporia_hook, self.model_id, self.model_version, rows))
+        queries = [table_query(self.table) if self.table else self.query or ""]
+        if self.actuals_query:
+            queries.append(self.actuals_query)
+        return redshift_lineage(self.redshift_hook, queries, outputs)
 
     # ------------------------------------------------------------------ the window
 
