@@ -18,11 +18,26 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-__all__ = ["AporiaBaseOperator", "model_version_asset"]
+__all__ = ["ALL_CONNECTIONS", "APORIA_CONNECTION", "APORIA_UI_COLOR", "AporiaBaseOperator", "model_version_asset"]
+
+
+# One color for every Aporia task in the Airflow UI's graph.
+APORIA_UI_COLOR = "#e6e0f8"
+# The connection ids, templated on every operator that uses them (e.g. a connection per environment).
+APORIA_CONNECTION = ("aporia_conn_id",)
+ALL_CONNECTIONS = ("aporia_conn_id", "redshift_conn_id", "aws_conn_id")
 
 
 class AporiaBaseOperator(BaseOperator):
-    """Shared plumbing: the Aporia and Redshift hooks, and bad input turned into a failure Airflow does not retry."""
+    """Shared plumbing: the Aporia and Redshift hooks, and bad input turned into a failure Airflow does not retry.
+
+    :param aporia_conn_id: the `aporia` connection (default ``aporia_default``).
+    :param redshift_conn_id: the Amazon Redshift connection the data is read through (default
+        ``redshift_default``); used by the operators that read Redshift.
+    :param aws_conn_id: the AWS connection whose keys obtain the Redshift credentials (default ``aws_default``).
+    """
+
+    ui_color = APORIA_UI_COLOR
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator
 from aporia_provider.compat import AirflowException, AirflowFailException, conf
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.links.aporia import AporiaModelVersionLink
+from aporia_provider.operators.base import APORIA_UI_COLOR
 from aporia_provider.triggers.aporia import AporiaSyncStatusTrigger, sync_status_outcome
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class AporiaSyncStatusSensor(BaseSensorOperator):
         "aporia_conn_id",
     )
     operator_extra_links = (AporiaModelVersionLink(),)
-    ui_color = "#e8f0fe"
+    ui_color = APORIA_UI_COLOR
 
     def __init__(
         self,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 
 from aporia_provider.extraction.sql import Window, table_query
 from aporia_provider.links.aporia import AporiaModelVersionLink
-from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
+from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -26,14 +26,36 @@ class AporiaSyncOperator(AporiaBaseOperator):
     ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent,
     rows rejected, batches, retries, seconds) to XCom.
 
-    :param query: the SELECT returning the predictions (or ``table``, a validated table name).
-    :param features, predictions, raw_inputs: field -> column overrides; other fields read same-named columns.
-    :param actuals: prediction field -> column of its delayed actual; actuals are read by
+    :param model_id: the model's id in Aporia (templated).
+    :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
+        alias at run time).
+    :param id_column: the column holding each prediction's id (templated).
+    :param timestamp_column: the TIMESTAMP/TIMESTAMPTZ column the window selects predictions by (templated).
+    :param query: the SELECT returning the predictions, or a path to a ``.sql`` file (templated); or give
+        ``table``.
+    :param table: a table (``table`` or ``schema.table``) to read instead of a query (templated).
+    :param features: feature name -> column, where they differ; other features read same-named columns
+        (templated).
+    :param predictions: prediction name -> column, likewise (templated).
+    :param raw_inputs: raw input name -> column, likewise (templated).
+    :param actuals: prediction name -> column of its delayed actual (templated); actuals are read by
         ``actuals_timestamp_column`` in the same window, from ``actuals_query`` or the same query.
-    :param on_invalid_rows: ``fail`` (nothing is sent) or ``skip`` (invalid rows are counted and left out).
+    :param actuals_timestamp_column: the column saying when each actual arrived (templated).
+    :param actuals_query: a separate SELECT for the actuals (templated); default: ``query``.
+    :param select_expr: Spark SQL expressions applied to the rows first (templated).
+    :param read_options: extra Spark JDBC read options.
+    :param window_start: the window's start, a timezone-aware ISO-8601 timestamp (templated); default: the run's
+        data interval, or for a manual run without one the last complete interval of the DAG's timetable. Empty
+        means not given.
+    :param window_end: the window's end, likewise (templated).
+    :param lookback: also re-read rows this much before the window's start (late rows); idempotent.
+    :param on_invalid_rows: ``fail`` (default: nothing is sent) or ``skip`` (invalid rows are counted and left
+        out).
     :param validate_only: read, validate and count, but send nothing (a dry run; ``dry_run`` is taken by
-        BaseOperator).
-    :param spark_conf: Spark settings; ``spark.master`` defaults to ``local[*]``.
+        BaseOperator). Emits no Asset event.
+    :param batch_size: fragments per request to Aporia (default 5,000).
+    :param num_partitions: JDBC partitions of the timestamp range Spark reads in parallel; default: Spark's choice.
+    :param spark_conf: Spark settings (templated); ``spark.master`` defaults to ``local[*]``.
     :param jdbc_driver: ``postgresql`` (default, accepted by Redshift) or ``redshift`` when that driver is on
         Spark's class path.
     """
@@ -55,7 +77,19 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "actuals",
         "select_expr",
         "spark_conf",
+        *ALL_CONNECTIONS,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "query": "sql",
+        "actuals_query": "sql",
+        "features": "json",
+        "predictions": "json",
+        "raw_inputs": "json",
+        "actuals": "json",
+        "select_expr": "json",
+        "spark_conf": "json",
+    }
+    template_ext: Sequence[str] = (".sql",)
     operator_extra_links = (AporiaModelVersionLink(),)
 
     def __init__(
