@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The declared minimum Airflow, proved. A second virtual environment, .venv-min, holds Airflow $MIN_AIRFLOW with the
-# Amazon provider and the other packages of that release; in it run the unit tier, then `airflow dags test` of the
-# example setup and sync DAGs against the local stack (which the main .venv runs), and Aporia must hold every
-# prediction and actual of the synced window.
+# Amazon provider and the other packages of that release; in it run the unit tier, then create the example model,
+# version and serving data set with the operators and `airflow dags test` the example sync DAG against the local
+# stack (which the main .venv runs); Aporia must then hold every prediction and actual of the synced window.
 #
 #   scripts/min_airflow.sh            install (once; uv caches the wheels) and test
 #   scripts/min_airflow.sh compile    re-resolve ci/min-airflow-constraints.txt
@@ -67,7 +67,33 @@ dags_test() {
         AIRFLOW__CORE__LOAD_EXAMPLES=False
         AIRFLOW__CORE__UNIT_TEST_MODE=True
         set +a
-        for command in "db migrate" "dags test aporia_setup" "dags test aporia_redshift_sync $WINDOW_END"; do
+        # What the setup DAG does, by its operators on this Airflow, without a second DAG run.
+        if ! "$VENV/bin/python" - >>"$log" 2>&1 <<'SETUP'
+import sys
+
+sys.path.insert(0, "dags")
+import insurance_model as example
+
+from aporia_provider.operators.aporia import (
+    AporiaConnectServingOperator,
+    AporiaCreateModelOperator,
+    AporiaCreateModelVersionOperator,
+)
+
+model = {"model_id": example.MODEL_ID}
+AporiaCreateModelOperator(task_id="model", model_name=example.MODEL_NAME, **model).execute({})
+version = {**model, "model_version": "v1"}
+schema = {"features": example.FEATURES, "predictions": example.PREDICTIONS, "raw_inputs": example.RAW_INPUTS}
+AporiaCreateModelVersionOperator(task_id="version", model_type="binary", **version, **schema).execute({})
+columns = {"id_column": example.ID_COLUMN, "timestamp_column": example.TIMESTAMP_COLUMN, "labels": example.ACTUALS}
+AporiaConnectServingOperator(task_id="serving", query=example.QUERY, **version, **columns).execute({})
+SETUP
+        then
+            tail -n 60 "$log"
+            echo "Airflow $MIN_AIRFLOW: creating the example model, version and serving data set failed (log above)." >&2
+            exit 1
+        fi
+        for command in "db migrate" "dags test aporia_redshift_sync $WINDOW_END"; do
             # shellcheck disable=SC2086
             if ! "$VENV/bin/airflow" $command >>"$log" 2>&1; then
                 tail -n 60 "$log"
