@@ -8,16 +8,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from warnings import warn
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import derived, identifier, single_statement
-from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
+from aporia_provider.links.aporia import AporiaModelVersionLink
+from aporia_provider.operators.base import (
+    ALL_CONNECTIONS,
+    APORIA_CONNECTION,
+    AporiaBaseOperator,
+    model_version_asset,
+)
 from aporia_provider.schema import VersionSchema, check_model_type
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Asset, Context
 
     from aporia_provider.datasources import JDBCDataSource
@@ -117,9 +123,27 @@ def _training_events(context: Context, asset: Asset) -> list[_TrainingEvent]:
 
 
 class AporiaCreateModelOperator(AporiaBaseOperator):
-    """Create a model in Aporia; an existing model with the same id is left as it is."""
+    """Create a model in Aporia; an existing model with the same id is left as it is.
 
-    template_fields: Sequence[str] = ("model_id", "model_name", "description", "model_owner", "tags")
+    :param model_id: the model's id in Aporia (templated).
+    :param model_name: its display name; defaults to the id (templated).
+    :param description: a description shown in Aporia (templated).
+    :param model_owner: the model's owner in Aporia, e.g. an e-mail address (templated; not ``owner``, which is
+        the Airflow task's owner).
+    :param color: the model's color in Aporia's UI; Aporia's SDK default ``blue`` when not given.
+    :param icon: the model's icon in Aporia's UI; the SDK default ``general`` when not given.
+    :param tags: string tags, name -> value (templated).
+    """
+
+    template_fields: Sequence[str] = (
+        "model_id",
+        "model_name",
+        "description",
+        "model_owner",
+        "tags",
+        *APORIA_CONNECTION,
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"tags": "json"}
 
     def __init__(
         self,
@@ -162,6 +186,17 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
     The same name with the same schema is already done. The same name with another schema fails with
     the differing fields, or, with ``on_schema_change="new_version"``, creates (or reuses) the first free
     name ``<version>-2``, ``<version>-3``, ... The version actually used is returned to XCom.
+
+    :param model_id: the model's id in Aporia (templated).
+    :param model_version: the version's name (templated).
+    :param model_type: ``regression``, ``binary``, ``multiclass``, ``multi-label`` or ``ranking`` (templated).
+    :param features: feature name -> field type (``numeric``, ``categorical``, ``string``, ``boolean``,
+        ``datetime``, ``vector``, ``text``, ``dict``) or ``{"type": "tensor", "dimensions": [...]}`` (templated).
+    :param predictions: prediction name -> field type, as for features (templated).
+    :param raw_inputs: raw input name -> field type, as for features (templated).
+    :param feature_importance: feature name -> importance, shown in Aporia.
+    :param on_schema_change: what an existing version with another schema means: ``fail`` (default) or
+        ``new_version`` (the first free ``<version>-N``).
     """
 
     template_fields: Sequence[str] = (
@@ -171,7 +206,14 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
         "features",
         "predictions",
         "raw_inputs",
+        *APORIA_CONNECTION,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "features": "json",
+        "predictions": "json",
+        "raw_inputs": "json",
+    }
+    operator_extra_links = (AporiaModelVersionLink(),)
 
     def __init__(
         self,
@@ -197,6 +239,8 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
         self.raw_inputs = raw_inputs
         self.feature_importance = feature_importance
         self.on_schema_change = on_schema_change
+        # The version actually used (another name with on_schema_change="new_version"), for the extra link.
+        self.linked_model_version: str | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         check_model_type(self.model_type)
@@ -206,6 +250,7 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
             differences = existing.differences(wanted)
             if not differences:
                 self.log.info("Version %s of %s already exists with this schema; nothing to do.", name, self.model_id)
+                self.linked_model_version = name
                 return {"model_id": self.model_id, "model_version": name, "created": False}
             if self.on_schema_change == "fail":
                 raise AirflowFailException(
@@ -223,6 +268,7 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
             raw_inputs=self.raw_inputs,
             feature_importance=self.feature_importance,
         )
+        self.linked_model_version = name
         return {"model_id": self.model_id, "model_version": name, "created": True}
 
 
@@ -231,6 +277,21 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
 
     By default the data source is the IAM JDBC URL built from the Redshift and AWS connections. Before
     Aporia is called, a ``LIMIT 0`` of the query checks that the id, timestamp and every mapped column exist.
+
+    :param model_id: the model's id in Aporia (templated).
+    :param model_version: the version whose data set this is (templated).
+    :param query: the SELECT Aporia reads the data set with, or a path to a ``.sql`` file (templated).
+    :param id_column: the column holding each prediction's id (templated).
+    :param timestamp_column: the column holding each prediction's timestamp (templated).
+    :param data_source: a data source to connect instead of the Redshift IAM JDBC URL (the query must be in it).
+    :param features: feature name -> column, where they differ; other features read same-named columns
+        (templated).
+    :param predictions: prediction name -> column, likewise (templated).
+    :param labels: prediction name -> column of its actual (label) (templated).
+    :param raw_inputs: raw input name -> column, likewise (templated).
+    :param select_expr: Spark SQL expressions Aporia applies to the rows before mapping (templated).
+    :param read_options: extra JDBC read options for Aporia's reader.
+    :param schedule: a cron expression for Aporia's own sync of the data set (templated).
     """
 
     template_fields: Sequence[str] = (
@@ -245,7 +306,18 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
         "raw_inputs",
         "select_expr",
         "schedule",
+        *ALL_CONNECTIONS,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "query": "sql",
+        "features": "json",
+        "predictions": "json",
+        "labels": "json",
+        "raw_inputs": "json",
+        "select_expr": "json",
+    }
+    template_ext: Sequence[str] = (".sql",)
+    operator_extra_links = (AporiaModelVersionLink(),)
     dataset = ""
 
     def __init__(
@@ -318,6 +390,15 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
             "columns": sorted(needed),
         }
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Redshift tables the data set's query reads, and the Aporia model version it feeds.
+        A data source passed in (not the Redshift connection) has no Redshift input to name."""
+        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+
+        output = aporia_dataset(self.aporia_hook, self.model_id, self.model_version)
+        queries = [] if self.data_source is not None else [single_statement(self.query)]
+        return redshift_lineage(self.redshift_hook, queries, [output])
+
     def _needed_columns(self, schema: VersionSchema) -> set[str]:
         needed = {identifier(self.id_column, "id_column"), identifier(self.timestamp_column, "timestamp_column")}
         for group, mapping in (
@@ -346,18 +427,26 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
 
 
 class AporiaConnectServingOperator(AporiaConnectDatasetOperator):
+    """Connect the serving data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "serving"
 
 
 class AporiaConnectTrainingOperator(AporiaConnectDatasetOperator):
+    """Connect the training data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "training"
 
 
 class AporiaConnectTestingOperator(AporiaConnectDatasetOperator):
+    """Connect the testing data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "testing"
 
 
 class AporiaConnectActualsOperator(AporiaConnectDatasetOperator):
+    """Connect the actuals data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "actuals"
 
 

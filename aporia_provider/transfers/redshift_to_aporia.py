@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, AssetAlias
 
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import Window, table_query
-from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
+from aporia_provider.links.aporia import AporiaModelVersionLink
+from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from pyspark.sql import SparkSession
 
@@ -28,18 +31,41 @@ class AporiaSyncOperator(AporiaBaseOperator):
     ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent,
     rows rejected, batches, retries, seconds) to XCom.
 
-    :param query: the SELECT returning the predictions (or ``table``, a validated table name).
-    :param features, predictions, raw_inputs: field -> column overrides; other fields read same-named columns.
-    :param actuals: prediction field -> column of its delayed actual; actuals are read by
+    :param model_id: the model's id in Aporia (templated).
+    :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
+        alias at run time).
+    :param id_column: the column holding each prediction's id (templated).
+    :param timestamp_column: the TIMESTAMP/TIMESTAMPTZ column the window selects predictions by (templated).
+    :param query: the SELECT returning the predictions, or a path to a ``.sql`` file (templated); or give
+        ``table``.
+    :param table: a table (``table`` or ``schema.table``) to read instead of a query (templated).
+    :param features: feature name -> column, where they differ; other features read same-named columns
+        (templated).
+    :param predictions: prediction name -> column, likewise (templated).
+    :param raw_inputs: raw input name -> column, likewise (templated).
+    :param actuals: prediction name -> column of its delayed actual (templated); actuals are read by
         ``actuals_timestamp_column`` in the same window, from ``actuals_query`` or the same query.
-    :param on_invalid_rows: ``fail`` (nothing is sent) or ``skip`` (invalid rows are counted and left out).
+    :param actuals_timestamp_column: the column saying when each actual arrived (templated).
+    :param actuals_query: a separate SELECT for the actuals (templated); default: ``query``.
+    :param select_expr: Spark SQL expressions applied to the rows first (templated).
+    :param read_options: extra Spark JDBC read options.
+    :param window_start: the window's start, a timezone-aware ISO-8601 timestamp (templated); default: the run's
+        data interval, or for a manual run without one the last complete interval of the DAG's timetable. Empty
+        means not given.
+    :param window_end: the window's end, likewise (templated).
+    :param lookback: also re-read rows this much before the window's start (late rows); idempotent.
+    :param on_invalid_rows: ``fail`` (default: nothing is sent) or ``skip`` (invalid rows are counted and left
+        out).
     :param validate_only: read, validate and count, but send nothing (a dry run; ``dry_run`` is taken by
-        BaseOperator).
-    :param spark_conn_id: an Airflow connection of the Spark provider: ``spark`` (its host and port are the
-        master URL, e.g. ``spark://host:7077``; extras named ``spark.*`` are Spark settings) or
+        BaseOperator). Emits no Asset event.
+    :param batch_size: fragments per request to Aporia (default 5,000).
+    :param num_partitions: JDBC partitions of the timestamp range Spark reads in parallel; default: one per
+        50,000 rows of the window.
+    :param spark_conn_id: an Airflow connection of the Spark provider (templated): ``spark`` (its host and port
+        are the master URL, e.g. ``spark://host:7077``; extras named ``spark.*`` are Spark settings) or
         ``spark_connect`` (a Spark Connect server, ``sc://host:15002``). Without one the sync runs on ``local[*]``.
-    :param spark_conf: Spark settings, over those of the connection (``spark.master`` picks a master without a
-        connection). A Spark Connect server keeps its own settings; only session settings apply there.
+    :param spark_conf: Spark settings, over those of the connection (templated; ``spark.master`` picks a master
+        without a connection). A Spark Connect server keeps its own settings; only session settings apply there.
     :param jdbc_driver: ``postgresql`` (default, accepted by Redshift) or ``redshift`` when that driver is on
         Spark's class path.
     """
@@ -62,7 +88,20 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "select_expr",
         "spark_conf",
         "spark_conn_id",
+        *ALL_CONNECTIONS,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "query": "sql",
+        "actuals_query": "sql",
+        "features": "json",
+        "predictions": "json",
+        "raw_inputs": "json",
+        "actuals": "json",
+        "select_expr": "json",
+        "spark_conf": "json",
+    }
+    template_ext: Sequence[str] = (".sql",)
+    operator_extra_links = (AporiaModelVersionLink(),)
 
     def __init__(
         self,
@@ -81,8 +120,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         actuals_query: str | None = None,
         select_expr: list[str] | str | None = None,
         read_options: Mapping[str, str] | None = None,
-        window_start: str | None = None,
-        window_end: str | None = None,
+        window_start: str | datetime | None = None,
+        window_end: str | datetime | None = None,
         lookback: timedelta | None = None,
         on_invalid_rows: str = "fail",
         validate_only: bool = False,
@@ -95,8 +134,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
     ) -> None:
         if (query is None) == (table is None):
             raise ValueError("Pass exactly one of query and table to AporiaSyncOperator.")
-        if not any("{{" in v for v in (model_id, model_version)):
-            kwargs.setdefault("outlets", [model_version_asset(model_id, model_version)])
         super().__init__(**kwargs)
         self.model_id = model_id
         self.model_version = model_version
@@ -124,16 +161,15 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.jdbc_driver = jdbc_driver
         # The session and tag of the running sync, so on_kill can stop its Spark jobs.
         self._running: tuple[SparkSession, str] | None = None
+        self.model_version_outlet = self._declare_asset()
+        self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import run_sync
         from aporia_provider.extraction.spark import spark_session
 
-        window = Window.of(
-            self.window_start or context.get("data_interval_start"),
-            self.window_end or context.get("data_interval_end"),
-        )
+        window = self._resolve_window(context)
         schema = self.existing_schema(self.model_id, self.model_version)
         plan = SyncPlan(
             model_id=self.model_id,
@@ -187,6 +223,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 spark.stop()  # release this session on the shared server
         result = summary.to_dict()
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
+        self._after_sync(context, window, result)
         return result
 
     def on_kill(self) -> None:
@@ -241,3 +278,111 @@ class AporiaSyncOperator(AporiaBaseOperator):
             f"Connection '{self.spark_conn_id}' is of type {conn.conn_type!r}; spark_conn_id takes a connection of "
             "type spark (a master URL) or spark_connect (a Spark Connect server)."
         )
+
+    # ------------------------------------------------------------------ after the sync
+
+    def _after_sync(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
+        """What a completed sync tells Airflow: the Asset event now, and (kept for later) its lineage."""
+        self._synced = summary
+        self._emit_asset(context, window, summary)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Redshift tables the query (and actuals query) read, and the Aporia model version
+        they went to, with the predictions delivered as its row count."""
+        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+
+        rows = self._synced.get("fragments_sent") if self._synced else None
+        # A validate-only sync reads, but writes nothing to Aporia.
+        outputs = []
+        if not self.validate_only:
+            outputs.append(aporia_dataset(self.aporia_hook, self.model_id, self.model_version, rows))
+        queries = [table_query(self.table) if self.table else self.query or ""]
+        if self.actuals_query:
+            queries.append(self.actuals_query)
+        return redshift_lineage(self.redshift_hook, queries, outputs)
+
+    # ------------------------------------------------------------------ the window
+
+    def _resolve_window(self, context: Context) -> Window:
+        """The window of this run: ``window_start``/``window_end`` where given, else the run's data interval, else
+        (a run without one: a manual trigger in Airflow 3, which has no logical date) the last complete interval
+        of the DAG's timetable before the run was triggered."""
+        start: datetime | str | None = _given(self.window_start) or context.get("data_interval_start")
+        end: datetime | str | None = _given(self.window_end) or context.get("data_interval_end")
+        if start is None or end is None:
+            interval = _last_complete_interval(context)
+            if interval is not None:
+                start, end = start or interval[0], end or interval[1]
+                self.log.info(
+                    "This run has no data interval (a manual trigger without a logical date): syncing the last "
+                    "complete interval of the DAG's timetable before %s.",
+                    context["dag_run"].run_after.isoformat(),
+                )
+        return Window.of(start, end)
+
+    # ------------------------------------------------------------------ the Asset
+
+    def _declare_asset(self) -> Asset | AssetAlias | None:
+        """The model version's Asset, as an outlet. Ids that are templates are only known at run time, so the outlet
+        is then an alias the run resolves to the Asset. A validate-only sync changes nothing and declares none."""
+        if self.validate_only:
+            return None
+        outlet: Asset | AssetAlias
+        if any(isinstance(v, str) and "{{" in v for v in (self.model_id, self.model_version)):
+            outlet = AssetAlias(name=f"aporia-sync/{self.dag_id}/{self.task_id}")
+        else:
+            outlet = model_version_asset(self.model_id, self.model_version)
+        self.add_outlets([outlet])
+        return outlet
+
+    def _emit_asset(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
+        """Describe this sync on the model version's Asset event: its window and what reached Aporia."""
+        events = context.get("outlet_events")
+        if self.model_version_outlet is None or events is None:
+            return
+        extra = {
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "rows": summary.get("fragments_sent", 0),
+            "actuals": summary.get("actuals_sent", 0),
+        }
+        if isinstance(self.model_version_outlet, AssetAlias):
+            asset = model_version_asset(self.model_id, self.model_version)
+            events[self.model_version_outlet].add(asset, extra=extra)
+        else:
+            events[self.model_version_outlet].extra = extra
+
+
+def _given(bound: str | datetime | None) -> str | datetime | None:
+    """A bound typed by a person or rendered from a template; empty means not given."""
+    if not isinstance(bound, str):
+        return bound
+    if not bound.strip():
+        return None
+    bound = bound.strip()
+    # ISO-8601's "Z" for UTC, as browsers write it (Python 3.10's fromisoformat does not read it).
+    return bound[:-1] + "+00:00" if bound.endswith("Z") else bound
+
+
+def _last_complete_interval(context: Context) -> tuple[datetime, datetime] | None:
+    """What the DAG's timetable would give a manual run with a logical date: for an interval timetable, the last
+    complete interval before the run. None when there is no DAG run or the timetable cannot say."""
+    import pendulum
+
+    dag, dag_run = context.get("dag"), context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None)
+    if dag is None or run_after is None:
+        return None
+    timetable: Any = dag.timetable
+    if not hasattr(timetable, "infer_manual_data_interval"):
+        # Airflow >= 3.2 gives DAG files the Task SDK's timetables; the scheduler's own (core) ones know intervals.
+        try:
+            from airflow.serialization.encoders import coerce_to_core_timetable
+        except ImportError:
+            return None
+        timetable = coerce_to_core_timetable(timetable)
+    try:
+        interval = timetable.infer_manual_data_interval(run_after=pendulum.instance(run_after))
+    except NotImplementedError:
+        return None
+    return interval.start, interval.end

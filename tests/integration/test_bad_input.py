@@ -15,11 +15,11 @@ from typing import Any
 
 import insurance_model as example
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import MASTER_USER, LocalStack
 from aporia_provider.client import AporiaError
+from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.datasources import DataSourceError, JDBCDataSource
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException
 
 from aporia_local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, LocalStack
 from aporia_provider.client import AporiaError
+from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import insurance_model as example
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,
