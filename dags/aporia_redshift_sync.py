@@ -30,6 +30,13 @@ with DAG(
             description="Leave both empty to sync the last complete hour before the trigger.",
         ),
         "window_end": Param(None, type=["null", "string"], format="date-time", title="Window end"),
+        # The local stack's shared Spark Connect server: each hourly sync costs seconds, not a JVM of its own.
+        "spark_conn_id": Param(
+            "spark_connect_default",
+            type=["null", "string"],
+            title="Spark connection",
+            description="A spark or spark_connect connection; empty runs Spark in the task (local[*]).",
+        ),
     },
 ):
     AporiaSyncOperator(
@@ -46,4 +53,5 @@ with DAG(
         # Empty unless a person typed bounds into the trigger form: then the run's interval decides.
         window_start="{{ params.window_start or '' }}",
         window_end="{{ params.window_end or '' }}",
+        spark_conn_id="{{ params.spark_conn_id or '' }}",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
 DAGS_FOLDER = Path(__file__).parent.parent / "dags"
+# A line a task log shows as a warning or an error: structlog's level tag, or a bare level word as the JVM and
+# log4j print it.
+LOUD = re.compile(r"\[(warning|error|critical)\s*\]|\b(WARN|WARNING|ERROR|SEVERE|Exception)\b")
 # Tests share the example DAGs' model definition, imported as Airflow imports it.
 sys.path.insert(0, str(DAGS_FOLDER))
 

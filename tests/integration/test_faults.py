@@ -95,7 +95,9 @@ def test_task_process_killed_mid_sync_then_retried(
 ) -> None:
     start, end = day_two(1)
     aporia.fail_next(10_000, delay=0.3, operation="logPredictions")
-    task = airflow_cli.start("dags", "test", "aporia_redshift_sync", end.isoformat())
+    # Spark in the task's own JVM, which dies with the task (a shared Connect server would carry on).
+    local_spark = json.dumps({"spark_conn_id": ""})
+    task = airflow_cli.start("dags", "test", "aporia_redshift_sync", end.isoformat(), "-c", local_spark)
     try:
         _wait_until(lambda: aporia.count(MODEL, "v1")["total"] > 0)
     finally:

@@ -17,13 +17,10 @@ from aporia_local.stack import LocalStack
 from aporia_provider.extraction import run
 from aporia_provider.hooks import redshift
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
-from tests.helpers import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
+from tests.helpers import LOUD, MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
-# A line Airflow's task log shows as a warning or an error: structlog's level tag, or a bare level word as the
-# JVM and log4j print it.
-_LOUD = re.compile(r"\[(warning|error|critical)\s*\]|\b(WARN|WARNING|ERROR|SEVERE|Exception)\b")
 
 
 def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
@@ -47,7 +44,7 @@ def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
     assert "Sync summary for insurance-propensity v1" in log
     # `airflow dags test` serves the task's execution API in-process through starlette's test client, which
     # warns about its own httpx use; the real task runner has no such client.
-    loud = [line for line in log.splitlines() if _LOUD.search(line) and "starlette.testclient" not in line]
+    loud = [line for line in log.splitlines() if LOUD.search(line) and "starlette.testclient" not in line]
     assert loud == []
     assert re.search(r"Checked predictions of insurance-propensity v1: \d+ rows, 0 rejected\.", log)
     assert re.search(r"Sent \d+ predictions of insurance-propensity v1 in \d+ batches\.", log)
