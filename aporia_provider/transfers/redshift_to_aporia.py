@@ -157,6 +157,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             batch_size=self.batch_size,
             num_partitions=self.num_partitions,
         )
-        result = summary.to_dict()
+        # The model version first: the sync view groups windows by it, and a log reader wants it too.
+        result = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
         return result
