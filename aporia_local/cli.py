@@ -1,4 +1,4 @@
-"""`aporia-local`: run the local stack of real stand-ins (Aporia, AWS, Redshift) on loopback."""
+"""`aporia-local`: run the local stack of real stand-ins (Aporia, AWS, Redshift) and Spark Connect on loopback."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def main(argv: list[str] | None = None) -> None:
     redshift.add_argument("--master-password", required=True)
     redshift.add_argument("--signing-key", required=True)
 
+    spark_connect = commands.add_parser(
+        "serve-spark-connect", help="run a Spark Connect server from the PySpark wheel in the foreground"
+    )
+    spark_connect.add_argument("--host", default="127.0.0.1")
+    spark_connect.add_argument("--port", type=int, required=True)
+    spark_connect.add_argument("--dir", type=Path, required=True, help="its configuration, logs and scratch space")
+    spark_connect.add_argument("--driver-memory", default="2g")
+
+    probe = commands.add_parser("probe-spark-connect", help="wait until a Spark Connect server runs a query")
+    probe.add_argument("url", help="sc://host:port")
+    probe.add_argument("--timeout", type=float, default=180.0)
+
     up = commands.add_parser("up", help="start the whole stack, seed demo data, print Airflow connections")
     up.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="state directory (default .local-stack)")
     up.add_argument("--detach", action="store_true", help="return once the stack is up; stop it with `down`")
@@ -56,6 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--aporia-port", type=int, default=0, help="0 picks a free port (likewise below)")
     up.add_argument("--aws-port", type=int, default=0)
     up.add_argument("--redshift-port", type=int, default=0)
+    up.add_argument("--spark-connect-port", type=int, default=0)
+    up.add_argument(
+        "--spark-connect-host",
+        default="",
+        help="a Spark Connect server running elsewhere (e.g. a compose service): the connection points "
+        "there and the stack starts none",
+    )
 
     down = commands.add_parser("down", help="stop a stack started with `up`")
     down.add_argument("--dir", type=Path, default=DEFAULT_DIR)
@@ -77,6 +96,18 @@ def main(argv: list[str] | None = None) -> None:
 
         credentials = Credentials(args.master_user, args.master_password, args.signing_key)
         serve_redshift(args.host, args.port, args.data_dir, args.database, credentials)
+    elif args.command == "serve-spark-connect":
+        from aporia_local.spark import serve_connect
+
+        serve_connect(args.dir, args.host, args.port, args.driver_memory)
+    elif args.command == "probe-spark-connect":
+        from aporia_local.spark import probe_connect
+
+        try:
+            seconds = probe_connect(args.url, args.timeout)
+        except Exception as error:
+            sys.exit(f"Spark Connect at {args.url} is not ready: {type(error).__name__}: {error}")
+        print(f"Spark Connect at {args.url} ran a query after {seconds:.1f} s.")
     elif args.command == "up":
         _up(args)
     else:
@@ -95,8 +126,10 @@ def _up(args: argparse.Namespace) -> None:
         args.aporia_port or free_port(),
         args.aws_port or free_port(),
         args.redshift_port or free_port(),
+        args.spark_connect_port or free_port(),
         bind_host=args.host,
         public_host=args.public_host,
+        spark_connect_host=args.spark_connect_host,
     )
     stack = LocalStack(directory, settings)
     # A ready file left by a killed run must not announce this one early.
@@ -111,6 +144,9 @@ def _up(args: argparse.Namespace) -> None:
         print(f"Aporia   {stack.settings.aporia_url}  (token in {directory / 'settings.json'})")
         print(f"AWS      {stack.settings.aws_url}  (moto: redshift, redshift-serverless, sts, iam)")
         print(f"Redshift {settings.public_host}:{settings.redshift_port}  database dev")
+        started = stack.start_seconds.get("spark_connect")
+        running = f"ready in {started:.1f} s" if started is not None else "not started here"
+        print(f"Spark    {settings.spark_connect_url}  (Spark Connect, {running})")
         print(
             f"Seeded   {plan.rows} rows in model_predictions, {plan.rows_per_hour} per hour, "
             f"{plan.start:%Y-%m-%d %H:%M} to {plan.end:%Y-%m-%d %H:%M} UTC"

@@ -48,6 +48,18 @@ _RELAY_CHUNK = 1 << 18
 # How much of a result an armed fault lets through before it cuts the session.
 CUT_AFTER_BYTES = 64 * 1024
 SYSTEM_USER = "embedded_postgres"
+# Redshift keeps vectors and documents in SUPER, which reaches clients as JSON text. Here SUPER is a
+# domain over jsonb: PostgreSQL describes a domain column by its base type, so the JDBC driver reports
+# jsonb (java.sql.Types.OTHER, read by Spark as a string) and redshift_connector returns str.
+# JSON_PARSE(text) builds a SUPER value as on Redshift.
+REDSHIFT_TYPES_SQL = """
+DO $do$ BEGIN
+    CREATE DOMAIN super AS jsonb;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $do$;
+CREATE OR REPLACE FUNCTION json_parse(text) RETURNS super
+    LANGUAGE sql IMMUTABLE STRICT AS $fn$ SELECT $1::jsonb::super $fn$;
+"""
 
 
 def free_port() -> int:
@@ -117,6 +129,7 @@ class EmbeddedPostgres:
         )
         self._wait_until_ready()
         self._ensure_database()
+        self._psql(REDSHIFT_TYPES_SQL, database=self.database)
 
     def stop(self) -> None:
         if self._process and self._process.poll() is None:

@@ -1,4 +1,4 @@
-"""The local stack: the Aporia, AWS and Redshift stand-ins as child processes on loopback.
+"""The local stack: the Aporia, AWS and Redshift stand-ins and a Spark Connect server as child processes.
 
 Used by `aporia-local up`, by the demo and by the test fixtures, so all three start the same way.
 """
@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from aporia_local.aws import ACCOUNT_ID, REGION
 from aporia_local.redshift import free_port
+from aporia_local.spark import port_is_open
 
 CLUSTER_ID = "aporia-demo"
 WORKGROUP = "aporia-demo-wg"
@@ -27,7 +27,8 @@ MASTER_USER = "awsuser"
 DB_USER = "aporia_reader"
 IAM_USER = "aporia-sync"
 ENVIRONMENT = "production"
-SERVICES = ("aporia", "aws", "redshift")
+SERVICES = ("aporia", "aws", "redshift", "spark_connect")
+SPARK_CONNECT_START_TIMEOUT = 180.0
 READER_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -52,6 +53,7 @@ class StackSettings:
     aporia_port: int
     aws_port: int
     redshift_port: int
+    spark_connect_port: int = field(default_factory=free_port)
     aporia_token: str = field(default_factory=lambda: "aporia-local-" + secrets.token_urlsafe(16))
     master_password: str = field(default_factory=lambda: "Master-" + secrets.token_urlsafe(12))
     signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
@@ -60,6 +62,8 @@ class StackSettings:
     # Where the stand-ins listen, and the name clients use for them (a compose service name, say).
     bind_host: str = "127.0.0.1"
     public_host: str = "127.0.0.1"
+    # The host of a Spark Connect server run elsewhere (a compose service); empty: the stack runs one.
+    spark_connect_host: str = ""
 
     @classmethod
     def with_free_ports(cls) -> StackSettings:
@@ -73,21 +77,45 @@ class StackSettings:
     def aws_url(self) -> str:
         return f"http://{self.public_host}:{self.aws_port}"
 
+    @property
+    def spark_connect_url(self) -> str:
+        return f"sc://{self.spark_connect_host or self.public_host}:{self.spark_connect_port}"
+
 
 class LocalStack:
     def __init__(self, directory: Path, settings: StackSettings) -> None:
         self.directory = directory.resolve()
         self.settings = settings
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._spark_probe: subprocess.Popen[bytes] | None = None
+        # Seconds from launch to ready, per service started.
+        self.start_seconds: dict[str, float] = {}
+        self._launched_at: dict[str, float] = {}
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services this stack runs: all, but the Spark Connect server when it runs elsewhere."""
+        return tuple(n for n in SERVICES if n != "spark_connect" or not self.settings.spark_connect_host)
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        for name in SERVICES:
-            self.start_service(name)
+        # The Spark Connect server takes longest to start: launched first, waited for last.
+        spark = "spark_connect" in self.services
+        if spark:
+            self._launch("spark_connect")
+        for name in self.services:
+            if name != "spark_connect":
+                self.start_service(name)
         self._provision_aws()
+        if spark:
+            self._wait_until_ready("spark_connect")
         self.write_files()
 
     def start_service(self, name: str) -> None:
+        self._launch(name)
+        self._wait_until_ready(name)
+
+    def _launch(self, name: str) -> None:
         s = self.settings
         commands = {
             "aporia": [
@@ -133,17 +161,56 @@ class LocalStack:
                 "--signing-key",
                 s.signing_key,
             ],
+            "spark_connect": [
+                "serve-spark-connect",
+                "--host",
+                s.bind_host,
+                "--port",
+                str(s.spark_connect_port),
+                "--dir",
+                str(self.directory / "spark-connect"),
+            ],
         }
-        port = {"aporia": s.aporia_port, "aws": s.aws_port, "redshift": s.redshift_port}[name]
-        log_file = open(self.directory / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "aporia_local.cli", *commands[name]],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        _wait_for_port(port, self.processes[name], self.directory / f"{name}.log")
+        self._launched_at[name] = time.monotonic()
+        with open(self.directory / f"{name}.log", "ab") as log_file:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "aporia_local.cli", *commands[name]],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        if name == "spark_connect":
+            # The probe (a query through a Connect session) runs in a process of its own, importing
+            # PySpark while the JVM starts.
+            with open(self.directory / "spark_connect_probe.log", "ab") as probe_log:
+                self._spark_probe = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "aporia_local.cli",
+                        "probe-spark-connect",
+                        f"sc://127.0.0.1:{s.spark_connect_port}",
+                        "--timeout",
+                        str(SPARK_CONNECT_START_TIMEOUT),
+                    ],
+                    stdout=probe_log,
+                    stderr=subprocess.STDOUT,
+                )
+
+    def _wait_until_ready(self, name: str) -> None:
+        s = self.settings
+        log_path = self.directory / f"{name}.log"
+        if name == "spark_connect":
+            assert self._spark_probe is not None
+            _wait_for_probe(self._spark_probe, self.processes[name], log_path, SPARK_CONNECT_START_TIMEOUT)
+        else:
+            port = {"aporia": s.aporia_port, "aws": s.aws_port, "redshift": s.redshift_port}[name]
+            _wait_for_port(port, self.processes[name], log_path)
+        self.start_seconds[name] = time.monotonic() - self._launched_at[name]
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
+        if name == "spark_connect" and self._spark_probe and self._spark_probe.poll() is None:
+            self._spark_probe.kill()
+            self._spark_probe.wait()
         process = self.processes.pop(name, None)
         if process and process.poll() is None:
             process.send_signal(sig)
@@ -214,6 +281,12 @@ class LocalStack:
                 "schema": DATABASE,
                 "extra": {**redshift_iam, "is_serverless": True, "serverless_work_group": WORKGROUP},
             },
+            # The Spark provider's connection type; its hook builds sc://host:port/ from these.
+            "spark_connect_default": {
+                "conn_type": "spark_connect",
+                "host": f"sc://{s.spark_connect_host or s.public_host}",
+                "port": s.spark_connect_port,
+            },
         }
 
     def airflow_env(self) -> dict[str, str]:
@@ -247,8 +320,27 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path, 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{log_path.stem} stand-in exited:\n{log_path.read_text(errors='replace')[-3000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if port_is_open(port):
+            return
         time.sleep(0.1)
     raise RuntimeError(f"{log_path.stem} stand-in did not open port {port} within {timeout:.0f} s.")
+
+
+def _wait_for_probe(
+    probe: subprocess.Popen[bytes], process: subprocess.Popen[bytes], log_path: Path, timeout: float
+) -> None:
+    """Wait for the readiness probe of a service to succeed while the service keeps running."""
+    deadline = time.monotonic() + timeout + 30  # the probe times itself out first
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{log_path.stem} exited:\n{log_path.read_text(errors='replace')[-3000:]}")
+        returncode = probe.poll()
+        if returncode == 0:
+            return
+        if returncode is not None:
+            probe_log = log_path.with_name(f"{log_path.stem}_probe.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{log_path.stem} did not answer a query:\n{probe_log}")
+        time.sleep(0.1)
+    probe.kill()
+    probe.wait()
+    raise RuntimeError(f"{log_path.stem} did not answer a query within {timeout:.0f} s.")

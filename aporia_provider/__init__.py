@@ -46,6 +46,15 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.hooks.aporia"]}],
         "operators": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.operators.aporia"]}],
         "sensors": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.sensors.aporia"]}],
+        "triggers": [{"integration-name": "Aporia", "python-modules": ["aporia_provider.triggers.aporia"]}],
+        "extra-links": ["aporia_provider.links.aporia.AporiaModelVersionLink"],
+        "asset-uris": [
+            {
+                "schemes": ["aporia"],
+                "handler": "aporia_provider.assets.aporia.sanitize_uri",
+                "factory": "aporia_provider.assets.aporia.create_asset",
+            }
+        ],
         "transfers": [
             {
                 "source-integration-name": "Amazon Redshift",

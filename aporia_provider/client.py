@@ -7,8 +7,10 @@ connection.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +47,8 @@ _HINTS = {
     404: "check the model id, version and the Aporia host",
     405: "check the Aporia host and port: they do not serve the Aporia API",
 }
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TITLE_LENGTH = 100
 
 
 class AporiaError(Exception):
@@ -85,7 +89,7 @@ class AporiaClient:
         """One REST call; `ok` lists statuses that are answers rather than errors (e.g. 409)."""
         response, _ = self._send(call, method, path, json=json)
         if response.status_code in set(ok) or response.ok:
-            return response.json() if response.content else None
+            return self._json(call, response) if response.content else None
         raise self._error(call, response)
 
     def graphql(self, call: str, query: str, variables: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
@@ -126,7 +130,7 @@ class AporiaClient:
         response, retries = self._send(call, "POST", "/v1/controller/graphql", data=body)
         if not response.ok:
             raise self._error(call, response)
-        answer = response.json()
+        answer = self._json(call, response)
         if answer.get("errors"):
             reasons = "; ".join(str(e.get("message", e)) for e in answer["errors"])
             raise AporiaError(f"Aporia {call} failed: {reasons}")
@@ -168,19 +172,36 @@ class AporiaClient:
                     except requests.ConnectionError as exc:
                         raise _Retryable(f"cannot reach {self.base_url}") from exc
                     if response.status_code in _RETRIED_STATUSES:
-                        raise _Retryable(f"HTTP {response.status_code}: {_reason(response)}")
+                        raise _Retryable(_status_and_reason(response))
                     return response, attempt.retry_state.attempt_number - 1
         except _Retryable as exc:
+            attempts = "1 attempt" if self.max_attempts == 1 else f"{self.max_attempts} attempts"
             raise AporiaError(
-                f"Aporia {call} failed after {self.max_attempts} attempts: {exc}; "
+                f"Aporia {call} failed after {attempts}: {exc}; "
                 f"check that Aporia is up and reachable at {self.base_url}."
             ) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    def _json(self, call: str, response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise self._not_json(call, response) from None
+
     def _error(self, call: str, response: requests.Response) -> AporiaError:
+        if _is_html(response):
+            # The page comes from whatever stands in front of Aporia, so the status-based hints would mislead.
+            return self._not_json(call, response)
         hint = _HINTS.get(response.status_code)
         suffix = f"; {hint}" if hint else ""
-        return AporiaError(f"Aporia {call} failed: HTTP {response.status_code}: {_reason(response)}{suffix}.")
+        return AporiaError(f"Aporia {call} failed: {_status_and_reason(response)}{suffix}.")
+
+    def _not_json(self, call: str, response: requests.Response) -> AporiaError:
+        return AporiaError(
+            f"Aporia {call} failed: HTTP {response.status_code} answered with {_non_json_body(response)}; "
+            "a proxy or login page in front of Aporia, or the wrong host, is the likely cause: "
+            f"check that {self.base_url} serves the Aporia API (the host, port and schema of the Aporia connection)."
+        )
 
 
 def iter_version_schema(data: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any] | str]]:
@@ -191,6 +212,42 @@ def iter_version_schema(data: Mapping[str, Any]) -> Iterator[tuple[str, str, dic
             if item.get("dimensions"):
                 spec = {"type": item["type"], "dimensions": item["dimensions"]}
             yield group, item["name"], spec
+
+
+def _status_and_reason(response: requests.Response) -> str:
+    if _is_html(response):
+        return f"HTTP {response.status_code} answered with {_non_json_body(response)}"
+    return f"HTTP {response.status_code}: {_reason(response)}"
+
+
+def _is_html(response: requests.Response) -> bool:
+    if "html" in _content_type(response):
+        return True
+    start = response.text.lstrip()[:15].lower()
+    return start.startswith(("<!doctype html", "<html"))
+
+
+def _content_type(response: requests.Response) -> str:
+    """The media type alone: parameters such as the charset say nothing about what went wrong."""
+    return response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def _non_json_body(response: requests.Response) -> str:
+    """What came back instead of JSON, in a few words: the content type and, for a page, its title."""
+    content_type = _content_type(response)
+    if _is_html(response):
+        page = f"an HTML page ({content_type or 'no content type'})"
+        title = _HTML_TITLE.search(response.text)
+        if title and (text := " ".join(html.unescape(title.group(1)).split())):
+            if len(text) > _TITLE_LENGTH:
+                text = text[:_TITLE_LENGTH].rsplit(" ", 1)[0] + " …"
+            page += f' titled "{text}"'
+        return f"{page} instead of JSON"
+    if not content_type:
+        return "a body without a content type instead of JSON"
+    if "json" in content_type:
+        return f"a body of type {content_type} that is not valid JSON"
+    return f"a body of type {content_type} instead of JSON"
 
 
 def _reason(response: requests.Response) -> str:

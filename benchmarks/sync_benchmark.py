@@ -33,7 +33,7 @@ import psutil
 import requests
 
 from aporia_local.stack import DATABASE, ENVIRONMENT, MASTER_USER, LocalStack, StackSettings
-from aporia_provider.extraction.run import DEFAULT_SPARK_CONF
+from aporia_provider.extraction.spark import DEFAULT_SPARK_CONF
 from benchmarks import profiles, workload
 from benchmarks.processes import ProcessTree, own_cpu
 

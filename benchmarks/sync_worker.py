@@ -76,11 +76,12 @@ def spark_settings(operator: Any) -> dict[str, Any]:
     """What the sync ran with: as requested, then as read back from the live session where it still runs."""
     from pyspark.sql import SparkSession
 
-    from aporia_provider.extraction.run import DEFAULT_READ_OPTIONS, DEFAULT_SPARK_CONF, READ_PARTITIONS_PER_CORE
+    from aporia_provider.extraction.run import DEFAULT_READ_OPTIONS
+    from aporia_provider.extraction.spark import LOCAL_MASTER
 
     requested = operator.spark_conf or {}
     settings: dict[str, Any] = {
-        "master": {**DEFAULT_SPARK_CONF, **requested}["spark.master"],
+        "master": requested.get("spark.master", LOCAL_MASTER),
         "num_partitions": operator.num_partitions,
         "batch_size": operator.batch_size,
         "fetchsize": int({**DEFAULT_READ_OPTIONS, **(operator.read_options or {})}["fetchsize"]),
@@ -95,7 +96,6 @@ def spark_settings(operator: Any) -> dict[str, Any]:
         settings.update(
             master=context.master,
             default_parallelism=context.defaultParallelism,
-            num_partitions=operator.num_partitions or READ_PARTITIONS_PER_CORE * context.defaultParallelism,
             spark_version=session.version,
         )
     return settings

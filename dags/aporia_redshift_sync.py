@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 from insurance_model import ACTUALS, ACTUALS_TIMESTAMP_COLUMN, ID_COLUMN, MODEL_ID, QUERY, TIMESTAMP_COLUMN
 
@@ -20,6 +20,17 @@ with DAG(
     max_active_runs=4,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
     tags=["aporia", "example"],
+    # Pressing Trigger syncs the last complete hour; or type the bounds of another window here.
+    params={
+        "window_start": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Window start",
+            description="Leave both empty to sync the last complete hour before the trigger.",
+        ),
+        "window_end": Param(None, type=["null", "string"], format="date-time", title="Window end"),
+    },
 ):
     AporiaSyncOperator(
         task_id="sync_predictions_and_actuals",
@@ -32,4 +43,7 @@ with DAG(
         actuals_timestamp_column=ACTUALS_TIMESTAMP_COLUMN,
         # Rows that land up to 15 minutes late are picked up by the next run; ids make it idempotent.
         lookback=timedelta(minutes=15),
+        # Empty unless a person typed bounds into the trigger form: then the run's interval decides.
+        window_start="{{ params.window_start or '' }}",
+        window_end="{{ params.window_end or '' }}",
     )

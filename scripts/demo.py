@@ -46,7 +46,7 @@ def main() -> None:
     shutil.rmtree(STACK_DIR, ignore_errors=True)
     stack = LocalStack(STACK_DIR, StackSettings.with_free_ports())
     try:
-        step("Starting the local stack (Aporia, AWS on moto, Redshift stand-in)", stack.start)
+        step("Starting the local stack (Aporia, AWS on moto, Redshift stand-in, Spark Connect)", stack.start)
         plan = SeedPlan(DEMO_START, hours=4 * 24, rows_per_hour=12)
         step(f"Seeding {plan.rows} predictions into Redshift's model_predictions", lambda: seed(stack, plan))
         env = airflow_env(stack)

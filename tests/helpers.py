@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import requests
 
 from aporia_local.cli import DEMO_START
@@ -130,15 +131,19 @@ class AirflowCli:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
         return done
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start a command in its own process group, so a test can kill it with everything it spawned."""
-        return subprocess.Popen(
-            [self.binary, *args],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def start(self, *args: str, output: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start a command in its own process group, so a test can kill it with everything it spawned.
+
+        Its output goes to `output` when given (to read when something goes wrong), else nowhere.
+        """
+        with open(output or os.devnull, "wb") as sink:
+            return subprocess.Popen(
+                [self.binary, *args],
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
 
 MODEL = "insurance-propensity"
@@ -183,3 +188,29 @@ def sync(window: tuple[datetime, datetime], **kwargs: Any) -> dict[str, Any]:
     """Run one sync of `window` in this process; returns its summary."""
     summary: dict[str, Any] = sync_operator(window, **kwargs).execute({})
     return summary
+
+
+def assert_delivered_exactly(stack: LocalStack, aporia: AporiaProbe, start: datetime, end: datetime) -> None:
+    """Aporia holds each prediction of [start, end) once, with its values, and each actual that arrived
+    in [start, end) on its own prediction; nothing else."""
+    seeded = redshift_sql(
+        stack,
+        "SELECT prediction_id, prediction_timestamp, amount, proba, did_buy_insurance, actual_timestamp "
+        "FROM model_predictions WHERE (prediction_timestamp >= %s AND prediction_timestamp < %s) "
+        "OR (actual_timestamp >= %s AND actual_timestamp < %s)",
+        (start, end, start, end),
+    )
+    stored = aporia.fragments(MODEL, "v1")
+    ids = [f["id"] for f in stored]
+    assert len(ids) == len(set(ids)), "a prediction id is stored twice"
+    by_id = {f["id"]: f for f in stored}
+    predicted = {row[0]: row for row in seeded if start <= row[1] < end}
+    arrived = {row[0]: row for row in seeded if row[5] is not None and start <= row[5] < end}
+    assert {i for i, f in by_id.items() if f["predictions"]} == set(predicted), "predictions lost or extra"
+    assert {i for i, f in by_id.items() if f["actuals"]} == set(arrived), "actuals lost or extra"
+    for prediction_id, row in predicted.items():
+        fragment = by_id[prediction_id]
+        assert fragment["features"]["amount"] == pytest.approx(row[2])
+        assert fragment["predictions"]["proba"] == pytest.approx(row[3])
+    for prediction_id, row in arrived.items():
+        assert by_id[prediction_id]["actuals"] == {"will_buy_insurance": row[4]}

@@ -118,7 +118,7 @@ def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[
         # is a problem of its row, never a missing value; SQL NULL and JSON null stay missing.
         data_type = _json_type(spec)
         text = col
-        col = F.from_json(text, data_type)
+        col = F.from_json(text, data_type.simpleString())
         is_json_null = F.lower(F.trim(text)) == "null"
         unparsed = F.when(
             text.isNotNull() & ~is_json_null & col.isNull(),
@@ -217,3 +217,47 @@ def _has_shape(col: Column, dimensions: list[int]) -> Column:
     if len(dimensions) == 1:
         return size_matches
     return size_matches & F.forall(col, lambda inner: _has_shape(inner, dimensions[1:]))
+
+
+def project(frame: DataFrame, plan: SyncPlan, kind: str) -> DataFrame:
+    """Each row as (__id, __fragment JSON, __problem or null); rows without a fragment (no actual yet) dropped."""
+    from pyspark.sql import functions as F
+
+    build = prediction_fragment if kind == "predictions" else actuals_fragment
+    fragment, problem = build(frame, plan)
+    row_id = F.col(plan.id_column).cast("string")
+    return frame.select(
+        row_id.alias("__id"),
+        fragment.alias("__fragment"),
+        F.when(row_id.isNull(), F.lit(f"{plan.id_column} is null")).otherwise(problem).alias("__problem"),
+    ).where(F.col("__fragment").isNotNull())
+
+
+def last_of_each_name(frame: DataFrame) -> DataFrame:
+    """Keep the last column of each name: select_expr's `*, expr AS col` redefines col, it does not add one."""
+    names = frame.columns
+    if len(set(names)) == len(names):
+        return frame
+    last = {name: index for index, name in enumerate(names)}
+    renamed = [name if last[name] == index else f"__replaced_{index}" for index, name in enumerate(names)]
+    return frame.toDF(*renamed).drop(*[name for name in renamed if name.startswith("__replaced_")])
+
+
+def timestamp_problem(argument: str, column: str, data_type: DataType, whole_days: bool) -> str | None:
+    """Why the window cannot be read by this column's type, or None when it can."""
+    from pyspark.sql import types as T
+
+    if isinstance(data_type, T.TimestampType | T.TimestampNTZType):
+        return None
+    if isinstance(data_type, T.DateType):
+        if whole_days:
+            return None
+        return (
+            f"{argument} {column!r} is a DATE, which only serves windows that start and end at midnight UTC; "
+            f"schedule the sync daily (e.g. CronDataIntervalTimetable('0 0 * * *', timezone='UTC')) or name a "
+            "TIMESTAMP column."
+        )
+    return (
+        f"{argument} {column!r} is {data_type.simpleString()}, but the window is compared as time; select it as a "
+        f"TIMESTAMP, e.g. CAST({column} AS TIMESTAMP) AS {column} in the query."
+    )

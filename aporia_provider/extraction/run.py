@@ -1,113 +1,73 @@
 """The sync run: read a window from Redshift with Spark, check it, and deliver fragments to Aporia.
 
-It knows nothing of Airflow. Rows never pass through the calling process: Spark reads partitions over
-JDBC (the window predicate pushed down), builds each fragment's JSON and each row's verdict in the JVM
-(`columns`), and Spark tasks post batches to Aporia themselves. Only counts and a few examples come back.
+It knows nothing of Airflow and uses only the DataFrame API, so it runs unchanged on local[*], a cluster
+and Spark Connect. Rows never pass through the calling process: Spark reads partitions over JDBC (the
+window predicate pushed down), builds each fragment's JSON and each row's verdict in the JVM
+(`columns`), and Spark tasks post batches to Aporia themselves (`mapInArrow`). Only counts and a few
+examples come back.
+
+Each source (predictions, actuals) is read from Redshift once: the read is kept on Spark's disk, one job
+counts rows and rejects, and a second sends from that copy, so `on_invalid_rows="fail"` sends nothing
+when any row is invalid. Large windows are read in parts, each with credentials fetched just before it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
-import sys
+import math
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from functools import partial, reduce
+from typing import TYPE_CHECKING, Any, cast
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.columns import actuals_fragment, prediction_fragment, require_columns
+from aporia_provider.extraction.columns import last_of_each_name, project, require_columns, timestamp_problem
+from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.plan import InvalidRowsError, SyncPlan, SyncSummary
-from aporia_provider.extraction.sql import Window, windowed
+from aporia_provider.extraction.spark import is_connect, tagged
+from aporia_provider.extraction.sql import SyncInputError, Window, derived, windowed
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.connect.shell.progress import ProgressHandler
 
 log = logging.getLogger(__name__)
 
-POSTGRES_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
-DEFAULT_SPARK_CONF = {
-    "spark.master": "local[*]",
-    "spark.app.name": "aporia-sync",
-    "spark.ui.enabled": "false",
-    "spark.sql.session.timeZone": "UTC",
-    # JDBC sessions and timestamp conversion in UTC, whatever the host's zone. C1-only JIT: a sync's JVM
-    # lives for minutes, and C2 compilation took more CPU than it saved (make bench, 2 cores).
-    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:TieredStopAtLevel=1",
-    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
-    # Spark's 1 GB default is tight for the local driver that also runs the tasks.
-    "spark.driver.memory": "2g",
-}
 DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
-READ_PARTITIONS_PER_CORE = 4
+# One read partition per this many rows: a small window is one task (no scheduling overhead), a large one
+# spreads over the cores and keeps each task's share of the kept copy small.
+ROWS_PER_PARTITION = 50_000
+# Windows larger than this are read in parts, each part with credentials fetched just before its read,
+# so a read longer than the credentials' lifetime still completes.
+ROWS_PER_READ = 2_000_000
 MAX_EXAMPLES = 5
 MAX_DUPLICATES_LISTED = 10_000
+PROGRESS_SECONDS = 30.0
+_DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
 
 
-class SyncFailed(RuntimeError):
-    """Redshift or Aporia failed mid-sync; re-running is safe, since delivery is idempotent."""
+@dataclass(frozen=True)
+class _Source:
+    kind: str  # "predictions" or "actuals"
+    query: str
+    timestamp_argument: str  # the argument naming its timestamp column
+    timestamp_column: str
+    query_argument: str  # the argument holding its query
 
 
-_PYTHON_ERROR_LINE = re.compile(r"^[\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
-
-
-@contextmanager
-def _failures_of(stage: str, plan: SyncPlan) -> Iterator[None]:
-    """Turn a Spark failure (a JVM stack or a Python worker's traceback) into one sentence."""
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors.exceptions.captured import CapturedException, PythonException
-
-    try:
-        yield
-    except PythonException as exc:
-        # The worker's own exception is the last "...Error: message" line of its traceback.
-        reasons = _PYTHON_ERROR_LINE.findall(str(exc))
-        raise SyncFailed(_failure_sentence(stage, plan, reasons[-1] if reasons else str(exc))) from None
-    except (CapturedException, Py4JJavaError) as exc:
-        raise SyncFailed(_failure_sentence(stage, plan, _root_cause(exc))) from None
-
-
-def _failure_sentence(stage: str, plan: SyncPlan, reason: str) -> str:
-    return (
-        f"{stage} for {plan.model_id} {plan.model_version} failed: {reason.strip().rstrip('.')}; "
-        "re-run the task once that is fixed (delivery is idempotent: nothing is duplicated)."
-    )
-
-
-def _root_cause(exc: Exception) -> str:
-    """The first cause outside Spark itself (the driver's or the network's own words)."""
-    # Captured exceptions keep the Java throwable as _origin; raw py4j errors as java_exception.
-    throwable = getattr(exc, "_origin", None) or getattr(exc, "java_exception", None)
-    while throwable is not None:
-        if not throwable.getClass().getName().startswith("org.apache.spark") and throwable.getMessage():
-            return str(throwable.getMessage())
-        throwable = throwable.getCause()
-    return str(exc).splitlines()[0]
-
-
-def spark_session(spark_conf: Mapping[str, str] | None = None) -> SparkSession:
-    """A Spark session: local[*] unless `spark_conf` names another master; the PostgreSQL JDBC driver added."""
-    from pyspark.sql import SparkSession
-
-    # PySpark starts its Python workers with PYSPARK_PYTHON (default: python3 on the PATH); point it at
-    # this interpreter, which has the provider installed, unless the deployment chose one.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    # py4j narrates every gateway connection at INFO; the task log needs none of it.
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    conf = {**DEFAULT_SPARK_CONF, **(spark_conf or {})}
-    if POSTGRES_JDBC_JAR.exists() and "spark.jars" not in conf:
-        conf["spark.jars"] = str(POSTGRES_JDBC_JAR)
-    builder = SparkSession.builder
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("WARN")
-    return session
+@dataclass
+class _Checked:
+    kind: str
+    frame: DataFrame  # (__fragment) of the rows to send
+    kept: list[DataFrame]  # the persisted reads, released at the end
+    rows: int = 0
+    rejected: int = 0
+    examples: list[str] = field(default_factory=list)
 
 
 def run_sync(
@@ -120,132 +80,147 @@ def run_sync(
     dry_run: bool = False,
     batch_size: int = 5000,
     num_partitions: int | None = None,
+    tag: str | None = None,
 ) -> SyncSummary:
-    """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by lookback)."""
-    started = time.monotonic()
-    read_window = window.widened(lookback)
-    summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=dry_run)
-    # Several read partitions per core keep each task's share of a large window (its persisted rows,
-    # its part of the duplicate-id aggregation) small: with one per core a 10M-row window ran out of heap.
-    partitions = num_partitions or READ_PARTITIONS_PER_CORE * spark.sparkContext.defaultParallelism
-    reader = partial(_read, spark, jdbc_options, plan, read_window, partitions)
+    """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by lookback).
 
-    # (kind, query, the argument naming its timestamp column)
-    sources = [("predictions", plan.query, "timestamp_column")]
+    `jdbc_options` is called before every read, so each read starts on fresh credentials. The Spark jobs
+    carry `tag` (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`.
+    """
+    started = time.monotonic()
+    summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=dry_run)
+    subject = f"{plan.model_id} {plan.model_version}"
+    sources = [_Source("predictions", plan.query, "timestamp_column", plan.timestamp_column, "query")]
     if plan.actuals_timestamp_column and plan.actuals:
-        sources.append(("actuals", plan.actuals_query or plan.query, "actuals_timestamp_column"))
-    prepared: list[_Prepared] = []
+        query, argument = (plan.actuals_query, "actuals_query") if plan.actuals_query else (plan.query, "query")
+        sources.append(_Source("actuals", query, "actuals_timestamp_column", plan.actuals_timestamp_column, argument))
+    progress = _Progress(spark, subject)
+    checked: list[_Checked] = []
     try:
-        with _failures_of("Reading the window from Redshift", plan):
-            for kind, query, timestamp_argument in sources:
-                prepared.append(_prepare(reader(query, timestamp_argument), plan, kind))
-            checked = {c.kind: c for c in (_check(p, plan) for p in prepared)}
-        summary.rows_read = checked["predictions"].rows
-        summary.actuals_read = checked["actuals"].rows if "actuals" in checked else 0
-        summary.rows_rejected = sum(c.rejected for c in checked.values())
-        summary.rejected_examples = [e for c in checked.values() for e in c.examples][:MAX_EXAMPLES]
-        if summary.rows_rejected:
-            message = (
-                f"{summary.rows_rejected} of {summary.rows_read + summary.actuals_read} rows in the window do not "
-                f"fit the schema of {plan.model_id} {plan.model_version} (e.g. {'; '.join(summary.rejected_examples)})"
-            )
-            if plan.on_invalid_rows == "fail":
-                raise InvalidRowsError(
-                    message + "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
-                )
-            log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
-        if not dry_run:
-            sent = LogResult()
-            with _failures_of("Delivering the window to Aporia", plan):
-                for kind, rows in checked.items():
-                    delivered = _deliver(rows, client, plan, batch_size)
-                    if kind == "predictions":
+        with progress, tagged(spark, tag) if tag else nullcontext():
+            for source in sources:
+                with failures_of("Reading the window from Redshift", subject, source.query_argument):
+                    read = _read_source(spark, plan, window, lookback, jdbc_options, source, num_partitions, progress)
+                    checked.append(read)
+                    _check(read, plan, progress)
+                log.info("Checked %s of %s: %d rows, %d rejected.", source.kind, subject, read.rows, read.rejected)
+            _decide(summary, plan, checked)
+            if not dry_run:
+                sent = LogResult()
+                for rows in checked:
+                    progress.phase = f"sending {rows.kind}"
+                    with failures_of("Delivering the window to Aporia", subject, "query"):
+                        delivered = _deliver(rows.frame, client, plan, batch_size)
+                    log.info(
+                        "Sent %d %s of %s in %d batches.", delivered.fragments, rows.kind, subject, delivered.batches
+                    )
+                    if rows.kind == "predictions":
                         summary.fragments_sent = delivered.fragments
                     else:
                         summary.actuals_sent = delivered.fragments
                     sent.add(delivered)
-            summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
+                summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
     finally:
-        for frame in prepared:
-            frame.unpersist()
+        for rows in checked:
+            for frame in rows.kept:
+                frame.unpersist()
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
 
 
-def _read(
+def _decide(summary: SyncSummary, plan: SyncPlan, checked: list[_Checked]) -> None:
+    """Fill in what was read; fail before anything is sent when rows are invalid and the policy says so."""
+    by_kind = {rows.kind: rows for rows in checked}
+    summary.rows_read = by_kind["predictions"].rows
+    summary.actuals_read = by_kind["actuals"].rows if "actuals" in by_kind else 0
+    summary.rows_rejected = sum(rows.rejected for rows in checked)
+    summary.rejected_examples = [e for rows in checked for e in rows.examples][:MAX_EXAMPLES]
+    if not summary.rows_rejected:
+        return
+    message = (
+        f"{summary.rows_rejected} of {summary.rows_read + summary.actuals_read} rows in the window do not "
+        f"fit the schema of {plan.model_id} {plan.model_version} (e.g. {'; '.join(summary.rejected_examples)})"
+    )
+    if plan.on_invalid_rows == "fail":
+        raise InvalidRowsError(
+            message + "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
+        )
+    log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
+
+
+def _read_source(
     spark: SparkSession,
-    jdbc_options: Callable[[], Mapping[str, str]],
     plan: SyncPlan,
     window: Window,
-    partitions: int,
-    query: str,
-    timestamp_argument: str,
-) -> DataFrame:
-    """The window of `query`, read over JDBC in partitions of the timestamp range; select_expr applied."""
-    timestamp_column: str = getattr(plan, timestamp_argument)
-    connection = {**DEFAULT_READ_OPTIONS, **plan.read_options, **jdbc_options()}
-    # The window predicate names the timestamp column inside Redshift: make sure it is there first
-    # (Spark only fetches the query's columns here, with a WHERE 1=0).
-    columns = spark.read.format("jdbc").options(**connection, dbtable=f"({query}) AS source").load().columns
-    require_columns(columns, plan, {timestamp_argument: [timestamp_column]})
-    options = {
-        **connection,
-        "dbtable": windowed(query, timestamp_column, window),
-        "partitionColumn": timestamp_column,
-        "lowerBound": window.start.strftime("%Y-%m-%d %H:%M:%S"),
-        "upperBound": window.end.strftime("%Y-%m-%d %H:%M:%S"),
-        "numPartitions": str(max(1, partitions)),
-    }
-    frame = spark.read.format("jdbc").options(**options).load()
-    if plan.select_expr:
-        frame = frame.selectExpr(*plan.select_expr)
-    return frame
-
-
-@dataclass
-class _Prepared:
-    frame: DataFrame
-    kind: str  # "predictions" or "actuals"
-
-    def unpersist(self) -> None:
-        self.frame.unpersist()
-
-
-@dataclass
-class _Checked:
-    frame: DataFrame  # (__fragment) of the rows to send
-    kind: str
-    rows: int
-    rejected: int
-    examples: list[str]
-
-
-def _prepare(frame: DataFrame, plan: SyncPlan, kind: str) -> _Prepared:
-    """Project each row to (id, fragment JSON, first problem); persisted so checks and delivery read once."""
+    lookback: timedelta,
+    jdbc_options: Callable[[], Mapping[str, str]],
+    source: _Source,
+    num_partitions: int | None,
+    progress: _Progress,
+) -> _Checked:
+    """Read the source's window once, in parts when it is large, each part projected and kept on disk."""
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
-    build = prediction_fragment if kind == "predictions" else actuals_fragment
-    fragment, problem = build(frame, plan)
-    row_id = F.col(plan.id_column).cast("string")
-    projected = (
-        frame.select(
-            row_id.alias("__id"),
-            fragment.alias("__fragment"),
-            F.when(row_id.isNull(), F.lit(f"{plan.id_column} is null")).otherwise(problem).alias("__problem"),
+    timestamp_column = source.timestamp_column
+    read_window = window.widened(lookback)
+    options = _connection(plan, jdbc_options)
+    # The window predicate names the timestamp column inside Redshift: make sure it is there, and of a type
+    # the window can be compared with, before anything is read (Spark fetches only the columns here).
+    probe = spark.read.format("jdbc").options(**options, dbtable=derived(source.query)).load()
+    require_columns(probe.columns, plan, {source.timestamp_argument: [timestamp_column]})
+    timestamp_type = probe.schema[timestamp_column].dataType
+    problem = timestamp_problem(source.timestamp_argument, timestamp_column, timestamp_type, window.whole_days())
+    if problem:
+        raise SyncInputError(problem)
+    progress.phase = f"counting {source.kind}"
+    counted = f"(SELECT count(*) AS n FROM {windowed(source.query, timestamp_column, read_window)}) AS counted"
+    total = int(spark.read.format("jdbc").options(**options, dbtable=counted).load().first()[0])  # type: ignore[index]
+    parts = read_window.split(max(1, math.ceil(total / ROWS_PER_READ)))
+    kept: list[DataFrame] = []
+    for number, part in enumerate(parts, 1):
+        progress.phase = f"reading {source.kind}" + (f" (part {number} of {len(parts)})" if len(parts) > 1 else "")
+        partitions = num_partitions or max(1, math.ceil(total / len(parts) / ROWS_PER_PARTITION))
+        connection = options if number == 1 else _connection(plan, jdbc_options)
+        frame = _read(spark, connection, part, partitions, source, dates=isinstance(timestamp_type, T.DateType))
+        frame = last_of_each_name(frame.selectExpr(*plan.select_expr)) if plan.select_expr else frame
+        projected = project(frame, plan, source.kind).persist(StorageLevel.DISK_ONLY)
+        kept.append(projected)
+        if len(parts) > 1:
+            projected.count()  # read this part now, while its credentials are fresh
+    union = reduce(lambda a, b: a.unionAll(b), kept)
+    return _Checked(source.kind, union, kept)
+
+
+def _connection(plan: SyncPlan, jdbc_options: Callable[[], Mapping[str, str]]) -> dict[str, str]:
+    return {**DEFAULT_READ_OPTIONS, **plan.read_options, **jdbc_options()}
+
+
+def _read(
+    spark: SparkSession, options: Mapping[str, str], window: Window, partitions: int, source: _Source, dates: bool
+) -> DataFrame:
+    """The window of the source's query over JDBC, in partitions of its timestamp range."""
+    bound = "%Y-%m-%d" if dates else "%Y-%m-%d %H:%M:%S"
+    return (
+        spark.read.format("jdbc")
+        .options(
+            **options,
+            dbtable=windowed(source.query, source.timestamp_column, window),
+            partitionColumn=source.timestamp_column,
+            lowerBound=window.start.strftime(bound),
+            upperBound=window.end.strftime(bound),
+            numPartitions=str(partitions),
         )
-        # Rows without a fragment (actuals not yet known) are not part of this sync.
-        .where(F.col("__fragment").isNotNull())
-        .persist(StorageLevel.DISK_ONLY)
+        .load()
     )
-    return _Prepared(projected, kind)
 
 
-def _check(prepared: _Prepared, plan: SyncPlan) -> _Checked:
+def _check(read: _Checked, plan: SyncPlan, progress: _Progress) -> None:
     """Count rows and rejects (problems and repeated ids) in one Spark job; more only when rows are rejected."""
     from pyspark.sql import functions as F
 
-    frame = prepared.frame
+    progress.phase = f"checking {read.kind}"
+    frame = read.frame
     per_id = frame.groupBy("__id").agg(F.count(F.lit(1)).alias("n"), F.count("__problem").alias("bad"))
     repeated_id = F.col("__id").isNotNull() & (F.col("n") > 1)
     totals = per_id.agg(
@@ -265,40 +240,90 @@ def _check(prepared: _Prepared, plan: SyncPlan) -> _Checked:
         repeated = F.col("__id").isin(duplicates)
         problem = F.when(repeated, F.concat(F.lit(f"duplicate {plan.id_column} "), F.col("__id"))).otherwise(problem)
     verdict = frame.select("__id", "__fragment", problem.alias("__problem"))
-    examples = []
     if totals["rejected"]:
-        examples = [
-            f"{prepared.kind} {row['__id'] if row['__id'] is not None else '(no id)'}: {row['__problem']}"
+        read.examples = [
+            f"{read.kind} {row['__id'] if row['__id'] is not None else '(no id)'}: {row['__problem']}"
             for row in verdict.where(problem.isNotNull()).limit(MAX_EXAMPLES).collect()
         ]
-    return _Checked(
-        verdict.where(problem.isNull()).select("__fragment"),
-        prepared.kind,
-        totals["rows"],
-        totals["rejected"],
-        examples,
-    )
+    read.frame = verdict.where(problem.isNull()).select("__fragment")
+    read.rows, read.rejected = totals["rows"], totals["rejected"]
 
 
-def _deliver(checked: _Checked, client: AporiaClient, plan: SyncPlan, batch_size: int) -> LogResult:
-    send = partial(_send_partition, client, plan.model_id, plan.model_version, batch_size)
+def _deliver(frame: DataFrame, client: AporiaClient, plan: SyncPlan, batch_size: int) -> LogResult:
+    """Spark tasks post their partitions' fragments; each task answers with one row of what it cost."""
+    # Arrow hands each task its rows in batches of this size and the task posts each as it comes, so a
+    # cancelled task stops at its next batch instead of posting a whole prefetched partition.
+    frame.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+    send = partial(_send_partition, client, plan.model_id, plan.model_version)
     total = LogResult()
-    for fragments, batches, retries, warnings in checked.frame.rdd.mapPartitions(send).collect():
-        total.add(LogResult(fragments, batches, retries, warnings))
+    for row in frame.mapInArrow(send, _DELIVERY_SCHEMA).collect():
+        total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
     return total
 
 
 def _send_partition(
-    client: AporiaClient, model_id: str, model_version: str, batch_size: int, rows: Iterator[Any]
-) -> Iterator[tuple[int, int, int, list[str]]]:
-    """Runs in a Spark task: post this partition's fragments in batches, report what it cost."""
+    client: AporiaClient, model_id: str, model_version: str, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Runs in a Spark task: post each batch of this partition's fragments, report what it cost."""
+    import pyarrow as pa
+
     result = LogResult()
-    batch: list[str] = []
-    for row in rows:
-        batch.append(row[0])
-        if len(batch) >= batch_size:
-            result.add(client.log_fragment_json(model_id, model_version, batch))
-            batch = []
-    if batch:
-        result.add(client.log_fragment_json(model_id, model_version, batch))
-    yield result.fragments, result.batches, result.retries, result.warnings[:MAX_EXAMPLES]
+    for record_batch in batches:
+        if record_batch.num_rows:
+            result.add(client.log_fragment_json(model_id, model_version, record_batch.column(0).to_pylist()))
+    yield pa.RecordBatch.from_pylist(
+        [
+            {
+                "fragments": result.fragments,
+                "batches": result.batches,
+                "retries": result.retries,
+                "warnings": result.warnings[:MAX_EXAMPLES],
+            }
+        ]
+    )
+
+
+class _Progress:
+    """Logs, at most every PROGRESS_SECONDS while Spark works, what the sync is doing and how far it got."""
+
+    def __init__(self, spark: SparkSession, subject: str) -> None:
+        self.spark = spark
+        self.subject = subject
+        self.phase = "starting"
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="aporia-sync-progress", daemon=True)
+        self._tasks: tuple[int, int] | None = None
+        if is_connect(spark):
+            spark.registerProgressHandler(cast("ProgressHandler", self._on_connect_progress))
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if is_connect(self.spark):
+            self.spark.removeProgressHandler(cast("ProgressHandler", self._on_connect_progress))
+
+    def _on_connect_progress(
+        self, stages: Iterable[Any] | None, inflight_tasks: int, operation_id: str | None, done: bool
+    ) -> None:
+        known = list(stages or [])
+        self._tasks = (sum(s.num_completed_tasks for s in known), sum(s.num_tasks for s in known))
+
+    def _tasks_done(self) -> tuple[int, int] | None:
+        if is_connect(self.spark):
+            return self._tasks
+        tracker = self.spark.sparkContext.statusTracker()
+        stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
+        known = [s for s in stages if s is not None]
+        return (sum(s.numCompletedTasks for s in known), sum(s.numTasks for s in known)) if known else None
+
+    def _tick(self) -> None:
+        while not self._stop.wait(PROGRESS_SECONDS):
+            elapsed = timedelta(seconds=round(time.monotonic() - self._started))
+            tasks = self._tasks_done()
+            detail = f", {tasks[0]} of {tasks[1]} Spark tasks of this step done" if tasks else ""
+            log.info("Syncing %s: %s, %s elapsed%s.", self.subject, self.phase, elapsed, detail)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from typing import Any
 
 # Plain Redshift identifiers; anything else (quotes, spaces, semicolons) is refused rather than escaped.
@@ -85,6 +86,16 @@ class Window:
             )
         return cls(begin, finish)
 
+    def whole_days(self) -> bool:
+        """Whether the window starts and ends at midnight UTC (what a DATE column can serve)."""
+        return all(moment.time() == datetime.min.time() for moment in (self.start, self.end))
+
+    def split(self, parts: int) -> list[Window]:
+        """The window cut into `parts` consecutive windows of equal length (to the microsecond)."""
+        step = (self.end - self.start) / parts
+        cuts = [self.start + step * index for index in range(parts)] + [self.end]
+        return [Window(begin, finish) for begin, finish in pairwise(cuts) if finish > begin]
+
     def widened(self, lookback: timedelta) -> Window:
         return Window(self.start - lookback, self.end)
 
@@ -114,7 +125,9 @@ def _aware(value: datetime | str | None, argument: str) -> datetime:
             f"{argument} {value.isoformat()} has no time zone; give a timezone-aware timestamp, "
             "e.g. 2026-11-20T00:00:00+00:00."
         )
-    return value.astimezone(timezone.utc)
+    # A plain datetime: pendulum's (what Airflow's context holds) does its own arithmetic on subtraction.
+    utc = value.astimezone(timezone.utc)
+    return datetime(*utc.timetuple()[:6], utc.microsecond, tzinfo=timezone.utc)
 
 
 def _literal(moment: datetime) -> str:

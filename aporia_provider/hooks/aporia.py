@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowException
 from airflow.sdk.log import mask_secret
 
 from aporia_provider.client import (
@@ -19,6 +18,7 @@ from aporia_provider.client import (
     LogResult,
     iter_version_schema,
 )
+from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.schema import VersionSchema, check_model_type
 from aporia_provider.vocabulary import DATASET_NAMES, FIELD_GROUPS
@@ -26,6 +26,12 @@ from aporia_provider.vocabulary import DATASET_NAMES, FIELD_GROUPS
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
+# Connecting a data set makes Aporia check the query against the database while the call waits; the SDK allows
+# such calls 600 s.
+CONNECT_TIMEOUT = 600.0
+# The SDK's defaults for a new model's look in Aporia's UI.
+DEFAULT_MODEL_COLOR = "blue"
+DEFAULT_MODEL_ICON = "general"
 # How Aporia says, in a GraphQL error, that the model or version is not there.
 _MISSING_VERSION_PHRASES = ("not found", "does not exist", "has no version")
 
@@ -53,6 +59,34 @@ class AporiaHook(BaseHook):
         self.aporia_conn_id = aporia_conn_id
         self.timeout = timeout
 
+    # ------------------------------------------------------------ the form
+
+    # Airflow >= 3.2 builds the connection form from the provider info's `conn-fields` and `ui-field-behaviour`
+    # and never calls these two; Airflow 3.1 calls them. Both read the same provider info, so the form is one.
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The form's extra fields for Airflow 3.1, from the provider info's `conn-fields`."""
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import Optional
+
+        kinds = {"string": StringField, "boolean": BooleanField, "number": IntegerField}
+        return {
+            name: kinds[field["schema"]["type"]](
+                field["label"],
+                validators=[Optional()],
+                description=field["description"],
+                default=field["schema"]["default"],
+            )
+            for name, field in _connection_type_info()["conn-fields"].items()
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The form's relabelled, hidden and hinted fields for Airflow 3.1, from the provider info."""
+        behaviour: dict[str, Any] = _connection_type_info()["ui-field-behaviour"]
+        return {key.replace("-", "_"): value for key, value in behaviour.items()}
+
     # ----------------------------------------------------------------- Aporia
 
     @cached_property
@@ -64,13 +98,7 @@ class AporiaHook(BaseHook):
             )
         mask_secret(conn.password)
         extra = conn.extra_dejson
-        scheme = conn.schema or "https"
-        if scheme not in ("http", "https"):
-            raise AirflowException(
-                f"Connection '{self.aporia_conn_id}' has scheme {scheme!r}; set its schema field to https or http."
-            )
-        host = conn.host or "app.aporia.com"
-        port = conn.port or (443 if scheme == "https" else 80)
+        scheme, host, port = self._address(conn)
         return AporiaClient(
             base_url=f"{scheme}://{host}:{port}",
             token=conn.password,
@@ -78,6 +106,22 @@ class AporiaHook(BaseHook):
             verify_ssl=_as_bool(extra.get("verify_ssl", True)),
             timeout=float(extra.get("timeout", self.timeout)),
         )
+
+    def ui_base_url(self) -> str:
+        """Where people reach Aporia: the connection's scheme, host and port (a default port left out).
+        Needs no token, so links and lineage can name Aporia without it."""
+        scheme, host, port = self._address(self._connection(self.aporia_conn_id, "Aporia"))
+        default = (scheme, port) in (("https", 443), ("http", 80))
+        return f"{scheme}://{host}" if default else f"{scheme}://{host}:{port}"
+
+    def _address(self, conn: Connection) -> tuple[str, str, int]:
+        scheme = conn.schema or "https"
+        if scheme not in ("http", "https"):
+            raise AirflowException(
+                f"Connection '{self.aporia_conn_id}' has scheme {scheme!r}; set its schema field to https or http."
+            )
+        host = conn.host or "app.aporia.com"
+        return scheme, host, conn.port or (443 if scheme == "https" else 80)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -97,14 +141,17 @@ class AporiaHook(BaseHook):
         icon: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> bool:
-        """Create the model; returns False when it already exists (which is not an error)."""
+        """Create the model; returns False when it already exists (which is not an error).
+
+        Color and icon default to the SDK's, ``blue`` and ``general``.
+        """
         body = {
             "id": model_id,
             "name": name,
             "description": description,
             "owner": owner,
-            "color": color,
-            "icon": icon,
+            "color": color or DEFAULT_MODEL_COLOR,
+            "icon": icon or DEFAULT_MODEL_ICON,
             "tags": dict(tags) if tags else None,
         }
         answer = self.client.request("create_model", "POST", "/v1beta/models", json=body, ok=[409])
@@ -126,19 +173,23 @@ class AporiaHook(BaseHook):
         labels: Mapping[str, Any] | None = None,
         feature_importance: Mapping[str, float] | None = None,
         mapping: Mapping[str, Any] | None = None,
-        model_data_type: str = "tabular",
+        model_data_type: str | None = None,
     ) -> VersionSchema:
-        """Check the schema locally (naming any bad field), then create the version in Aporia."""
+        """Check the schema locally (naming any bad field), then create the version in Aporia.
+
+        ``model_data_type`` is sent only when given, as the SDK does (Aporia then decides).
+        """
         schema = VersionSchema.parse(features, predictions, raw_inputs)
-        body = {
+        body: dict[str, Any] = {
             "name": model_version,
             "model_type": check_model_type(model_type),
             "version_schema": schema.to_wire(),
-            "model_data_type": model_data_type,
             "labels": dict(labels) if labels else None,
             "feature_importance": dict(feature_importance) if feature_importance else None,
             "mapping": dict(mapping) if mapping else None,
         }
+        if model_data_type:
+            body["model_data_type"] = model_data_type
         self.client.request("create_model_version", "POST", self._versions_path(model_id), body)
         self.log.info("Aporia model %s version %s created.", model_id, model_version)
         return schema
@@ -177,7 +228,11 @@ class AporiaHook(BaseHook):
         raw_inputs: Mapping[str, str] | None = None,
         schedule: str | None = None,
     ) -> None:
-        """Connect a serving/training/testing/actuals data set; unmapped fields use same-named columns."""
+        """Connect a serving/training/testing/actuals data set; unmapped fields use same-named columns.
+
+        Aporia checks the query against the database before it answers, so the call may take up to
+        CONNECT_TIMEOUT (600 s, as in the SDK), or the connection's `timeout` if that is longer.
+        """
         if dataset not in DATASET_NAMES:
             raise AirflowException(f"dataset {dataset!r} is not one of {', '.join(DATASET_NAMES)}; pick one of those.")
         sync: dict[str, Any] = {"enabled": True, "environment": self.client.environment}
@@ -198,7 +253,8 @@ class AporiaHook(BaseHook):
         ):
             if value:
                 body[key] = dict(value)
-        self.client.request("connect_dataset", "POST", self._version_path(model_id, model_version, "/datasets"), body)
+        patient = replace(self.client, timeout=max(self.client.timeout, CONNECT_TIMEOUT))
+        patient.request("connect_dataset", "POST", self._version_path(model_id, model_version, "/datasets"), body)
         self.log.info("Aporia model %s version %s: %s data set connected.", model_id, model_version, dataset)
 
     def set_sync_enabled(self, model_id: str, model_version: str, enabled: bool) -> None:
@@ -236,6 +292,13 @@ class AporiaHook(BaseHook):
                 f"The {kind} connection '{conn_id}' is not defined; create it in Airflow "
                 f"(UI, CLI or an AIRFLOW_CONN_{conn_id.upper()} variable)."
             ) from exc
+
+
+def _connection_type_info() -> dict[str, Any]:
+    from aporia_provider import get_provider_info
+
+    [info] = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == AporiaHook.conn_type]
+    return info
 
 
 def _as_bool(value: Any) -> bool:

@@ -15,8 +15,9 @@ from urllib.parse import quote, urlencode
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
-from airflow.sdk.exceptions import AirflowException
 from airflow.sdk.log import mask_secret
+
+from aporia_provider.compat import AirflowException
 
 if TYPE_CHECKING:
     import redshift_connector

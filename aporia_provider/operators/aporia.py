@@ -5,18 +5,26 @@ The sync of prediction windows is a transfer: `aporia_provider.transfers.redshif
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from warnings import warn
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import derived, identifier, single_statement
-from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
+from aporia_provider.links.aporia import AporiaModelVersionLink
+from aporia_provider.operators.base import (
+    ALL_CONNECTIONS,
+    APORIA_CONNECTION,
+    AporiaBaseOperator,
+    model_version_asset,
+)
 from aporia_provider.schema import VersionSchema, check_model_type
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
+    from airflow.sdk import Asset, Context
 
     from aporia_provider.datasources import JDBCDataSource
 
@@ -29,13 +37,113 @@ __all__ = [
     "AporiaCreateModelOperator",
     "AporiaCreateModelVersionOperator",
     "model_version_asset",
+    "new_version_name",
+    "trained_version_names",
 ]
+
+log = logging.getLogger(__name__)
+
+
+class _TrainingEvent(Protocol):
+    """What is read of an Airflow asset event (a run's triggering event or an inlet event) that marks a training."""
+
+    @property
+    def extra(self) -> Mapping[str, Any] | None: ...
+
+    @property
+    def timestamp(self) -> datetime: ...
+
+    @property
+    def source_dag_id(self) -> str | None: ...
+
+    @property
+    def source_run_id(self) -> str | None: ...
+
+
+def new_version_name(moment: datetime) -> str:
+    """A new, readable version name from a training's moment: ``retrain-20261120-153000.123`` (UTC)."""
+    utc = moment.astimezone(timezone.utc)
+    # Milliseconds keep two trainings started in the same second apart.
+    return f"retrain-{utc:%Y%m%d-%H%M%S}.{utc.microsecond // 1000:03d}"
+
+
+def trained_version_names(context: Context, asset: Asset, key: str = "model_version") -> list[str]:
+    """One version name per training event this run should handle, in event order, each logged.
+
+    Call it from a task that has ``asset`` in its inlets, and expand ``AporiaCreateModelVersionOperator``
+    over the result. A version is named by the event's extra under ``key``; an event without one (made in the
+    UI or through the REST API, say) gets a new name from its own time, so it never lands on an existing version.
+    An asset-triggered run handles every event Airflow gave it; a manual run handles the asset's latest event.
+    """
+    events = _training_events(context, asset)
+    if not events:
+        raise AirflowFailException(
+            f"No {asset.name} event yet, so no version to create; run the training that emits it first."
+        )
+    names: list[str] = []
+    for number, event in enumerate(events, 1):
+        named = (event.extra or {}).get(key)
+        name = str(named) if named else new_version_name(event.timestamp)
+        source = f"{event.source_dag_id} run {event.source_run_id}" if event.source_dag_id else "the UI or the REST API"
+        log.info(
+            "Training event %d of %d, from %s at %s: version %s%s.",
+            number,
+            len(events),
+            source,
+            event.timestamp.isoformat(),
+            name,
+            "" if named else f" (the event names no {key!r}, so a new name)",
+        )
+        names.append(name)
+    return names
+
+
+def _training_events(context: Context, asset: Asset) -> list[_TrainingEvent]:
+    """The events of ``asset`` this run handles, oldest first."""
+    triggering: list[_TrainingEvent] = sorted(
+        context["triggering_asset_events"].get(asset) or [], key=lambda event: event.timestamp
+    )
+    if not triggering:
+        return list(context["inlet_events"][asset].ascending(False).limit(1))
+    # Airflow (3.3 at least) gives a run the events up to the moment the run was queued; an event arriving
+    # between that moment and the run's creation is given to no run until yet another event comes
+    # (apache/airflow#54659), which may be the next retraining, days later. Such events are handled here too:
+    # creating a version is idempotent, so the run that eventually receives them only confirms them.
+    dag_id = context["dag"].dag_id
+    later = context["inlet_events"][asset].after(triggering[-1].timestamp.isoformat())
+    waiting = [event for event in later if not any(run.dag_id == dag_id for run in event.created_dagruns)]
+    if waiting:
+        log.info(
+            "%d later %s event(s) are attached to no run of %s yet; handling them in this run too.",
+            len(waiting),
+            asset.name,
+            dag_id,
+        )
+    return triggering + waiting
 
 
 class AporiaCreateModelOperator(AporiaBaseOperator):
-    """Create a model in Aporia; an existing model with the same id is left as it is."""
+    """Create a model in Aporia; an existing model with the same id is left as it is.
 
-    template_fields: Sequence[str] = ("model_id", "model_name", "description", "model_owner", "tags")
+    :param model_id: the model's id in Aporia (templated).
+    :param model_name: its display name; defaults to the id (templated).
+    :param description: a description shown in Aporia (templated).
+    :param model_owner: the model's owner in Aporia, e.g. an e-mail address (templated; not ``owner``, which is
+        the Airflow task's owner).
+    :param color: the model's color in Aporia's UI; Aporia's SDK default ``blue`` when not given.
+    :param icon: the model's icon in Aporia's UI; the SDK default ``general`` when not given.
+    :param tags: string tags, name -> value (templated).
+    """
+
+    template_fields: Sequence[str] = (
+        "model_id",
+        "model_name",
+        "description",
+        "model_owner",
+        "tags",
+        *APORIA_CONNECTION,
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"tags": "json"}
 
     def __init__(
         self,
@@ -78,6 +186,17 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
     The same name with the same schema is already done. The same name with another schema fails with
     the differing fields, or, with ``on_schema_change="new_version"``, creates (or reuses) the first free
     name ``<version>-2``, ``<version>-3``, ... The version actually used is returned to XCom.
+
+    :param model_id: the model's id in Aporia (templated).
+    :param model_version: the version's name (templated).
+    :param model_type: ``regression``, ``binary``, ``multiclass``, ``multi-label`` or ``ranking`` (templated).
+    :param features: feature name -> field type (``numeric``, ``categorical``, ``string``, ``boolean``,
+        ``datetime``, ``vector``, ``text``, ``dict``) or ``{"type": "tensor", "dimensions": [...]}`` (templated).
+    :param predictions: prediction name -> field type, as for features (templated).
+    :param raw_inputs: raw input name -> field type, as for features (templated).
+    :param feature_importance: feature name -> importance, shown in Aporia.
+    :param on_schema_change: what an existing version with another schema means: ``fail`` (default) or
+        ``new_version`` (the first free ``<version>-N``).
     """
 
     template_fields: Sequence[str] = (
@@ -87,7 +206,14 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
         "features",
         "predictions",
         "raw_inputs",
+        *APORIA_CONNECTION,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "features": "json",
+        "predictions": "json",
+        "raw_inputs": "json",
+    }
+    operator_extra_links = (AporiaModelVersionLink(),)
 
     def __init__(
         self,
@@ -113,6 +239,8 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
         self.raw_inputs = raw_inputs
         self.feature_importance = feature_importance
         self.on_schema_change = on_schema_change
+        # The version actually used (another name with on_schema_change="new_version"), for the extra link.
+        self.linked_model_version: str | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         check_model_type(self.model_type)
@@ -122,6 +250,7 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
             differences = existing.differences(wanted)
             if not differences:
                 self.log.info("Version %s of %s already exists with this schema; nothing to do.", name, self.model_id)
+                self.linked_model_version = name
                 return {"model_id": self.model_id, "model_version": name, "created": False}
             if self.on_schema_change == "fail":
                 raise AirflowFailException(
@@ -139,6 +268,7 @@ class AporiaCreateModelVersionOperator(AporiaBaseOperator):
             raw_inputs=self.raw_inputs,
             feature_importance=self.feature_importance,
         )
+        self.linked_model_version = name
         return {"model_id": self.model_id, "model_version": name, "created": True}
 
 
@@ -147,6 +277,21 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
 
     By default the data source is the IAM JDBC URL built from the Redshift and AWS connections. Before
     Aporia is called, a ``LIMIT 0`` of the query checks that the id, timestamp and every mapped column exist.
+
+    :param model_id: the model's id in Aporia (templated).
+    :param model_version: the version whose data set this is (templated).
+    :param query: the SELECT Aporia reads the data set with, or a path to a ``.sql`` file (templated).
+    :param id_column: the column holding each prediction's id (templated).
+    :param timestamp_column: the column holding each prediction's timestamp (templated).
+    :param data_source: a data source to connect instead of the Redshift IAM JDBC URL (the query must be in it).
+    :param features: feature name -> column, where they differ; other features read same-named columns
+        (templated).
+    :param predictions: prediction name -> column, likewise (templated).
+    :param labels: prediction name -> column of its actual (label) (templated).
+    :param raw_inputs: raw input name -> column, likewise (templated).
+    :param select_expr: Spark SQL expressions Aporia applies to the rows before mapping (templated).
+    :param read_options: extra JDBC read options for Aporia's reader.
+    :param schedule: a cron expression for Aporia's own sync of the data set (templated).
     """
 
     template_fields: Sequence[str] = (
@@ -161,7 +306,18 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
         "raw_inputs",
         "select_expr",
         "schedule",
+        *ALL_CONNECTIONS,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "query": "sql",
+        "features": "json",
+        "predictions": "json",
+        "labels": "json",
+        "raw_inputs": "json",
+        "select_expr": "json",
+    }
+    template_ext: Sequence[str] = (".sql",)
+    operator_extra_links = (AporiaModelVersionLink(),)
     dataset = ""
 
     def __init__(
@@ -234,6 +390,15 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
             "columns": sorted(needed),
         }
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Redshift tables the data set's query reads, and the Aporia model version it feeds.
+        A data source passed in (not the Redshift connection) has no Redshift input to name."""
+        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+
+        output = aporia_dataset(self.aporia_hook, self.model_id, self.model_version)
+        queries = [] if self.data_source is not None else [single_statement(self.query)]
+        return redshift_lineage(self.redshift_hook, queries, [output])
+
     def _needed_columns(self, schema: VersionSchema) -> set[str]:
         needed = {identifier(self.id_column, "id_column"), identifier(self.timestamp_column, "timestamp_column")}
         for group, mapping in (
@@ -262,18 +427,26 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
 
 
 class AporiaConnectServingOperator(AporiaConnectDatasetOperator):
+    """Connect the serving data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "serving"
 
 
 class AporiaConnectTrainingOperator(AporiaConnectDatasetOperator):
+    """Connect the training data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "training"
 
 
 class AporiaConnectTestingOperator(AporiaConnectDatasetOperator):
+    """Connect the testing data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "testing"
 
 
 class AporiaConnectActualsOperator(AporiaConnectDatasetOperator):
+    """Connect the actuals data set of a model version; the arguments are AporiaConnectDatasetOperator's."""
+
     dataset = "actuals"
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import BaseOperator
 
+from aporia_provider.assets.aporia import model_version_asset
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import SyncInputError
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.hooks.redshift import RedshiftIAMHook
@@ -17,13 +18,26 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def model_version_asset(model_id: str, model_version: str) -> Asset:
-    """The Asset a DAG can schedule on: fresh data for one Aporia model version."""
-    return Asset(name=f"aporia/{model_id}/{model_version}", uri=f"aporia://models/{model_id}/versions/{model_version}")
+__all__ = ["ALL_CONNECTIONS", "APORIA_CONNECTION", "APORIA_UI_COLOR", "AporiaBaseOperator", "model_version_asset"]
+
+
+# One color for every Aporia task in the Airflow UI's graph.
+APORIA_UI_COLOR = "#e6e0f8"
+# The connection ids, templated on every operator that uses them (e.g. a connection per environment).
+APORIA_CONNECTION = ("aporia_conn_id",)
+ALL_CONNECTIONS = ("aporia_conn_id", "redshift_conn_id", "aws_conn_id")
 
 
 class AporiaBaseOperator(BaseOperator):
-    """Shared plumbing: the Aporia and Redshift hooks, and bad input turned into a failure Airflow does not retry."""
+    """Shared plumbing: the Aporia and Redshift hooks, and bad input turned into a failure Airflow does not retry.
+
+    :param aporia_conn_id: the `aporia` connection (default ``aporia_default``).
+    :param redshift_conn_id: the Amazon Redshift connection the data is read through (default
+        ``redshift_default``); used by the operators that read Redshift.
+    :param aws_conn_id: the AWS connection whose keys obtain the Redshift credentials (default ``aws_default``).
+    """
+
+    ui_color = APORIA_UI_COLOR
 
     def __init__(
         self,

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow.sdk import Asset, AssetAlias
+
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.sql import Window, table_query
-from aporia_provider.operators.base import AporiaBaseOperator, model_version_asset
+from aporia_provider.links.aporia import AporiaModelVersionLink
+from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
+    from pyspark.sql import SparkSession
+
+    from aporia_provider.extraction.spark import SparkTarget
 
 
 class AporiaSyncOperator(AporiaBaseOperator):
@@ -22,14 +31,41 @@ class AporiaSyncOperator(AporiaBaseOperator):
     ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent,
     rows rejected, batches, retries, seconds) to XCom.
 
-    :param query: the SELECT returning the predictions (or ``table``, a validated table name).
-    :param features, predictions, raw_inputs: field -> column overrides; other fields read same-named columns.
-    :param actuals: prediction field -> column of its delayed actual; actuals are read by
+    :param model_id: the model's id in Aporia (templated).
+    :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
+        alias at run time).
+    :param id_column: the column holding each prediction's id (templated).
+    :param timestamp_column: the TIMESTAMP/TIMESTAMPTZ column the window selects predictions by (templated).
+    :param query: the SELECT returning the predictions, or a path to a ``.sql`` file (templated); or give
+        ``table``.
+    :param table: a table (``table`` or ``schema.table``) to read instead of a query (templated).
+    :param features: feature name -> column, where they differ; other features read same-named columns
+        (templated).
+    :param predictions: prediction name -> column, likewise (templated).
+    :param raw_inputs: raw input name -> column, likewise (templated).
+    :param actuals: prediction name -> column of its delayed actual (templated); actuals are read by
         ``actuals_timestamp_column`` in the same window, from ``actuals_query`` or the same query.
-    :param on_invalid_rows: ``fail`` (nothing is sent) or ``skip`` (invalid rows are counted and left out).
+    :param actuals_timestamp_column: the column saying when each actual arrived (templated).
+    :param actuals_query: a separate SELECT for the actuals (templated); default: ``query``.
+    :param select_expr: Spark SQL expressions applied to the rows first (templated).
+    :param read_options: extra Spark JDBC read options.
+    :param window_start: the window's start, a timezone-aware ISO-8601 timestamp (templated); default: the run's
+        data interval, or for a manual run without one the last complete interval of the DAG's timetable. Empty
+        means not given.
+    :param window_end: the window's end, likewise (templated).
+    :param lookback: also re-read rows this much before the window's start (late rows); idempotent.
+    :param on_invalid_rows: ``fail`` (default: nothing is sent) or ``skip`` (invalid rows are counted and left
+        out).
     :param validate_only: read, validate and count, but send nothing (a dry run; ``dry_run`` is taken by
-        BaseOperator).
-    :param spark_conf: Spark settings; ``spark.master`` defaults to ``local[*]``.
+        BaseOperator). Emits no Asset event.
+    :param batch_size: fragments per request to Aporia (default 5,000).
+    :param num_partitions: JDBC partitions of the timestamp range Spark reads in parallel; default: one per
+        50,000 rows of the window.
+    :param spark_conn_id: an Airflow connection of the Spark provider (templated): ``spark`` (its host and port
+        are the master URL, e.g. ``spark://host:7077``; extras named ``spark.*`` are Spark settings) or
+        ``spark_connect`` (a Spark Connect server, ``sc://host:15002``). Without one the sync runs on ``local[*]``.
+    :param spark_conf: Spark settings, over those of the connection (templated; ``spark.master`` picks a master
+        without a connection). A Spark Connect server keeps its own settings; only session settings apply there.
     :param jdbc_driver: ``postgresql`` (default, accepted by Redshift) or ``redshift`` when that driver is on
         Spark's class path.
     """
@@ -51,7 +87,21 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "actuals",
         "select_expr",
         "spark_conf",
+        "spark_conn_id",
+        *ALL_CONNECTIONS,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "query": "sql",
+        "actuals_query": "sql",
+        "features": "json",
+        "predictions": "json",
+        "raw_inputs": "json",
+        "actuals": "json",
+        "select_expr": "json",
+        "spark_conf": "json",
+    }
+    template_ext: Sequence[str] = (".sql",)
+    operator_extra_links = (AporiaModelVersionLink(),)
 
     def __init__(
         self,
@@ -68,23 +118,22 @@ class AporiaSyncOperator(AporiaBaseOperator):
         actuals: Mapping[str, str] | None = None,
         actuals_timestamp_column: str | None = None,
         actuals_query: str | None = None,
-        select_expr: list[str] | None = None,
+        select_expr: list[str] | str | None = None,
         read_options: Mapping[str, str] | None = None,
-        window_start: str | None = None,
-        window_end: str | None = None,
+        window_start: str | datetime | None = None,
+        window_end: str | datetime | None = None,
         lookback: timedelta | None = None,
         on_invalid_rows: str = "fail",
         validate_only: bool = False,
         batch_size: int = 5000,
         num_partitions: int | None = None,
         spark_conf: Mapping[str, str] | None = None,
+        spark_conn_id: str | None = None,
         jdbc_driver: str = "postgresql",
         **kwargs: Any,
     ) -> None:
         if (query is None) == (table is None):
             raise ValueError("Pass exactly one of query and table to AporiaSyncOperator.")
-        if not any("{{" in v for v in (model_id, model_version)):
-            kwargs.setdefault("outlets", [model_version_asset(model_id, model_version)])
         super().__init__(**kwargs)
         self.model_id = model_id
         self.model_version = model_version
@@ -108,16 +157,19 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.batch_size = batch_size
         self.num_partitions = num_partitions
         self.spark_conf = spark_conf
+        self.spark_conn_id = spark_conn_id
         self.jdbc_driver = jdbc_driver
+        # The session and tag of the running sync, so on_kill can stop its Spark jobs.
+        self._running: tuple[SparkSession, str] | None = None
+        self.model_version_outlet = self._declare_asset()
+        self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         from aporia_provider.extraction.plan import SyncPlan
-        from aporia_provider.extraction.run import run_sync, spark_session
+        from aporia_provider.extraction.run import run_sync
+        from aporia_provider.extraction.spark import spark_session
 
-        window = Window.of(
-            self.window_start or context.get("data_interval_start"),
-            self.window_end or context.get("data_interval_end"),
-        )
+        window = self._resolve_window(context)
         schema = self.existing_schema(self.model_id, self.model_version)
         plan = SyncPlan(
             model_id=self.model_id,
@@ -133,31 +185,205 @@ class AporiaSyncOperator(AporiaBaseOperator):
             actuals=self.actuals or {},
             actuals_timestamp_column=self.actuals_timestamp_column,
             actuals_query=self.actuals_query,
-            select_expr=tuple(self.select_expr or ()),
+            # A string is one expression, not a sequence of characters.
+            select_expr=(self.select_expr,) if isinstance(self.select_expr, str) else tuple(self.select_expr or ()),
             read_options=dict(self.read_options or {}),
             on_invalid_rows=self.on_invalid_rows,
         )
+        target = self._spark_target()
         self.log.info(
-            "Syncing %s %s for [%s, %s)%s%s.",
+            "Syncing %s %s for [%s, %s)%s%s on %s.",
             self.model_id,
             self.model_version,
             window.start.isoformat(),
             window.end.isoformat(),
             f" with lookback {self.lookback}" if self.lookback else "",
             " (validate only: nothing is sent)" if self.validate_only else "",
+            target.describe(),
         )
-        summary = run_sync(
-            spark_session(self.spark_conf),
-            plan,
-            window,
-            partial(self.redshift_hook.spark_jdbc_options, self.jdbc_driver),
-            self.aporia_hook.client,
-            lookback=self.lookback,
-            dry_run=self.validate_only,
-            batch_size=self.batch_size,
-            num_partitions=self.num_partitions,
-        )
+        spark = spark_session(target)
+        tag = f"aporia-sync-{uuid.uuid4().hex}"
+        self._running = (spark, tag)
+        try:
+            summary = run_sync(
+                spark,
+                plan,
+                window,
+                partial(self.redshift_hook.spark_jdbc_options, self.jdbc_driver),
+                self.aporia_hook.client,
+                lookback=self.lookback,
+                dry_run=self.validate_only,
+                batch_size=self.batch_size,
+                num_partitions=self.num_partitions,
+                tag=tag,
+            )
+        finally:
+            self._running = None
+            if target.remote:
+                spark.stop()  # release this session on the shared server
         # The model version first: the sync view groups windows by it, and a log reader wants it too.
         result = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
+        self._after_sync(context, window, result)
         return result
+
+    def on_kill(self) -> None:
+        """Stop the sync's Spark jobs, so no task goes on posting to Aporia after the task is gone."""
+        running = self._running
+        if running is None:
+            return
+        from aporia_provider.extraction.spark import cancel
+
+        spark, tag = running
+        cancel(spark, tag)
+        self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, self.model_version)
+
+    def _spark_target(self) -> SparkTarget:
+        """Where to run, from spark_conn_id (the Spark provider's connection types) and spark_conf."""
+        from airflow.sdk import BaseHook
+        from airflow.sdk.log import mask_secret
+
+        from aporia_provider.extraction.spark import SparkTarget
+
+        conf = {key: str(value) for key, value in (self.spark_conf or {}).items()}
+        if not self.spark_conn_id:
+            return SparkTarget(master=conf.pop("spark.master", None), conf=conf)
+        try:
+            conn = BaseHook.get_connection(self.spark_conn_id)
+        except Exception as exc:
+            raise AirflowFailException(
+                f"The Spark connection '{self.spark_conn_id}' is not defined; create it (type spark or "
+                "spark_connect) or leave spark_conn_id unset to run on local[*]."
+            ) from exc
+        if conn.conn_type == "spark_connect":
+            from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+            if conn.password:
+                mask_secret(conn.password)
+            if "spark.master" in conf:
+                raise AirflowFailException(
+                    f"spark_conf sets spark.master, but Spark connection '{self.spark_conn_id}' is a Spark Connect "
+                    "server; drop spark.master from spark_conf."
+                )
+            return SparkTarget(remote=SparkConnectHook(self.spark_conn_id).get_connection_url(), conf=conf)
+        if conn.conn_type == "spark":
+            if not conn.host:
+                raise AirflowFailException(
+                    f"Spark connection '{self.spark_conn_id}' has no host; set it to the master URL, e.g. "
+                    "spark://host (port 7077), yarn or local[*]."
+                )
+            master = f"{conn.host}:{conn.port}" if conn.port else conn.host
+            settings = {key: str(value) for key, value in conn.extra_dejson.items() if key.startswith("spark.")}
+            return SparkTarget(master=conf.pop("spark.master", master), conf={**settings, **conf})
+        raise AirflowFailException(
+            f"Connection '{self.spark_conn_id}' is of type {conn.conn_type!r}; spark_conn_id takes a connection of "
+            "type spark (a master URL) or spark_connect (a Spark Connect server)."
+        )
+
+    # ------------------------------------------------------------------ after the sync
+
+    def _after_sync(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
+        """What a completed sync tells Airflow: the Asset event now, and (kept for later) its lineage."""
+        self._synced = summary
+        self._emit_asset(context, window, summary)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the Redshift tables the query (and actuals query) read, and the Aporia model version
+        they went to, with the predictions delivered as its row count."""
+        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+
+        rows = self._synced.get("fragments_sent") if self._synced else None
+        # A validate-only sync reads, but writes nothing to Aporia.
+        outputs = []
+        if not self.validate_only:
+            outputs.append(aporia_dataset(self.aporia_hook, self.model_id, self.model_version, rows))
+        queries = [table_query(self.table) if self.table else self.query or ""]
+        if self.actuals_query:
+            queries.append(self.actuals_query)
+        return redshift_lineage(self.redshift_hook, queries, outputs)
+
+    # ------------------------------------------------------------------ the window
+
+    def _resolve_window(self, context: Context) -> Window:
+        """The window of this run: ``window_start``/``window_end`` where given, else the run's data interval, else
+        (a run without one: a manual trigger in Airflow 3, which has no logical date) the last complete interval
+        of the DAG's timetable before the run was triggered."""
+        start: datetime | str | None = _given(self.window_start) or context.get("data_interval_start")
+        end: datetime | str | None = _given(self.window_end) or context.get("data_interval_end")
+        if start is None or end is None:
+            interval = _last_complete_interval(context)
+            if interval is not None:
+                start, end = start or interval[0], end or interval[1]
+                self.log.info(
+                    "This run has no data interval (a manual trigger without a logical date): syncing the last "
+                    "complete interval of the DAG's timetable before %s.",
+                    context["dag_run"].run_after.isoformat(),
+                )
+        return Window.of(start, end)
+
+    # ------------------------------------------------------------------ the Asset
+
+    def _declare_asset(self) -> Asset | AssetAlias | None:
+        """The model version's Asset, as an outlet. Ids that are templates are only known at run time, so the outlet
+        is then an alias the run resolves to the Asset. A validate-only sync changes nothing and declares none."""
+        if self.validate_only:
+            return None
+        outlet: Asset | AssetAlias
+        if any(isinstance(v, str) and "{{" in v for v in (self.model_id, self.model_version)):
+            outlet = AssetAlias(name=f"aporia-sync/{self.dag_id}/{self.task_id}")
+        else:
+            outlet = model_version_asset(self.model_id, self.model_version)
+        self.add_outlets([outlet])
+        return outlet
+
+    def _emit_asset(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
+        """Describe this sync on the model version's Asset event: its window and what reached Aporia."""
+        events = context.get("outlet_events")
+        if self.model_version_outlet is None or events is None:
+            return
+        extra = {
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "rows": summary.get("fragments_sent", 0),
+            "actuals": summary.get("actuals_sent", 0),
+        }
+        if isinstance(self.model_version_outlet, AssetAlias):
+            asset = model_version_asset(self.model_id, self.model_version)
+            events[self.model_version_outlet].add(asset, extra=extra)
+        else:
+            events[self.model_version_outlet].extra = extra
+
+
+def _given(bound: str | datetime | None) -> str | datetime | None:
+    """A bound typed by a person or rendered from a template; empty means not given."""
+    if not isinstance(bound, str):
+        return bound
+    if not bound.strip():
+        return None
+    bound = bound.strip()
+    # ISO-8601's "Z" for UTC, as browsers write it (Python 3.10's fromisoformat does not read it).
+    return bound[:-1] + "+00:00" if bound.endswith("Z") else bound
+
+
+def _last_complete_interval(context: Context) -> tuple[datetime, datetime] | None:
+    """What the DAG's timetable would give a manual run with a logical date: for an interval timetable, the last
+    complete interval before the run. None when there is no DAG run or the timetable cannot say."""
+    import pendulum
+
+    dag, dag_run = context.get("dag"), context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None)
+    if dag is None or run_after is None:
+        return None
+    timetable: Any = dag.timetable
+    if not hasattr(timetable, "infer_manual_data_interval"):
+        # Airflow >= 3.2 gives DAG files the Task SDK's timetables; the scheduler's own (core) ones know intervals.
+        try:
+            from airflow.serialization.encoders import coerce_to_core_timetable
+        except ImportError:
+            return None
+        timetable = coerce_to_core_timetable(timetable)
+    try:
+        interval = timetable.infer_manual_data_interval(run_after=pendulum.instance(run_after))
+    except NotImplementedError:
+        return None
+    return interval.start, interval.end

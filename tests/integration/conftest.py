@@ -1,4 +1,10 @@
-"""Session fixtures of the integration tier: one local stack of real stand-ins for the whole session."""
+"""Session fixtures of the integration tier: one local stack of real stand-ins for the whole session.
+
+Spark, three ways, chosen per sync by its Spark connection: none means `local[*]` in the test process;
+`spark_connect_default` (in `airflow_env`, like every connection of the stack) is the stack's Spark
+Connect server; the `spark_standalone_conn` fixture sets `spark_standalone`, a standalone master with
+one worker started for the session (`spark_standalone` gives its master URL).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aporia_local.seed import SeedPlan, seed_predictions
+from aporia_local.spark import StandaloneCluster
 from aporia_local.stack import LocalStack, StackSettings
 from tests.helpers import MODEL, SEED_PLAN, SESSION_NOTES, AirflowCli, AporiaProbe, session_note, version_args
 from tests.integration.standalone import SYNC_DAG, AirflowStandalone, ScheduledSyncs, run_example_dags
@@ -57,6 +64,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local_stack
     finally:
         local_stack.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneCluster]:
+    """A standalone master and one worker (1 core, 1 GB), whose executors run this virtualenv's Python."""
+    cluster = StandaloneCluster(tmp_path_factory.mktemp("spark-standalone"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_standalone(spark_cluster: StandaloneCluster) -> str:
+    """The standalone cluster's master URL, spark://127.0.0.1:<port>."""
+    return spark_cluster.master_url
+
+
+@pytest.fixture
+def spark_standalone_conn(spark_cluster: StandaloneCluster, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The id of a `spark` connection to the standalone cluster, set for this test as AIRFLOW_CONN_*."""
+    conn_id = "spark_standalone"
+    for key, value in spark_cluster.airflow_env(conn_id).items():
+        monkeypatch.setenv(key, value)
+    return conn_id
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,11 @@ from typing import Any
 
 import insurance_model as example
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import MASTER_USER, LocalStack
 from aporia_provider.client import AporiaError
+from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.datasources import DataSourceError, JDBCDataSource
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
@@ -154,13 +154,18 @@ def bad_rows(stack: LocalStack, seeded: SeedPlan) -> Iterator[str]:
         (T0 + 7 * HOUR,),
     )
     for statement, n in (
-        ("UPDATE bad_input_rows SET embeddings = embeddings[1:767] WHERE prediction_id = %s", 2),  # hour 0
+        # SUPER is jsonb in the stand-in: `- 767` drops the last of the 768 elements.
+        ("UPDATE bad_input_rows SET embeddings = embeddings - 767 WHERE prediction_id = %s", 2),  # hour 0
         ("UPDATE bad_input_rows SET prediction_id = NULL WHERE prediction_id = %s", 8),  # hour 1
         (f"UPDATE bad_input_rows SET prediction_id = '{row_id(14)}' WHERE prediction_id = %s", 13),  # hour 2
         ("UPDATE bad_input_rows SET amount = 'NaN' WHERE prediction_id = %s", 19),  # hour 3
         ("UPDATE bad_input_rows SET proba = 'Infinity' WHERE prediction_id = %s", 25),  # hour 4
         ("UPDATE bad_input_rows SET amount = '-Infinity' WHERE prediction_id = %s", 31),  # hour 5
-        ("UPDATE bad_input_rows SET embeddings[5] = 'NaN' WHERE prediction_id = %s", 37),  # hour 6
+        # JSON has no NaN; 1e400 is a valid JSON number beyond any double (it parses to infinity).
+        (
+            "UPDATE bad_input_rows SET embeddings = jsonb_set(embeddings, '{4}', '1e400') WHERE prediction_id = %s",
+            37,
+        ),  # hour 6
     ):
         redshift_sql(stack, statement, (row_id(n),))
     yield "SELECT * FROM bad_input_rows"

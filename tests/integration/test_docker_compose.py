@@ -25,9 +25,9 @@ from packaging.requirements import Requirement
 
 from aporia_local import cli
 from aporia_local.stack import LocalStack, StackSettings
-from aporia_provider.extraction.run import POSTGRES_JDBC_JAR
+from aporia_provider.extraction.spark import POSTGRES_JDBC_JAR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
 # Long-running Airflow services and the `airflow` sub-command each runs.
@@ -41,6 +41,7 @@ AIRFLOW_SERVICES = ("airflow-init", *AIRFLOW_COMMANDS)
 # The services that run tasks or triggers, and so read connections while working.
 TASK_RUNNERS = ("airflow-scheduler", "airflow-triggerer")
 STACK_SERVICE = "local-stack"
+SPARK_CONNECT_SERVICE = "spark-connect"
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +67,36 @@ def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
 
 def stack_args(services: dict[str, dict[str, Any]]) -> dict[str, str]:
     """The local stack's `aporia-local up` options, as {flag: value}."""
-    command = services[STACK_SERVICE]["command"]
-    assert command[:2] == ["aporia-local", "up"]
+    return cli_options(services[STACK_SERVICE]["command"], "up")
+
+
+def spark_connect_args(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The Spark Connect service's `aporia-local serve-spark-connect` options, as {flag: value}."""
+    return cli_options(services[SPARK_CONNECT_SERVICE]["command"], "serve-spark-connect")
+
+
+def cli_options(command: list[str], sub_command: str) -> dict[str, str]:
+    assert command[:2] == ["aporia-local", sub_command]
     options = command[2:]
     assert all(flag.startswith("--") for flag in options[::2]), options
     return dict(zip(options[::2], options[1::2], strict=True))
+
+
+def assert_the_cli_accepts(command: list[str]) -> None:
+    """Every flag of an `aporia-local` command is one its sub-command accepts, with a valid value."""
+    # argparse handles the options in order, so the values are converted (ints, say) before --help
+    # prints the sub-command's usage and exits 0; an unknown flag is caught against that usage.
+    result = subprocess.run(
+        [sys.executable, "-m", cli.__name__, *command[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: aporia-local {command[1]}")
+    accepted = {word.strip("[],") for word in result.stdout.split() if word.startswith(("--", "[--"))}
+    assert {word for word in command[2:] if word.startswith("--")} <= accepted
 
 
 def secrets_file(service: dict[str, Any]) -> PurePosixPath:
@@ -80,7 +106,7 @@ def secrets_file(service: dict[str, Any]) -> PurePosixPath:
 
 
 def test_the_stack_has_exactly_the_expected_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"postgres", STACK_SERVICE, *AIRFLOW_SERVICES}
+    assert set(services) == {"postgres", STACK_SERVICE, SPARK_CONNECT_SERVICE, *AIRFLOW_SERVICES}
 
 
 def test_postgres_is_the_healthchecked_metadata_database(services: dict[str, dict[str, Any]]) -> None:
@@ -97,7 +123,7 @@ def test_postgres_is_the_healthchecked_metadata_database(services: dict[str, dic
 
 def test_airflow_services_share_the_built_image_and_the_settings(services: dict[str, dict[str, Any]]) -> None:
     api_port = services["airflow-apiserver"]["ports"][0].split(":")[-1]
-    for name in (*AIRFLOW_SERVICES, STACK_SERVICE):
+    for name in (*AIRFLOW_SERVICES, STACK_SERVICE, SPARK_CONNECT_SERVICE):
         service = services[name]
         assert service["image"] == services["airflow-apiserver"]["image"], name
         assert service["build"] == {"context": ".", "dockerfile": DOCKERFILE.name}, name
@@ -167,16 +193,26 @@ def test_airflow_reads_the_connections_the_local_stack_writes(
 def test_local_stack_command_uses_only_flags_the_cli_accepts(services: dict[str, dict[str, Any]]) -> None:
     scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
     assert scripts["aporia-local"] == f"{cli.__name__}:main"
-    args = services[STACK_SERVICE]["command"][1:]
-    # argparse handles the options in order, so the values are converted (ints, say) before --help
-    # prints the sub-command's usage and exits 0; an unknown flag is caught against that usage.
-    result = subprocess.run(
-        [sys.executable, "-m", cli.__name__, *args, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage: aporia-local up")
-    accepted = {word.strip("[],") for word in result.stdout.split() if word.startswith(("--", "[--"))}
-    assert set(stack_args(services)) <= accepted
+    assert_the_cli_accepts(services[STACK_SERVICE]["command"])
+
+
+def test_spark_connect_serves_where_the_stack_connection_points(services: dict[str, dict[str, Any]]) -> None:
+    spark = services[SPARK_CONNECT_SERVICE]
+    assert_the_cli_accepts(spark["command"])
+    flags, stack = spark_connect_args(services), stack_args(services)
+    # Reachable from the other containers, by service name, on the port the connection names.
+    assert flags["--host"] == "0.0.0.0"
+    assert stack["--spark-connect-host"] == SPARK_CONNECT_SERVICE
+    assert stack["--spark-connect-port"] == flags["--port"]
+    # Not the Airflow entrypoint (it would wait for the metadata database); dumb-init passes SIGTERM on.
+    assert spark["entrypoint"] == ["/usr/bin/dumb-init", "--"]
+    assert "ports" not in spark, "Spark Connect has no authentication: it must not be published"
+    probe = spark["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "aporia-local", "probe-spark-connect"]
+    assert probe[3] == f"sc://127.0.0.1:{flags['--port']}"
+    assert_the_cli_accepts(probe[1:])
+    # Tasks run in the scheduler (LocalExecutor), and their syncs use this server.
+    assert services["airflow-scheduler"]["depends_on"][SPARK_CONNECT_SERVICE] == {"condition": "service_healthy"}
 
 
 def test_the_local_stack_is_healthy_only_once_it_is_ready(services: dict[str, dict[str, Any]]) -> None:
@@ -262,11 +298,14 @@ def test_every_connection_the_dags_use_is_served_by_the_local_stack(
         int(flags["--aporia-port"]),
         int(flags["--aws-port"]),
         int(flags["--redshift-port"]),
+        int(flags["--spark-connect-port"]),
         bind_host=flags["--host"],
         public_host=flags["--public-host"],
+        spark_connect_host=flags["--spark-connect-host"],
     )
     assert settings.public_host == STACK_SERVICE, "clients reach the stand-ins by the compose service name"
     stack = LocalStack(tmp_path, settings)
+    assert "spark_connect" not in stack.services, "the spark-connect service runs it; the stack must not"
     assert used <= set(stack.connections())
     # Read them back as Airflow will: the secrets backend compose configures, on the file the stack writes.
     stack.write_files()
@@ -276,13 +315,19 @@ def test_every_connection_the_dags_use_is_served_by_the_local_stack(
     backend = getattr(importlib.import_module(module), name)(
         connections_file_path=str(tmp_path / secrets_file(service).name)
     )
-    for conn_id in used:
+    for conn_id in used | {"spark_connect_default"}:
         conn = backend.get_connection(conn_id)
         assert conn is not None, conn_id
-        host = conn.host or urlsplit(conn.extra_dejson["endpoint_url"]).hostname
-        assert host == STACK_SERVICE, conn_id
+        if conn.conn_type == "spark_connect":
+            assert urlsplit(conn.host).hostname == SPARK_CONNECT_SERVICE, conn_id
+        else:
+            host = conn.host or urlsplit(conn.extra_dejson["endpoint_url"]).hostname
+            assert host == STACK_SERVICE, conn_id
     assert backend.get_connection("aporia_default").port == settings.aporia_port
     assert backend.get_connection("redshift_default").port == settings.redshift_port
+    spark_connect = backend.get_connection("spark_connect_default")
+    assert (spark_connect.conn_type, spark_connect.host) == ("spark_connect", f"sc://{SPARK_CONNECT_SERVICE}")
+    assert spark_connect.port == int(spark_connect_args(services)["--port"])
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:

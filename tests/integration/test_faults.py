@@ -19,7 +19,7 @@ import pytest
 
 from aporia_local.credentials import issue_password
 from aporia_local.stack import LocalStack
-from tests.helpers import MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
+from tests.helpers import MODEL, AirflowCli, AporiaProbe, assert_delivered_exactly, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")
 HOUR = timedelta(hours=1)
@@ -28,32 +28,6 @@ HOUR = timedelta(hours=1)
 def day_two(hours: int = 12) -> tuple[datetime, datetime]:
     start = datetime(2026, 11, 21, tzinfo=timezone.utc)
     return start, start + hours * HOUR
-
-
-def assert_delivered_exactly(stack: LocalStack, aporia: AporiaProbe, start: datetime, end: datetime) -> None:
-    """Aporia holds each prediction of [start, end) once, with its values, and each actual that arrived
-    in [start, end) on its own prediction; nothing else."""
-    seeded = redshift_sql(
-        stack,
-        "SELECT prediction_id, prediction_timestamp, amount, proba, did_buy_insurance, actual_timestamp "
-        "FROM model_predictions WHERE (prediction_timestamp >= %s AND prediction_timestamp < %s) "
-        "OR (actual_timestamp >= %s AND actual_timestamp < %s)",
-        (start, end, start, end),
-    )
-    stored = aporia.fragments(MODEL, "v1")
-    ids = [f["id"] for f in stored]
-    assert len(ids) == len(set(ids)), "a prediction id is stored twice"
-    by_id = {f["id"]: f for f in stored}
-    predicted = {row[0]: row for row in seeded if start <= row[1] < end}
-    arrived = {row[0]: row for row in seeded if row[5] is not None and start <= row[5] < end}
-    assert {i for i, f in by_id.items() if f["predictions"]} == set(predicted), "predictions lost or extra"
-    assert {i for i, f in by_id.items() if f["actuals"]} == set(arrived), "actuals lost or extra"
-    for prediction_id, row in predicted.items():
-        fragment = by_id[prediction_id]
-        assert fragment["features"]["amount"] == pytest.approx(row[2])
-        assert fragment["predictions"]["proba"] == pytest.approx(row[3])
-    for prediction_id, row in arrived.items():
-        assert by_id[prediction_id]["actuals"] == {"will_buy_insurance": row[4]}
 
 
 def test_aporia_errors_and_timeouts_on_some_batches_are_retried(

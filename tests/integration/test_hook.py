@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowException
 
 from aporia_local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, LocalStack
 from aporia_provider.client import AporiaError
+from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
@@ -208,7 +208,7 @@ def test_unreachable_host_and_missing_connection(monkeypatch: pytest.MonkeyPatch
     ok, message = AporiaHook(aporia_conn_id="aporia_down").test_connection()
     assert not ok
     assert message == (
-        "Aporia test_connection failed after 1 attempts: cannot reach http://127.0.0.1:9; "
+        "Aporia test_connection failed after 1 attempt: cannot reach http://127.0.0.1:9; "
         "check that Aporia is up and reachable at http://127.0.0.1:9."
     )
     with pytest.raises(AirflowException, match="The Aporia connection 'nope' is not defined; create it in Airflow"):

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from airflow.sdk.exceptions import AirflowException
 
 from aporia_local.stack import CLUSTER_ID, DB_USER, READER_POLICY, LocalStack
+from aporia_provider.compat import AirflowException
 from aporia_provider.hooks.redshift import RedshiftIAMHook
 
 pytestmark = pytest.mark.usefixtures("airflow_env")

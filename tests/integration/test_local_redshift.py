@@ -1,14 +1,17 @@
-"""The Redshift stand-in: the unchanged redshift_connector over a real socket, through the adapter."""
+"""The Redshift stand-in: the unchanged redshift_connector over a real socket, through the adapter; SUPER."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import redshift_connector
 
 from aporia_local.credentials import issue_password
+from aporia_local.seed import SeedPlan, embedding_value
 from aporia_local.stack import DATABASE, LocalStack
+from tests.helpers import redshift_sql
 
 
 def connect(stack: LocalStack, user: str, password: str) -> redshift_connector.Connection:
@@ -66,3 +69,23 @@ def test_temporary_password_is_bound_to_its_user_and_expiry(stack: LocalStack) -
     expired = issue_password(key, "IAM:alice", datetime.now(timezone.utc) - timedelta(seconds=1))
     with pytest.raises(redshift_connector.ProgrammingError, match="password authentication failed"):
         connect(stack, "IAM:alice", expired)
+
+
+def test_seeded_embeddings_are_super_holding_json_arrays(stack: LocalStack, seeded: SeedPlan) -> None:
+    rows = redshift_sql(
+        stack,
+        "SELECT prediction_id, embeddings, pg_typeof(embeddings)::text FROM model_predictions "
+        "ORDER BY prediction_id LIMIT 3",
+    )
+    for prediction_id, text, type_name in rows:
+        n = int(prediction_id.removeprefix("pred-"))
+        assert (type_name, type(text)) == ("super", str)
+        assert json.loads(text) == [embedding_value(n, d) for d in range(1, seeded.embedding_dim + 1)]
+
+
+def test_json_parse_builds_super_and_refuses_malformed_json(stack: LocalStack) -> None:
+    assert redshift_sql(stack, "SELECT JSON_PARSE(%s), pg_typeof(JSON_PARSE('1'))::text", ('[1.5, {"a": null}]',)) == [
+        ['[1.5, {"a": null}]', "super"]
+    ]
+    with pytest.raises(redshift_connector.ProgrammingError, match="invalid input syntax for type json"):
+        redshift_sql(stack, "SELECT JSON_PARSE('[0.1, 0.2')")

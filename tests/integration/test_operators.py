@@ -6,10 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import insurance_model as example
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,
@@ -159,7 +159,7 @@ def bad_rows(stack: LocalStack) -> str:
     redshift_sql(stack, "ALTER TABLE bad_predictions ALTER COLUMN prediction_id DROP NOT NULL")
     redshift_sql(stack, "UPDATE bad_predictions SET amount = 'NaN' WHERE prediction_id = 'pred-0000000001'")
     redshift_sql(
-        stack, "UPDATE bad_predictions SET embeddings = ARRAY[1.0]::real[] WHERE prediction_id = 'pred-0000000002'"
+        stack, "UPDATE bad_predictions SET embeddings = json_parse('[1.0]') WHERE prediction_id = 'pred-0000000002'"
     )
     redshift_sql(stack, "UPDATE bad_predictions SET prediction_id = NULL WHERE prediction_id = 'pred-0000000003'")
     redshift_sql(

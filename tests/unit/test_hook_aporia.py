@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import responses
-from airflow.sdk.exceptions import AirflowException
 
 from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, AporiaError, LogResult
+from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.schema import FieldSpec, SchemaError, VersionSchema
@@ -134,7 +134,7 @@ def test_test_connection_tries_once(aporia_conn: dict[str, Any], http: responses
     ok, message = AporiaHook().test_connection()
     assert not ok
     assert message == (
-        f"Aporia test_connection failed after 1 attempts: HTTP 503: down; "
+        f"Aporia test_connection failed after 1 attempt: HTTP 503: down; "
         f"check that Aporia is up and reachable at {BASE_URL}."
     )
     assert len(http.calls) == 1
@@ -183,6 +183,8 @@ def test_create_model_sends_every_sdk_key(hook: AporiaHook, http: responses.Requ
         None,
         None,
     )
+    # The SDK's defaults (aporia 2.19 sends these when the caller names none).
+    assert (body["color"], body["icon"]) == ("blue", "general")
 
 
 def test_create_model_treats_409_as_existing(hook: AporiaHook, http: responses.RequestsMock) -> None:
@@ -243,6 +245,8 @@ def test_create_model_version_without_optionals_sends_nulls(hook: AporiaHook, ht
     hook.create_model_version("a/b", "v1", "regression", features={"x": "numeric"}, predictions={"y": "numeric"})
     body = request_json(http.calls[0])
     assert (body["labels"], body["feature_importance"], body["mapping"]) == (None, None, None)
+    # As the SDK: model_data_type only when the caller gives one.
+    assert set(body) == {"name", "model_type", "version_schema", "labels", "feature_importance", "mapping"}
 
 
 def test_create_model_version_checks_the_schema_before_calling(hook: AporiaHook, http: responses.RequestsMock) -> None:
@@ -361,6 +365,24 @@ def test_connect_dataset_leaves_out_empty_mappings(hook: AporiaHook, http: respo
     assert set(body) == {"name", "data_source", "sync", "id_column", "timestamp_column"}
     assert body["name"] == "actuals"
     assert body["sync"] == {"enabled": True, "environment": "staging"}
+
+
+def test_connect_dataset_waits_as_long_as_the_sdk(
+    hook: AporiaHook, http: responses.RequestsMock, connection: ConnectionFactory, aporia_conn: dict[str, Any]
+) -> None:
+    # Aporia checks the query against the database before answering: the SDK waits 600 s for that.
+    http.post(VERSIONS_URL + "/v1/datasets", json={}, status=201)
+    source = JDBCDataSource(url=JDBC_URL, query="SELECT 1")
+    hook.connect_dataset("fraud", "v1", "serving", source, "id", "ts")
+    assert http.calls[0].request.req_kwargs["timeout"] == 600
+    # Other calls keep the connection's timeout.
+    http.get(BASE_URL + "/v1beta/capabilities/", json={})
+    hook.client.request("capabilities", "GET", "/v1beta/capabilities/")
+    assert http.calls[1].request.req_kwargs["timeout"] == 60
+    # A connection that allows longer keeps its own.
+    connection("aporia_slow", **(aporia_conn | {"extra": {"timeout": 900}}))
+    AporiaHook("aporia_slow").connect_dataset("fraud", "v1", "serving", source, "id", "ts")
+    assert http.calls[2].request.req_kwargs["timeout"] == 900
 
 
 def test_connect_dataset_refuses_an_unknown_data_set(hook: AporiaHook, http: responses.RequestsMock) -> None:

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
-from airflow.sdk.exceptions import AirflowException
 from botocore.exceptions import ClientError, NoCredentialsError
 
+from aporia_provider.compat import AirflowException
 from aporia_provider.hooks.redshift import (
     DEFAULT_CREDENTIAL_SECONDS,
     REFRESH_MARGIN,

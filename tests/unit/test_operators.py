@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import responses
-from airflow.sdk import Asset
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, AssetAlias
 
 import aporia_provider.operators.aporia as operators_module
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.operators.aporia import (
     AporiaConnectActualsOperator,
     AporiaConnectDatasetOperator,
@@ -126,13 +126,21 @@ def test_sync_defaults() -> None:
     )
 
 
-def test_sync_with_a_templated_version_declares_no_asset() -> None:
-    assert sync_operator(model_version="{{ params.version }}").outlets == []
+def test_sync_with_a_templated_version_declares_an_alias_it_resolves_at_run_time() -> None:
+    # A templated id used to mean no Asset at all; now the run names it through the alias.
+    operator = sync_operator(model_version="{{ params.version }}")
+    assert operator.outlets == [AssetAlias(name="aporia-sync/adhoc_airflow/sync")]
+    assert operator.model_version_outlet == operator.outlets[0]
 
 
-def test_sync_keeps_given_outlets() -> None:
+def test_sync_keeps_given_outlets_and_adds_its_own() -> None:
     mine = Asset(name="mine", uri="s3://bucket/mine")
-    assert sync_operator(outlets=[mine]).outlets == [mine]
+    assert sync_operator(outlets=[mine]).outlets == [mine, model_version_asset("fraud", "v1")]
+
+
+def test_a_validate_only_sync_declares_no_asset() -> None:
+    operator = sync_operator(validate_only=True)
+    assert operator.outlets == [] and operator.model_version_outlet is None
 
 
 def test_sync_template_fields() -> None:

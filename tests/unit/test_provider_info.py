@@ -17,7 +17,7 @@ from aporia_provider.hooks.aporia import AporiaHook
 def modules_named(info: dict[str, Any]) -> list[str]:
     named = [
         module
-        for kind in ("hooks", "operators", "sensors")
+        for kind in ("hooks", "operators", "sensors", "triggers")
         for entry in info[kind]
         for module in entry["python-modules"]
     ]
@@ -35,7 +35,10 @@ def test_provider_info_keys() -> None:
         "hooks",
         "operators",
         "sensors",
+        "triggers",
         "transfers",
+        "extra-links",
+        "asset-uris",
     }
     assert info["package-name"] == "aporia-airflow-provider"
     assert info["name"] == "Aporia"
@@ -81,6 +84,7 @@ def test_every_named_module_imports() -> None:
         "aporia_provider.hooks.aporia",
         "aporia_provider.operators.aporia",
         "aporia_provider.sensors.aporia",
+        "aporia_provider.triggers.aporia",
         "aporia_provider.transfers.redshift_to_aporia",
     ]
     for module in named:
@@ -110,3 +114,39 @@ def test_the_product_never_imports_the_local_stand_ins() -> None:
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("clean")
+
+
+def test_the_connection_form_as_the_ui_receives_it() -> None:
+    """What the UI's connection form gets, on every supported Airflow: 3.2+ reads `conn-fields` from the provider
+    info, 3.1 calls the hook's get_connection_form_widgets / get_ui_field_behaviour (built from the same info)."""
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    [aporia] = [hook for hook in HookMetaService.hook_meta_data() if hook.connection_type == "aporia"]
+    assert aporia.hook_class_name == "aporia_provider.hooks.aporia.AporiaHook"
+    standard = aporia.standard_fields
+    assert standard is not None
+    assert standard.login is not None and standard.login.hidden
+    assert standard.password is not None and standard.password.title == "API token"
+    assert standard.url_schema is not None and (standard.url_schema.title, standard.url_schema.placeholder) == (
+        "Scheme",
+        "https",
+    )
+    assert standard.host is not None and standard.host.placeholder == "app.aporia.com"
+    extra = aporia.extra_fields or {}
+    assert {name: field["value"] for name, field in extra.items()} == {
+        "environment": "production",
+        "verify_ssl": True,
+        "timeout": AporiaHook().timeout,
+    }
+    assert extra["environment"]["schema"]["title"] == "Environment"
+    assert extra["verify_ssl"]["description"] == "Verify Aporia's TLS certificate."
+    types = {name: field["schema"]["type"] for name, field in extra.items()}
+    assert "boolean" in types["verify_ssl"] and "string" in types["environment"]
+
+
+def test_every_extra_link_is_registered_and_imports() -> None:
+    from aporia_provider.links.aporia import AporiaModelVersionLink
+
+    [path] = get_provider_info()["extra-links"]
+    module_name, _, class_name = path.rpartition(".")
+    assert getattr(importlib.import_module(module_name), class_name) is AporiaModelVersionLink

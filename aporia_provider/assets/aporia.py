@@ -1,0 +1,39 @@
+"""The `aporia` Asset scheme: fresh data for one Aporia model version.
+
+``aporia://models/<model id>/versions/<version>`` (each part percent-encoded), named ``aporia/<model id>/<version>``.
+A sync emits it with the extra ``{window_start, window_end, rows, actuals}``; a DAG can schedule on it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+from airflow.sdk import Asset
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
+
+
+def create_asset(*, model_id: str, model_version: str, extra: dict[str, Any] | None = None) -> Asset:
+    """The Asset of a model version (the factory Airflow finds through the provider info)."""
+    uri = f"aporia://models/{quote(model_id, safe='')}/versions/{quote(model_version, safe='')}"
+    return Asset(name=f"aporia/{model_id}/{model_version}", uri=uri, extra=extra or {})
+
+
+def model_version_asset(model_id: str, model_version: str) -> Asset:
+    """The Asset a DAG can schedule on: fresh data for one Aporia model version."""
+    return create_asset(model_id=model_id, model_version=model_version)
+
+
+def sanitize_uri(uri: SplitResult) -> SplitResult:
+    """Check an ``aporia://`` Asset URI names one model version."""
+    parts = uri.path.split("/")
+    if uri.netloc != "models" or len(parts) != 4 or parts[0] or parts[2] != "versions" or not all(parts[1::2]):
+        raise ValueError(
+            f"Aporia asset URI {uri.geturl()!r} does not name a model version; use "
+            "aporia://models/<model id>/versions/<version> (model_version_asset builds it)."
+        )
+    if any(unquote(part) != part and quote(unquote(part), safe="") != part for part in parts[1::2]):
+        raise ValueError(f"Aporia asset URI {uri.geturl()!r} is not percent-encoded as model_version_asset does.")
+    return uri

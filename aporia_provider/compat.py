@@ -1,0 +1,17 @@
+"""What moved between Airflow 3.1 and 3.2, imported from where the running Airflow has it.
+
+Airflow 3.2 moved the task exceptions and `conf` into the Task SDK (`airflow.sdk`); 3.1 has them in
+`airflow.exceptions` and `airflow.configuration`. The provider supports both, so everything it needs from those
+places comes from here.
+"""
+
+from __future__ import annotations
+
+try:  # Airflow >= 3.2
+    from airflow.sdk import conf
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf  # type: ignore[assignment]
+    from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
+
+__all__ = ["AirflowException", "AirflowFailException", "conf"]

@@ -1,0 +1,148 @@
+"""Spark failures as one sentence, sorted into those a re-run can fix and those it cannot.
+
+Works the same for classic sessions (the JVM's throwable chain) and Spark Connect (the server's message).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aporia_provider.extraction.sql import SyncInputError
+
+
+class SyncFailed(RuntimeError):
+    """Redshift, Spark or Aporia failed mid-sync in a way a re-run can fix; delivery is idempotent."""
+
+
+class SyncRefused(SyncInputError):
+    """Redshift or Spark refused the sync as configured; running it again would fail the same way."""
+
+
+_PYTHON_ERROR_LINE = re.compile(r"^[\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
+_JAVA_CAUSE = re.compile(r"((?:[a-z]\w*\.)+[A-Z]\w*(?:Exception|Error)): ?([^\n]*)")
+# Redshift (PostgreSQL) error classes that no retry fixes: syntax or access rule violation, data exception,
+# feature not supported, invalid schema/catalog, insufficient privilege is inside 42.
+_REFUSED_SQLSTATE_CLASSES = ("42", "22", "0A", "3F", "3D", "2B")
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40", "28")
+_SERVER_ERROR = re.compile(r"\bERROR: (.+?)(?:\n|$| Position:| Where:| Hint:)")
+_MISSING_DRIVER = re.compile(r"ClassNotFoundException: ([\w.]+)|No suitable driver")
+
+
+@contextmanager
+def failures_of(stage: str, subject: str, argument: str) -> Iterator[None]:
+    """Turn a Spark failure in `stage` into SyncRefused (naming `argument`) or SyncFailed (retried)."""
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (SyncInputError, SyncFailed):
+        raise
+    except PySparkException as exc:
+        raise classify(exc, stage, subject, argument) from None
+    except Exception as exc:
+        from py4j.protocol import Py4JJavaError
+
+        if isinstance(exc, Py4JJavaError):
+            raise classify(exc, stage, subject, argument) from None
+        raise
+
+
+def classify(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused:
+    causes = _causes(exc)
+    text = "\n".join(f"{name}: {message}" for name, message, _ in causes) or str(exc)
+    states = [state for _, _, state in causes if state]
+    if isinstance(exc, _python_exception_types()):
+        reasons = _PYTHON_ERROR_LINE.findall(str(exc))
+        reason = reasons[-1] if reasons else str(exc).splitlines()[0]
+        return SyncFailed(f"{stage} for {subject} failed: {_clean(reason)}; {_RETRY_NOTE}")
+    driver = _MISSING_DRIVER.search(text)
+    if driver:
+        name = driver.group(1) or "for the JDBC URL"
+        return SyncRefused(
+            f"{stage} for {subject} failed: the JDBC driver {name} is not on Spark's class path; add its jar with "
+            "spark_conf {'spark.jars': '/path/driver.jar'} or spark.jars.packages, or install it on the cluster."
+        )
+    server_error = _SERVER_ERROR.search(text)
+    state = states[0] if states else None
+    if state and state[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+        return SyncFailed(f"{stage} for {subject} failed: {_clean(_first_reason(causes, text))}; {_RETRY_NOTE}")
+    if (state and state[:2] in _REFUSED_SQLSTATE_CLASSES) or (server_error and not _looks_transient(text)):
+        reason = server_error.group(1) if server_error else _first_reason(causes, text)
+        return SyncRefused(f"Redshift refused the {argument} for {subject}: {_clean(reason)}; fix {argument}.")
+    if _is_analysis_error(exc, text):
+        return SyncRefused(
+            f"Spark could not plan the read for {subject}: {_clean(_analysis_reason(exc))}; fix select_expr, "
+            "the column mappings or the query."
+        )
+    return SyncFailed(f"{stage} for {subject} failed: {_clean(_first_reason(causes, text))}; {_RETRY_NOTE}")
+
+
+_RETRY_NOTE = "re-run the task once that is fixed (delivery is idempotent: nothing is duplicated)."
+_TRANSIENT_WORDS = ("connection", "i/o error", "timed out", "terminating", "reset", "refused", "password")
+
+
+def _looks_transient(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _TRANSIENT_WORDS) and "syntax" not in lowered
+
+
+def _python_exception_types() -> tuple[type[Exception], ...]:
+    from pyspark.errors.exceptions.captured import PythonException
+
+    found: list[type[Exception]] = [PythonException]
+    try:
+        from pyspark.errors.exceptions.connect import PythonException as ConnectPythonException
+
+        found.append(ConnectPythonException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _is_analysis_error(exc: Exception, text: str) -> bool:
+    from pyspark.errors import AnalysisException, ParseException
+
+    return isinstance(exc, AnalysisException | ParseException) or "AnalysisException" in text
+
+
+def _analysis_reason(exc: Exception) -> str:
+    get_message = getattr(exc, "getMessage", None)
+    message = str(get_message() if callable(get_message) else exc)
+    return message.split("\n", 1)[0]
+
+
+def _causes(exc: Exception) -> list[tuple[str, str, str | None]]:
+    """(class, message, SQLSTATE) of each cause: the JVM's chain on classic, the parsed message on Connect."""
+    throwable: Any = getattr(exc, "_origin", None) or getattr(exc, "java_exception", None)
+    causes: list[tuple[str, str, str | None]] = []
+    while throwable is not None:
+        get_state = getattr(throwable, "getSQLState", None)
+        state = None
+        try:
+            state = get_state() if callable(get_state) else None
+        except Exception:  # noqa: S110 - a throwable without a SQL state
+            pass
+        causes.append((throwable.getClass().getName(), str(throwable.getMessage() or ""), state))
+        throwable = throwable.getCause()
+    if not causes:
+        causes = [(name, message, None) for name, message in _JAVA_CAUSE.findall(str(exc))]
+        sql_state = getattr(exc, "getSqlState", None)
+        state = sql_state() if callable(sql_state) else None
+        if state and causes:
+            causes[0] = (causes[0][0], causes[0][1], state)
+    return causes
+
+
+def _first_reason(causes: list[tuple[str, str, str | None]], text: str) -> str:
+    """The first cause outside Spark itself (the driver's or the network's own words)."""
+    for name, message, _ in causes:
+        if not name.startswith("org.apache.spark") and message:
+            return message
+    return causes[0][1] if causes and causes[0][1] else text.splitlines()[0]
+
+
+def _clean(reason: str) -> str:
+    return " ".join(reason.split()).rstrip(".")

@@ -1,0 +1,151 @@
+"""Which Spark a sync runs on, and a session for it: local[*], a cluster master, or a Spark Connect server.
+
+Airflow-free: the transfer resolves Airflow's `spark` / `spark_connect` connections into a SparkTarget.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aporia_provider.extraction.sql import SyncInputError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# The Debian package's jar: the default JDBC driver of a local session when the user names none.
+POSTGRES_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
+LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
+# JDBC sessions and timestamp conversion in UTC, whatever the host's zone. C1-only JIT: a sync's JVM lives
+# for minutes, and C2 compilation took more CPU than it saved (make bench, 2 cores). Quiet log4j2 config.
+_DRIVER_JAVA_OPTIONS = f"-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
+DEFAULT_SPARK_CONF = {
+    "spark.app.name": "aporia-sync",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.extraJavaOptions": _DRIVER_JAVA_OPTIONS,
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    # Spark's 1 GB default is tight for the local driver that also runs the tasks.
+    "spark.driver.memory": "2g",
+    # A cancelled sync's Python workers stop posting to Aporia within a tenth of a second, not seconds.
+    "spark.python.task.killTimeout": "100ms",
+}
+# Settings a Connect client may change per session (the server owns everything else).
+SESSION_CONF = {"spark.sql.session.timeZone": "UTC"}
+LOCAL_MASTER = "local[*]"
+
+
+@dataclass(frozen=True)
+class SparkTarget:
+    """Where to run: `remote` (an sc:// URL) or `master` (local[*] when neither is given), plus settings."""
+
+    master: str | None = None
+    remote: str | None = field(default=None, repr=False)  # may carry a token
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.master and self.remote:
+            raise SyncInputError(
+                "Spark is given both a master and a Spark Connect URL; use a spark connection or a spark_connect "
+                "connection (or spark.master in spark_conf), not both."
+            )
+
+    @property
+    def is_local(self) -> bool:
+        return not self.remote and (self.master or LOCAL_MASTER).startswith("local")
+
+    def describe(self) -> str:
+        if self.remote:
+            return "the Spark Connect server at " + self.remote.split("/;", 1)[0]
+        return f"Spark master {self.master or LOCAL_MASTER}"
+
+
+def spark_session(target: SparkTarget) -> SparkSession:
+    """A session on `target`: settings merged over the defaults; bad settings are one sentence."""
+    from pyspark.sql import SparkSession
+
+    # py4j narrates every gateway connection at INFO; the task log needs none of it.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    try:
+        if target.remote:
+            session = SparkSession.builder.remote(target.remote).getOrCreate()
+            for key, value in {**SESSION_CONF, **target.conf}.items():
+                session.conf.set(key, value)
+            return session
+        conf = {**DEFAULT_SPARK_CONF, "spark.master": target.master or LOCAL_MASTER, **target.conf}
+        if target.is_local:
+            # Local Python workers run on this machine: this interpreter has the provider installed. On a
+            # cluster the executors' Python is the cluster's own configuration (PYSPARK_PYTHON there).
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            if POSTGRES_JDBC_JAR.exists() and not ({"spark.jars", "spark.jars.packages"} & conf.keys()):
+                conf["spark.jars"] = str(POSTGRES_JDBC_JAR)
+        builder = SparkSession.builder
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        with _jvm_stderr_kept_aside():
+            return builder.getOrCreate()
+    except Exception as exc:
+        if isinstance(exc, SyncInputError):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SyncInputError(
+            f"Spark did not start on {target.describe()}: {reason.rstrip('.')}; check spark_conf and the Spark "
+            "connection (spark_conn_id)."
+        ) from None
+
+
+@contextmanager
+def _jvm_stderr_kept_aside() -> Iterator[None]:
+    """Start the JVM with its stderr in a file: it prints start-up notices there that task logs show as errors.
+
+    The JVM inherits the file descriptor at launch, so only the launch needs the redirect.
+    """
+    log_file = tempfile.NamedTemporaryFile(prefix="aporia-spark-", suffix=".log", delete=False)
+    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        os.dup2(log_file.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        log_file.close()
+
+
+def is_connect(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+@contextmanager
+def tagged(spark: SparkSession, tag: str) -> Iterator[None]:
+    """Tag the Spark jobs this thread starts, so `cancel` can stop them from another thread.
+
+    Spark Connect tags operations on the session; a classic session honours only SparkContext job tags.
+    """
+    if is_connect(spark):
+        spark.addTag(tag)
+    else:
+        spark.sparkContext.addJobTag(tag)
+    try:
+        yield
+    finally:
+        if is_connect(spark):
+            spark.removeTag(tag)
+        else:
+            spark.sparkContext.removeJobTag(tag)
+
+
+def cancel(spark: SparkSession, tag: str) -> None:
+    """Stop the running Spark jobs carrying `tag`."""
+    if is_connect(spark):
+        spark.interruptTag(tag)
+    else:
+        spark.sparkContext.cancelJobsWithTag(tag)
