@@ -34,7 +34,7 @@ STOP_TIMEOUT = 90.0  # measured 15 s
 # A cluster policy (Airflow's own mechanism for a deployment to adjust DAGs) that narrows a DAG's schedule to
 # [start, end]: the example DAGs stay as users get them, and the scheduler catches up a bounded number of windows.
 POLICY = '''"""Written by the test session: bounds the example sync DAG's catch-up (tests/integration/standalone.py)."""
-from datetime import datetime, timedelta
+from datetime import datetime
 
 BOUNDS = {bounds}
 
