@@ -6,15 +6,21 @@ BIN := $(VENV)/bin
 JDBC_JAR := /usr/share/java/postgresql.jar
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-packages demo test unit min-airflow lint bench clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: setup system-packages demo ui test unit min-airflow lint bench clean
 
 setup: system-packages $(STAMP)
 
-# Java runs Spark; the PostgreSQL JDBC driver is how Spark reads the Redshift stand-in.
+# Java runs Spark; the PostgreSQL JDBC driver is how Spark reads the Redshift stand-in; the browser test drives
+# Debian's chromium. Each is installed only when missing.
 system-packages:
-	@if ! command -v java >/dev/null || [ ! -f $(JDBC_JAR) ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			openjdk-17-jre-headless libpostgresql-jdbc-java >/dev/null; \
+	@missing=""; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	[ -f $(JDBC_JAR) ] || missing="$$missing libpostgresql-jdbc-java"; \
+	[ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -25,6 +31,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/python scripts/demo.py
+
+# Airflow's UI on the demo's metadata (after `make demo`), with the sync view at /aporia-sync/.
+ui: setup
+	$(BIN)/python scripts/demo.py ui
 
 lint: setup
 	$(BIN)/ruff check .

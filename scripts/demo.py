@@ -2,12 +2,16 @@
 
 Starts the stack (seeded with four days of hourly predictions), runs `aporia_setup`, then
 `aporia_redshift_sync` for three consecutive hourly windows with `airflow dags test`, and compares what
-the local Aporia server holds with what was seeded in Redshift.
+the local Aporia server holds with what was seeded in Redshift. It ends with where to see those windows in
+Airflow's UI: `make ui` (`python scripts/demo.py ui`) serves Airflow's API server on the demo's metadata, with
+the provider's sync view.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,10 +33,16 @@ STACK_DIR = ROOT / ".local-stack" / "demo"
 AIRFLOW_HOME = ROOT / "airflow-home"
 MODEL_ID, VERSION = "insurance-propensity", "v1"
 FIRST_WINDOW = DEMO_START + timedelta(days=2)
+# `make ui`: Airflow's API server for the demo's metadata, on loopback only.
+UI_HOST, UI_PORT, UI_USER = "127.0.0.1", int(os.environ.get("UI_PORT", "8080")), "admin"
+UI_URL = f"http://{UI_HOST}:{UI_PORT}"
+PASSWORDS = AIRFLOW_HOME / "passwords.json"
 WINDOWS = [(FIRST_WINDOW + timedelta(hours=h), FIRST_WINDOW + timedelta(hours=h + 1)) for h in range(3)]
 
 
 def main() -> None:
+    if sys.argv[1:] == ["ui"]:
+        serve_ui()
     shutil.rmtree(STACK_DIR, ignore_errors=True)
     stack = LocalStack(STACK_DIR, StackSettings.with_free_ports())
     try:
@@ -49,6 +59,11 @@ def main() -> None:
         report(stack)
     finally:
         stack.stop()
+    print(
+        "\nSee these windows in Airflow's UI, in the provider's sync view:\n"
+        f"  make ui     serves Airflow's API server on {UI_URL} with the demo's metadata (Ctrl-C stops it)\n"
+        f"  then open   {UI_URL}/aporia-sync/  (or Browse → Aporia syncs), signed in as {UI_USER} / {ui_password()}"
+    )
 
 
 def step(title: str, action: Callable[[], object]) -> None:
@@ -72,6 +87,40 @@ def airflow_env(stack: LocalStack) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     }
+
+
+def ui_password() -> str:
+    """The demo UI's admin password: made once, kept in airflow-home (Airflow's simple auth manager reads it)."""
+    AIRFLOW_HOME.mkdir(exist_ok=True)
+    if not PASSWORDS.exists():
+        PASSWORDS.write_text(json.dumps({UI_USER: secrets.token_urlsafe(9)}))
+        PASSWORDS.chmod(0o600)
+    password: str = json.loads(PASSWORDS.read_text())[UI_USER]
+    return password
+
+
+def serve_ui() -> None:
+    """Airflow's API server (UI, REST API, plugins) on loopback, reading the demo's metadata database."""
+    if not (AIRFLOW_HOME / "airflow.db").exists():
+        sys.exit("No demo metadata yet: run `make demo` first, then `make ui`.")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__API__HOST": UI_HOST,
+        "AIRFLOW__API__PORT": str(UI_PORT),
+        "AIRFLOW__API__BASE_URL": UI_URL,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{UI_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(PASSWORDS),
+    }
+    print(
+        f"The sync view: {UI_URL}/aporia-sync/ (or Browse → Aporia syncs), signed in as {UI_USER} / {ui_password()}.\n"
+        "Starting Airflow's API server (about 20 s); Ctrl-C stops it.",
+        flush=True,
+    )
+    airflow_bin = str(Path(sys.executable).parent / "airflow")
+    os.execve(airflow_bin, [airflow_bin, "api-server", "--host", UI_HOST, "--port", str(UI_PORT)], env)  # noqa: S606
 
 
 def airflow(env: dict[str, str], *args: str) -> None:

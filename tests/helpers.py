@@ -28,6 +28,14 @@ LOUD = re.compile(r"\[(warning|error|critical)\s*\]|\b(WARN|WARNING|ERROR|SEVERE
 sys.path.insert(0, str(DAGS_FOLDER))
 
 
+# Lines printed at the end of the test run (timings, where screenshots are), whatever pytest captured.
+SESSION_NOTES: list[str] = []
+
+
+def session_note(line: str) -> None:
+    SESSION_NOTES.append(line)
+
+
 class AporiaProbe:
     """Reads the local Aporia server's state, as a person would through its read-only endpoints."""
 
@@ -97,6 +105,21 @@ def redshift_sql(stack: LocalStack, sql: str, params: tuple[Any, ...] = ()) -> l
         rows = [list(row) for row in cursor.fetchall()] if cursor.description else []
         connection.commit()
     return rows
+
+
+def seeded_rows(stack: LocalStack, start: datetime, end: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The seeded predictions whose timestamp, and the actuals whose arrival, fall in [start, end).
+
+    Both map a prediction id to its actual value (did_buy_insurance); actuals that are null are never sent.
+    """
+    select = "SELECT prediction_id, did_buy_insurance FROM model_predictions WHERE "
+    predictions = redshift_sql(stack, select + "prediction_timestamp >= %s AND prediction_timestamp < %s", (start, end))
+    actuals = redshift_sql(
+        stack,
+        select + "actual_timestamp >= %s AND actual_timestamp < %s AND did_buy_insurance IS NOT NULL",
+        (start, end),
+    )
+    return {row[0]: row[1] for row in predictions}, {row[0]: row[1] for row in actuals}
 
 
 class AirflowCli:

@@ -221,7 +221,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
             self._running = None
             if target.remote:
                 spark.stop()  # release this session on the shared server
-        result = summary.to_dict()
+        # The model version first: the sync view groups windows by it, and a log reader wants it too.
+        result = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
         self._after_sync(context, window, result)
         return result

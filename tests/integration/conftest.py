@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,22 @@ import pytest
 from aporia_local.seed import SeedPlan, seed_predictions
 from aporia_local.spark import StandaloneCluster
 from aporia_local.stack import LocalStack, StackSettings
-from tests.helpers import MODEL, SEED_PLAN, AirflowCli, AporiaProbe, version_args
+from tests.helpers import MODEL, SEED_PLAN, SESSION_NOTES, AirflowCli, AporiaProbe, session_note, version_args
+from tests.integration.standalone import SYNC_DAG, AirflowStandalone, ScheduledSyncs, run_example_dags
+
+# The windows the real scheduler catches up: six hours of the seeded day that also has delayed actuals arriving.
+FIRST_WINDOW = SEED_PLAN.start + timedelta(hours=24)
+SCHEDULED_WINDOWS: list[tuple[datetime, datetime]] = [
+    (FIRST_WINDOW + timedelta(hours=h), FIRST_WINDOW + timedelta(hours=h + 1)) for h in range(6)
+]
+BACKFILLED = slice(2, 4)  # and a backfill re-runs two of them
+_running_standalone: list[AirflowStandalone] = []
+_last_standalone_test: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in SESSION_NOTES:
+        terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,6 +42,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+    users = [item.nodeid for item in items if "standalone" in getattr(item, "fixturenames", ())]
+    _last_standalone_test[:] = users[-1:]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    """Stop airflow standalone as soon as the last test that uses it is done, not at the end of the session."""
+    result = yield
+    if _running_standalone and [item.nodeid] == _last_standalone_test:
+        left = _running_standalone.pop().stop()
+        assert left == [], f"airflow standalone left processes behind after SIGINT: {left}"
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -127,3 +155,38 @@ def version(aporia: AporiaProbe) -> str:
     AporiaCreateModelOperator(task_id="model", model_id=MODEL).execute({})
     AporiaCreateModelVersionOperator(task_id="version", model_id=MODEL, **version_args()).execute({})
     return "v1"
+
+
+@pytest.fixture(scope="session")
+def standalone(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStandalone]:
+    """The real Airflow components (airflow standalone, LocalExecutor, SQLite) on loopback, once per session.
+
+    The example DAGs as users get them; a cluster policy in its private home bounds the sync DAG's catch-up
+    to SCHEDULED_WINDOWS.
+    """
+    airflow = AirflowStandalone(
+        tmp_path_factory.mktemp("standalone"),
+        stack.airflow_env(),
+        bounds={SYNC_DAG: (SCHEDULED_WINDOWS[0][0], SCHEDULED_WINDOWS[-1][0])},
+    )
+    session_note(f"airflow standalone: healthy after {airflow.start():.0f} s at {airflow.base_url}")
+    _running_standalone.append(airflow)
+    try:
+        yield airflow
+    finally:
+        if airflow in _running_standalone:
+            _running_standalone.remove(airflow)
+            left = airflow.stop()
+            assert left == [], f"airflow standalone left processes behind after SIGINT: {left}"
+
+
+@pytest.fixture(scope="session")
+def scheduled_syncs(standalone: AirflowStandalone, stack: LocalStack, seeded: SeedPlan) -> ScheduledSyncs:
+    """aporia_setup, the sync DAG's catch-up of SCHEDULED_WINDOWS and a backfill of BACKFILLED, by the scheduler."""
+    probe = AporiaProbe(stack)
+    probe.reset()
+    done = run_example_dags(standalone, probe, SCHEDULED_WINDOWS, BACKFILLED)
+    session_note(
+        "airflow standalone: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in done.seconds.items())
+    )
+    return done

@@ -1,0 +1,1 @@
+"""Airflow UI plugins shipped with the provider: the sync view (``sync_view.py``)."""

@@ -1,0 +1,322 @@
+"""The sync view's pure parts: window rows from task instances, gaps, the SVG chart, the page; and its guard."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+
+from aporia_provider.plugins.chart import sync_chart
+from aporia_provider.plugins.windows import (
+    UNKNOWN,
+    Gap,
+    SyncRecord,
+    VersionView,
+    build_views,
+    find_gaps,
+    human_duration,
+    model_version_of,
+    window_label,
+    window_of,
+    window_row,
+)
+
+T0 = datetime(2026, 11, 21, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def summary(hour: int, **changes: Any) -> dict[str, Any]:
+    """A sync summary as AporiaSyncOperator returns it, for the window starting `hour` hours after T0."""
+    return {
+        "model_id": "insurance-propensity",
+        "model_version": "v1",
+        "window_start": (T0 + hour * HOUR).isoformat(),
+        "window_end": (T0 + (hour + 1) * HOUR).isoformat(),
+        "rows_read": 8,
+        "fragments_sent": 8,
+        "actuals_read": 2,
+        "actuals_sent": 2,
+        "rows_rejected": 0,
+        "rejected_examples": [],
+        "batches": 1,
+        "retries": 0,
+        "warnings": 0,
+        "seconds": 4.25,
+        "dry_run": False,
+    } | changes
+
+
+def record(hour: int, state: str = "success", with_summary: bool = True, **changes: Any) -> SyncRecord:
+    """The task instance of the hourly run for window `hour`, delivered 10 minutes after the window's end."""
+    fields: dict[str, Any] = {
+        "dag_id": "aporia_redshift_sync",
+        "task_id": "sync",
+        "run_id": f"scheduled__{(T0 + hour * HOUR).isoformat()}",
+        "state": state,
+        "try_number": 1,
+        "start_date": T0 + (hour + 1) * HOUR,
+        "end_date": T0 + (hour + 1) * HOUR + timedelta(minutes=10),
+        "duration": 9.5,
+        "interval_start": T0 + hour * HOUR,
+        "interval_end": T0 + (hour + 1) * HOUR,
+        "summary": summary(hour) if with_summary else None,
+        "rendered": {"model_id": "insurance-propensity", "model_version": "v1"},
+    }
+    return SyncRecord(**(fields | changes))
+
+
+# --- window rows -------------------------------------------------------------------------------------------
+
+
+def test_a_successful_sync_shows_its_summary_retries_and_lag() -> None:
+    row = window_row(record(3, try_number=3, summary=summary(3, retries=2, rows_rejected=1, rejected_examples=["x"])))
+    assert (row.start, row.end) == (T0 + 3 * HOUR, T0 + 4 * HOUR)
+    assert (row.rows_read, row.fragments_sent, row.actuals_sent, row.rows_rejected) == (8, 8, 2, 1)
+    assert row.rejected_examples == ("x",)
+    assert (row.task_retries, row.delivery_retries) == (2, 2)
+    assert row.seconds == 4.25  # the sync's own timing, not the task's
+    assert row.delivered_at == T0 + 4 * HOUR + timedelta(minutes=10)
+    assert row.lag == timedelta(minutes=10)
+    assert row.succeeded and not row.failed
+
+
+def test_a_failed_sync_without_summary_keeps_its_window_from_the_run() -> None:
+    row = window_row(record(2, state="failed", with_summary=False, try_number=3))
+    assert (row.start, row.end) == (T0 + 2 * HOUR, T0 + 3 * HOUR)
+    assert row.failed and not row.succeeded
+    assert (row.rows_read, row.fragments_sent, row.actuals_sent, row.rows_rejected) == (None, None, None, None)
+    assert (row.task_retries, row.delivery_retries) == (2, None)
+    assert row.seconds == 9.5  # the task's duration
+    assert (row.delivered_at, row.lag) == (None, None)  # nothing was delivered
+
+
+def test_the_window_comes_from_the_summary_then_explicit_bounds_then_the_run() -> None:
+    explicit = {"window_start": "2026-11-01T00:00:00+00:00", "window_end": "2026-11-02T00:00:00Z"}
+    assert window_of(record(1)) == (T0 + HOUR, T0 + 2 * HOUR)
+    assert window_of(record(1, with_summary=False, rendered=explicit)) == (
+        datetime(2026, 11, 1, tzinfo=timezone.utc),
+        datetime(2026, 11, 2, tzinfo=timezone.utc),
+    )
+    assert window_of(record(1, with_summary=False, rendered={})) == (T0 + HOUR, T0 + 2 * HOUR)
+    # A manual run without a data interval (or a zero-width one) has no window to place.
+    assert window_of(record(1, with_summary=False, rendered={}, interval_start=None, interval_end=None)) == (None, None)
+    assert window_of(record(1, with_summary=False, rendered={}, interval_end=T0 + HOUR)) == (None, None)
+
+
+def test_naive_times_from_the_database_are_utc() -> None:
+    naive = record(0, with_summary=False, interval_start=datetime(2026, 11, 21), interval_end=datetime(2026, 11, 21, 1))
+    assert window_of(naive) == (T0, T0 + HOUR)
+
+
+def test_the_model_version_comes_from_the_summary_then_rendered_fields_then_the_dag() -> None:
+    declared = {"model_id": "from-dag", "model_version": "v9"}
+    assert model_version_of(record(0, declared=declared)) == ("insurance-propensity", "v1")
+    assert model_version_of(
+        record(0, with_summary=False, rendered={"model_id": "rendered", "model_version": "v2"}, declared=declared)
+    ) == ("rendered", "v2")
+    assert model_version_of(record(0, with_summary=False, rendered=None, declared=declared)) == ("from-dag", "v9")
+    assert model_version_of(record(0, with_summary=False, rendered=None)) == (UNKNOWN, UNKNOWN)
+
+
+# --- gaps --------------------------------------------------------------------------------------------------
+
+
+def rows(*hours: int, state: str = "success") -> list[Any]:
+    return [window_row(record(h, state=state)) for h in hours]
+
+
+def test_consecutive_windows_have_no_gap() -> None:
+    assert find_gaps(rows(0, 1, 2, 3)) == []
+
+
+def test_a_stretch_no_window_covers_is_a_gap_whatever_the_order() -> None:
+    assert find_gaps(rows(5, 0, 1, 4)) == [Gap(T0 + 2 * HOUR, T0 + 4 * HOUR)]
+    assert find_gaps(rows(0, 2, 4)) == [Gap(T0 + HOUR, T0 + 2 * HOUR), Gap(T0 + 3 * HOUR, T0 + 4 * HOUR)]
+
+
+def test_a_failed_window_is_not_a_gap() -> None:
+    assert find_gaps(rows(0) + rows(1, state="failed") + rows(2)) == []
+
+
+def test_repeated_and_overlapping_windows_are_not_gaps() -> None:
+    day = window_row(record(0, summary=summary(0, window_end=(T0 + 24 * HOUR).isoformat())))
+    assert find_gaps([*rows(0, 0, 1), day, *rows(3, 24)]) == []
+    assert find_gaps([*rows(0, 0, 1), day, *rows(25)]) == [Gap(T0 + 24 * HOUR, T0 + 25 * HOUR)]
+
+
+def test_windows_without_bounds_are_left_out_of_gap_finding() -> None:
+    unplaced = window_row(record(9, with_summary=False, interval_start=None, interval_end=None))
+    assert find_gaps([*rows(0), unplaced, *rows(1)]) == []
+
+
+# --- views -------------------------------------------------------------------------------------------------
+
+
+def test_views_group_by_model_version_sort_windows_and_find_gaps() -> None:
+    other = summary(0, model_version="v2")
+    views = build_views(
+        [
+            record(3),
+            record(0),
+            record(1, state="failed", with_summary=False),
+            record(0, summary=other, run_id="v2-run"),
+            record(7, with_summary=False, state="failed", interval_start=None, interval_end=None),
+        ]
+    )
+    assert [(v.model_id, v.model_version) for v in views] == [
+        ("insurance-propensity", "v1"),
+        ("insurance-propensity", "v2"),
+    ]
+    v1, v2 = views
+    assert [w.start for w in v1.windows] == [T0, T0 + HOUR, T0 + 3 * HOUR]
+    assert v1.gaps == [Gap(T0 + 2 * HOUR, T0 + 3 * HOUR)]
+    assert len(v1.unplaced) == 1 and len(v1.failed) == 2
+    assert (v1.total("fragments_sent"), v1.total("actuals_sent")) == (16, 4)  # failed windows count nothing
+    assert v1.max_lag == timedelta(minutes=10)
+    assert [type(item).__name__ for item in v1.timeline()] == ["WindowRow", "WindowRow", "Gap", "WindowRow"]
+    assert [w.run_id for w in v2.windows] == ["v2-run"]
+
+
+def test_durations_and_window_labels_read_naturally() -> None:
+    assert [human_duration(v) for v in (None, 4.25, 65, 3 * 3600 + 5 * 60, timedelta(days=2, hours=3))] == [
+        "—",
+        "4.2 s",
+        "1 min 05 s",
+        "3 h 05 min",
+        "2 d 3 h",
+    ]
+    assert window_label(T0, T0 + HOUR) == "[2026-11-21 00:00, 01:00)"
+    assert window_label(T0 + 23 * HOUR, T0 + 24 * HOUR) == "[2026-11-21 23:00, 00:00)"
+    assert window_label(T0, T0 + 48 * HOUR) == "[2026-11-21 00:00, 2026-11-23 00:00)"
+    assert window_label(None, None) == "no window"
+
+
+# --- chart -------------------------------------------------------------------------------------------------
+
+
+def chart_of(*records: SyncRecord) -> ET.Element:
+    [view] = build_views(records)
+    return ET.fromstring(sync_chart(view))  # well-formed XML, or this raises
+
+
+def groups(svg: ET.Element, css: str) -> list[ET.Element]:
+    return [g for g in svg.iter(SVG + "g") if css in (g.get("class") or "").split()]
+
+
+def test_the_chart_draws_each_window_and_marks_failed_and_missing_ones() -> None:
+    svg = chart_of(record(0), record(1, state="failed", with_summary=False), record(2), record(5))
+    assert svg.tag == SVG + "svg" and svg.get("role") == "img"
+    assert len(groups(svg, "window")) == 4
+    assert len(groups(svg, "state-success")) == 3
+    [failed] = groups(svg, "state-failed")
+    assert [r.get("class") for r in failed.iter(SVG + "rect")] == ["band failed"]
+    [gap] = groups(svg, "gap")
+    assert gap.findtext(SVG + "title") == "missing: no sync ran for [2026-11-21 03:00, 05:00) (2 h 00 min)"
+    [ok] = [g for g in groups(svg, "state-success") if g.get("data-start") == T0.isoformat()]
+    assert [r.get("class") for r in ok.iter(SVG + "rect")] == ["bar predictions", "bar actuals"]
+    assert ok.findtext(SVG + "title") == (
+        "[2026-11-21 00:00, 01:00): predictions sent 8, actuals sent 2, rows rejected 0, lag 10 min 00 s"
+    )
+
+
+def test_bar_heights_follow_the_counts_and_rejected_rows_stack_on_predictions() -> None:
+    svg = chart_of(record(0), record(1, summary=summary(1, fragments_sent=4, rows_rejected=4, actuals_sent=0)))
+    first, second = groups(svg, "window")
+    heights = {
+        (g.get("data-start"), r.get("class")): float(r.get("height") or 0)
+        for g in (first, second)
+        for r in g.iter(SVG + "rect")
+    }
+    full = heights[(T0.isoformat(), "bar predictions")]
+    assert full > 0
+    assert heights[((T0 + HOUR).isoformat(), "bar predictions")] == pytest.approx(full / 2)
+    assert heights[((T0 + HOUR).isoformat(), "bar rejected")] == pytest.approx(full / 2)
+    assert heights[((T0 + HOUR).isoformat(), "bar actuals")] == 0
+    assert heights[(T0.isoformat(), "bar actuals")] == pytest.approx(full / 4)
+
+
+def test_the_chart_escapes_what_users_named() -> None:
+    hostile = summary(0, model_id='<script>alert("x")</script>', model_version="v&1")
+    markup = sync_chart(build_views([record(0, summary=hostile)])[0])
+    assert "<script>" not in markup
+    assert ET.fromstring(markup).get("aria-label") == '<script>alert("x")</script> v&1: windows synced'
+
+
+def test_an_empty_view_says_so() -> None:
+    svg = ET.fromstring(sync_chart(VersionView("m", "v1")))
+    assert "No windows synced yet." in "".join(svg.itertext())
+
+
+# --- page, plugin, guard -----------------------------------------------------------------------------------
+
+
+def page(*records: SyncRecord) -> str:
+    from aporia_provider.plugins.sync_view import render_page
+
+    return render_page(
+        build_views(records),
+        airflow_base="/airflow",
+        static_base="/airflow/aporia-sync/static",
+        now=T0 + 30 * HOUR,
+        shown_limit=2000,
+        records=len(records),
+    )
+
+
+def test_the_page_lists_windows_newest_first_with_gaps_and_failures_standing_out() -> None:
+    html = page(
+        record(0),
+        record(1, state="failed", with_summary=False, try_number=2),
+        record(3, summary=summary(3, rows_rejected=1, rejected_examples=["pred-7: amount <b>NaN</b>"])),
+    )
+    rows = re.findall(r'<tr class="([^"]+)" data-window-start="([^"]+)"', html)
+    assert rows == [
+        ("window state-success", (T0 + 3 * HOUR).isoformat()),
+        ("gap", (T0 + 2 * HOUR).isoformat()),
+        ("window state-failed failed", (T0 + HOUR).isoformat()),
+        ("window state-success", T0.isoformat()),
+    ]
+    assert "missing: no sync ran for these 1 h 00 min" in html
+    assert '<b data-fact="failed">1</b> failed' in html and '<b data-fact="missing">1</b> missing' in html
+    assert '<td class="num" data-col="fragments_sent">8</td>' in html
+    assert '<td class="num" data-col="retries">1 / —</td>' in html  # the failed try was retried once
+    assert "pred-7: amount &lt;b&gt;NaN&lt;/b&gt;" in html  # rejected examples are escaped
+    assert (
+        'href="/airflow/dags/aporia_redshift_sync/runs/scheduled__2026-11-21T00%3A00%3A00%2B00%3A00/tasks/sync"' in html
+    )
+    assert 'href="/airflow/aporia-sync/static/sync_view.css"' in html
+    assert "<svg" in html and "&lt;svg" not in html
+
+
+def test_an_empty_page_explains_where_windows_come_from() -> None:
+    assert "No sync task has run yet" in page()
+
+
+def test_the_plugin_is_registered_through_the_airflow_plugins_entry_point() -> None:
+    from airflow.plugins_manager import AirflowPlugin
+
+    from aporia_provider.plugins.sync_view import URL_PREFIX, AporiaSyncViewPlugin
+
+    [entry] = [e for e in entry_points(group="airflow.plugins") if e.name == "aporia_sync_view"]
+    assert entry.load() is AporiaSyncViewPlugin
+    assert issubclass(AporiaSyncViewPlugin, AirflowPlugin)
+    AporiaSyncViewPlugin.validate()  # what Airflow checks when it loads a plugin (it has a name)
+    [app] = AporiaSyncViewPlugin.fastapi_apps
+    assert app["url_prefix"] == URL_PREFIX == "/aporia-sync"
+    [view] = AporiaSyncViewPlugin.external_views
+    assert (view["href"], view["category"], view["url_route"]) == ("aporia-sync/", "browse", "aporia-sync")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/windows", "/static/sync_view.css"])
+def test_anonymous_requests_get_401(path: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from aporia_provider.plugins.sync_view import app
+
+    response = TestClient(app).get(path)
+    assert (response.status_code, response.json()) == (401, {"detail": "Not authenticated"})
