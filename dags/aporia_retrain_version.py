@@ -16,12 +16,11 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, task
 from insurance_model import ACTUALS, FEATURES, ID_COLUMN, MODEL_ID, PREDICTIONS, QUERY, RAW_INPUTS, TIMESTAMP_COLUMN
 
+from aporia_provider.assets.retraining import new_version_name, trained_version_names
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaConnectTrainingOperator,
     AporiaCreateModelVersionOperator,
-    new_version_name,
-    trained_version_names,
 )
 
 TRAINED_MODEL = Asset(name="trained-insurance-model", uri="s3://models/insurance-propensity/latest")
