@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,3 +218,18 @@ def assert_delivered_exactly(stack: LocalStack, aporia: AporiaProbe, start: date
         assert fragment["predictions"]["proba"] == pytest.approx(row[3])
     for prediction_id, row in arrived.items():
         assert by_id[prediction_id]["actuals"] == {"will_buy_insurance": row[4]}
+
+
+# The seed's first hour (six rows an hour, row n at SEED_START + n * 10 minutes) and seeded prediction ids.
+SEED_START = datetime(2026, 11, 20, tzinfo=timezone.utc)
+NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
+PREDICTIONS_ONLY: dict[str, Any] = {"actuals": None, "actuals_timestamp_column": None, "num_partitions": 1}
+
+
+def row_id(n: int) -> str:
+    return f"pred-{n:010d}"
+
+
+def sync_predictions(window: tuple[datetime, datetime], **kwargs: Any) -> dict[str, Any]:
+    """One sync of the window; predictions only unless the case passes actuals."""
+    return sync(window, **(PREDICTIONS_ONLY | kwargs))

@@ -26,28 +26,31 @@ from aporia_provider.operators.aporia import (
     AporiaCreateModelOperator,
     AporiaCreateModelVersionOperator,
 )
-from tests import helpers
-from tests.helpers import MODEL, AporiaProbe, redshift_sql, sync_operator, version_args
+from tests.helpers import (
+    MODEL,
+    NOTHING_SENT,
+    PREDICTIONS_ONLY,
+    SEED_START,
+    AporiaProbe,
+    redshift_sql,
+    row_id,
+    sync_operator,
+    sync_predictions,
+    version_args,
+)
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 HOUR = timedelta(hours=1)
-T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)  # the seed's first hour; row n lies at T0 + n * 10 minutes
+T0 = SEED_START
 FIRST_HOUR = (T0, T0 + HOUR)
 SEED_COLUMNS = (
     "prediction_id, prediction_timestamp, raw_text, amount, owner, is_new, embeddings, will_buy_insurance, proba, "
     "did_buy_insurance, actual_timestamp"
 )
-PREDICTIONS_ONLY: dict[str, Any] = {"actuals": None, "actuals_timestamp_column": None, "num_partitions": 1}
-NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
 
 
 def sync(window: tuple[datetime, datetime] = FIRST_HOUR, **kwargs: Any) -> dict[str, Any]:
-    """One sync of the window; predictions only unless the case passes actuals."""
-    return helpers.sync(window, **(PREDICTIONS_ONLY | kwargs))
-
-
-def row_id(n: int) -> str:
-    return f"pred-{n:010d}"
+    return sync_predictions(window, **kwargs)
 
 
 def hour(h: int) -> tuple[datetime, datetime]:

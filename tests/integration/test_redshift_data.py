@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,23 +17,16 @@ from airflow.sdk.exceptions import AirflowFailException
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
 from aporia_provider.extraction.failures import SyncFailed
-from tests import helpers
-from tests.helpers import MODEL, AporiaProbe, redshift_sql
+from tests.helpers import MODEL, NOTHING_SENT, SEED_START, AporiaProbe, redshift_sql, row_id, sync_predictions
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 HOUR = timedelta(hours=1)
-T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)  # the seed's first hour; six rows an hour
+T0 = SEED_START
 FIRST_HOUR = (T0, T0 + HOUR)
-PREDICTIONS_ONLY: dict[str, Any] = {"actuals": None, "actuals_timestamp_column": None, "num_partitions": 1}
-NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
 
 
 def sync(window: tuple[datetime, datetime] = FIRST_HOUR, **kwargs: Any) -> dict[str, Any]:
-    return helpers.sync(window, **(PREDICTIONS_ONLY | kwargs))
-
-
-def row_id(n: int) -> str:
-    return f"pred-{n:010d}"
+    return sync_predictions(window, **kwargs)
 
 
 @pytest.fixture(scope="module")
