@@ -267,14 +267,18 @@ def dag_connection_ids() -> set[str]:
                 pairs = [
                     (k.value, v) for k, v in zip(node.keys, node.values, strict=True) if isinstance(k, ast.Constant)
                 ]
-            used |= {
-                value.value
-                for key, value in pairs
-                if isinstance(key, str)
-                and key.endswith("conn_id")
-                and isinstance(value, ast.Constant)
-                and isinstance(value.value, str)
-            }
+            for key, value in pairs:
+                # A trigger-form param (`"spark_conn_id": Param("spark_connect_default", ...)`) names its default.
+                if isinstance(value, ast.Call) and getattr(value.func, "id", None) == "Param" and value.args:
+                    value = value.args[0]
+                if (
+                    isinstance(key, str)
+                    and key.endswith("conn_id")
+                    and isinstance(value, ast.Constant)
+                    and isinstance(value.value, str)
+                    and "{{" not in value.value  # a template names a param, whose default is counted above
+                ):
+                    used.add(value.value)
     return used
 
 
