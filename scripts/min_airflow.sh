@@ -93,7 +93,9 @@ SETUP
             echo "Airflow $MIN_AIRFLOW: creating the example model, version and serving data set failed (log above)." >&2
             exit 1
         fi
-        for command in "db migrate" "dags test aporia_redshift_sync $WINDOW_END"; do
+        # Spark in the task (the DAG's default is the stack's Connect server): the release-day protobuf of these
+        # constraints is older than the one PySpark 4.2's Connect client was generated with.
+        for command in "db migrate" "dags test aporia_redshift_sync $WINDOW_END -c {\"spark_conn_id\":\"\"}"; do
             # shellcheck disable=SC2086
             if ! "$VENV/bin/airflow" $command >>"$log" 2>&1; then
                 tail -n 60 "$log"
