@@ -3,6 +3,8 @@
 Transport-free: the HTTP/GraphQL layer (`aporia_server`) turns `StoreError`s into responses.
 One connection guarded by a lock serves every thread; SQLite runs in WAL mode with
 synchronous=NORMAL, and each `logPredictions` batch is one transaction with one `executemany`.
+Batches that fit the version schema without a warning take `log_fragments_json` (see fast_ingest);
+the others `log_fragments`, which words every warning.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from aporia_local.fast_ingest import FastBatch
 from aporia_local.rules import Field, RuleError, Schema, parse_schema, parse_version
 from aporia_provider.vocabulary import DATA_SOURCE_TYPES, DATASET_NAMES, FIELD_GROUPS, FRAGMENT_KEYS, wire_group
 
@@ -32,6 +35,8 @@ _CHECKED_PARTS = (
 _FRAGMENT_KEYS = frozenset(FRAGMENT_KEYS)
 _RECORD_PARTS = ("features", "predictions", "raw_inputs", "actuals", "metrics")
 _CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
+# The same instant written with Z (as Spark writes UTC): only the zone designator differs.
+_CANONICAL_UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def _dumps(value: Any) -> str:
@@ -65,6 +70,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (model_id, model_version, environment, id) DO UPDATE SET
     occurred_at = excluded.occurred_at, has_predictions = excluded.has_predictions,
     has_actuals = excluded.has_actuals, data = excluded.data
+"""
+_INSERT = """
+INSERT INTO fragments (model_id, model_version, environment, id, occurred_at, has_predictions, has_actuals, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 _SELECT_EXISTING = """
 SELECT id, occurred_at, data FROM fragments
@@ -102,6 +111,8 @@ def normalize_timestamp(value: str) -> str:
     parsed = datetime.fromisoformat(value)
     if _CANONICAL_TIMESTAMP.fullmatch(value):
         return value  # already normalised (the usual case): skip re-formatting
+    if _CANONICAL_UTC_Z.fullmatch(value):
+        return value[:-1] + "+00:00"
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
@@ -247,6 +258,7 @@ class AporiaStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_DDL)
         self._schemas: dict[tuple[str, str], Schema] = {}
+        self._fast: dict[tuple[str, str], tuple[Schema, FastBatch]] = {}
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -302,6 +314,7 @@ class AporiaStore:
                     self._db.execute(f"DELETE FROM {table} WHERE model_id = ?", (model_id,))
                 self._db.execute("DELETE FROM models WHERE id = ?", (model_id,))
             self._schemas = {k: v for k, v in self._schemas.items() if k[0] != model_id}
+            self._fast = {k: v for k, v in self._fast.items() if k[0] != model_id}
 
     def create_version(self, model_id: str, body: Mapping[str, Any]) -> None:
         name = body["name"]
@@ -449,6 +462,67 @@ class AporiaStore:
                 self._db.executemany(_UPSERT, rows)
         return warnings.as_list()
 
+    def log_fragments_json(self, model_id: str, version: str, environment: str, predictions: bytes) -> list[str] | None:
+        """Store a batch given as the JSON text of its fragments when none needs a warning; else None.
+
+        None means nothing was stored: `log_fragments` takes the batch then and words its warnings or its
+        error. Unknown models and versions raise StoreError as there.
+        """
+        fast = self._fast_batch(model_id, version)
+        rows = fast.decode(predictions, (model_id, version, environment))
+        if rows is None:
+            return None
+        ids = [row[3] for row in rows]
+        if len(set(ids)) != len(ids):
+            return None  # fragments of one id merge within the batch: log_fragments does that
+        with self._lock:
+            self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
+            existing = {
+                fragment_id: (occurred_at, data)
+                for fragment_id, occurred_at, data in self._db.execute(
+                    _SELECT_EXISTING, (model_id, version, environment, _dumps(ids))
+                )
+            }
+            inserted = [row for row in rows if row[3] not in existing] if existing else rows
+            merged = []
+            for _, _, _, fragment_id, occurred_at, _, _, data in rows if existing else ():
+                if fragment_id not in existing:
+                    continue
+                stored_at, stored_data = existing[fragment_id]
+                stored = orjson.loads(stored_data)
+                if stored_at is not None:
+                    stored["occurred_at"] = stored_at
+                update = orjson.loads(data)
+                if occurred_at is not None:
+                    update["occurred_at"] = occurred_at
+                merge_record(stored, update)
+                merged.append(
+                    (
+                        model_id,
+                        version,
+                        environment,
+                        fragment_id,
+                        stored.pop("occurred_at", None),
+                        bool(stored.get("predictions")),
+                        bool(stored.get("actuals")),
+                        _dumps(stored),
+                    )
+                )
+            with self._transaction():
+                if inserted:
+                    self._db.executemany(_INSERT, inserted)
+                if merged:
+                    self._db.executemany(_UPSERT, merged)
+        return []
+
+    def _fast_batch(self, model_id: str, version: str) -> FastBatch:
+        with self._lock:
+            schema = self._checked_schema(model_id, version)
+            cached = self._fast.get((model_id, version))
+            if cached is None or cached[0] is not schema:
+                cached = self._fast[(model_id, version)] = (schema, FastBatch(schema, normalize_timestamp))
+            return cached[1]
+
     def count_fragments(self, selection: FragmentFilter) -> dict[str, int]:
         where, params = selection.where()
         with self._lock:
@@ -483,3 +557,4 @@ class AporiaStore:
             for table in ("fragments", "datasets", "versions", "models"):
                 self._db.execute(f"DELETE FROM {table}")
             self._schemas.clear()
+            self._fast.clear()
