@@ -17,6 +17,8 @@ import argparse
 import asyncio
 import hmac
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, NewType, cast
 
@@ -570,7 +572,13 @@ class FastJSONGraphQLRouter(GraphQLRouter[Any, Any]):
 def create_app(db_path: str, token: str) -> FastAPI:
     store = AporiaStore(db_path)
     faults = FaultPlan()
-    app = FastAPI(title="Local Aporia API", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()  # the batch being written behind, if any, is in the database before the server exits
+
+    app = FastAPI(title="Local Aporia API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store = store
 
     @app.exception_handler(StoreError)

@@ -10,10 +10,12 @@ the others `log_fragments`, which words every warning.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +26,8 @@ import orjson
 from aporia_local.fast_ingest import FastBatch
 from aporia_local.rules import Field, RuleError, Schema, parse_schema, parse_version
 from aporia_provider.vocabulary import DATA_SOURCE_TYPES, DATASET_NAMES, FIELD_GROUPS, FRAGMENT_KEYS, wire_group
+
+log = logging.getLogger(__name__)
 
 MAX_WARNINGS = 100
 # Fragment parts checked against the schema: (wire key, stored key, schema group, label in warnings).
@@ -37,6 +41,34 @@ _RECORD_PARTS = ("features", "predictions", "raw_inputs", "actuals", "metrics")
 _CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 # The same instant written with Z (as Spark writes UTC): only the zone designator differs.
 _CANONICAL_UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def _script(inserted: list[Any], merged: list[Any]) -> str:
+    """One transaction inserting new fragments and overwriting merged ones, as SQL text with literal values.
+
+    The inserted rows come from a batch without quotes or backslashes, so their text needs no escaping;
+    merged records are re-serialised, so theirs is escaped.
+    """
+    statements = ["BEGIN"]
+    if inserted:
+        stream = ",".join(map(_literal, inserted[0][:3]))  # model, version and environment: the batch's own
+        values = ",".join(
+            f"({stream},'{i}',{_timestamp(at)},{int(p)},{int(a)},'{data}')" for _, _, _, i, at, p, a, data in inserted
+        )
+        statements.append(f"{_INSERT.split('VALUES')[0]} VALUES {values}")
+    if merged:
+        values = ",".join(
+            f"({_literal(m)},{_literal(v)},{_literal(e)},{_literal(i)},{'NULL' if at is None else _literal(at)},"
+            f"{int(p)},{int(a)},{_literal(data)})"
+            for m, v, e, i, at, p, a, data in merged
+        )
+        statements.append(_UPSERT.replace("(?, ?, ?, ?, ?, ?, ?, ?)", values))
+    statements.append("COMMIT")
+    return ";\n".join(statements) + ";"
+
+
+def _timestamp(value: str | None) -> str:
+    return "NULL" if value is None else f"'{value}'"  # normalised: digits, '-', ':', '.', '+' and 'T'
 
 
 def _dumps(value: Any) -> str:
@@ -250,15 +282,66 @@ class FragmentFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _connect(db_path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # A stand-in's data need not survive the machine crashing: no fsync at commits and checkpoints.
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 class AporiaStore:
+    """The store; every method may be called from any thread.
+
+    Batches from the fast path are written behind: `log_fragments_json` hands the batch's SQL to a writer
+    thread (its own connection; `executescript` runs without the GIL) and returns, so the next request is
+    parsed and checked while SQLite writes. Every other use of the store, and the next batch's own reads,
+    first waits for that write (`_locked`): whatever is answered through the store sees every batch
+    answered before, exactly as if each had been written before its answer.
+    """
+
     def __init__(self, db_path: str) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = _connect(db_path)
         self._db.executescript(_DDL)
+        self._writer_db = _connect(db_path)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aporia-store-writer")
+        self._written: Future[None] | None = None
         self._schemas: dict[tuple[str, str], Schema] = {}
         self._fast: dict[tuple[str, str], tuple[Schema, FastBatch]] = {}
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store lock, once the batch being written behind (if any) is in the database."""
+        with self._lock:
+            written, self._written = self._written, None
+            if written is not None:
+                written.result()
+            yield
+
+    def close(self) -> None:
+        """Finish the write in progress and close the database."""
+        with self._locked():
+            self._writer.shutdown()
+            self._writer_db.close()
+            self._db.close()
+
+    def _write_behind(self, script: str) -> None:
+        def write() -> None:
+            try:
+                self._writer_db.executescript(script)
+            except BaseException:
+                log.exception("A batch of fragments could not be stored.")
+                if self._writer_db.in_transaction:
+                    self._writer_db.execute("ROLLBACK")
+                raise
+
+        self._written = self._writer.submit(write)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -292,7 +375,7 @@ class AporiaStore:
     # Models and versions
 
     def create_model(self, body: Mapping[str, Any]) -> None:
-        with self._lock:
+        with self._locked():
             try:
                 self._db.execute(
                     "INSERT INTO models (id, body, created_at) VALUES (?, ?, ?)",
@@ -302,12 +385,12 @@ class AporiaStore:
                 raise ConflictError(f"Model {body['id']!r} already exists.") from None
 
     def list_models(self) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._locked():
             rows = self._db.execute("SELECT body, created_at FROM models ORDER BY id").fetchall()
         return [{**json.loads(body), "created_at": created_at} for body, created_at in rows]
 
     def delete_model(self, model_id: str) -> None:
-        with self._lock:
+        with self._locked():
             self._require_model(model_id)
             with self._transaction():
                 for table in ("fragments", "datasets", "versions"):
@@ -318,7 +401,7 @@ class AporiaStore:
 
     def create_version(self, model_id: str, body: Mapping[str, Any]) -> None:
         name = body["name"]
-        with self._lock:
+        with self._locked():
             self._require_model(model_id)  # an unknown model is a 404 before any body check
             try:
                 parse_version(body["model_type"], body["version_schema"])
@@ -333,7 +416,7 @@ class AporiaStore:
                 raise ConflictError(f"Model {model_id!r} already has a version {name!r}.") from None
 
     def list_versions(self, model_id: str) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._locked():
             self._require_model(model_id)
             rows = self._db.execute(
                 "SELECT body, created_at FROM versions WHERE model_id = ? ORDER BY created_at, name",
@@ -342,7 +425,7 @@ class AporiaStore:
         return [{**json.loads(body), "created_at": created_at} for body, created_at in rows]
 
     def version_schema(self, model_id: str, version: str) -> Schema:
-        with self._lock:
+        with self._locked():
             return self._checked_schema(model_id, version)
 
     def _checked_schema(self, model_id: str, version: str) -> Schema:
@@ -359,7 +442,7 @@ class AporiaStore:
     def upsert_dataset(self, model_id: str, version: str, body: Mapping[str, Any]) -> None:
         name = body["name"]
         source_type = body["data_source"]["type"]
-        with self._lock:
+        with self._locked():
             self._version_body(model_id, version)
             if name not in DATASET_NAMES:
                 raise InvalidError(f"Dataset name {name!r} is not supported; use one of {', '.join(DATASET_NAMES)}.")
@@ -373,7 +456,7 @@ class AporiaStore:
             )
 
     def list_datasets(self, model_id: str, version: str) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._locked():
             self._version_body(model_id, version)
             rows = self._db.execute(
                 "SELECT body FROM datasets WHERE model_id = ? AND version = ? ORDER BY name",
@@ -383,7 +466,7 @@ class AporiaStore:
 
     def set_sync(self, model_id: str, version: str, enabled: bool) -> list[str]:
         """Set `sync.enabled` on every dataset of the version; return the dataset names."""
-        with self._lock:
+        with self._locked():
             self._version_body(model_id, version)
             rows = self._db.execute(
                 "SELECT name, body FROM datasets WHERE model_id = ? AND version = ? ORDER BY name",
@@ -401,7 +484,7 @@ class AporiaStore:
         return [name for name, _ in rows]
 
     def sync_status(self, model_id: str, version: str, dataset: str) -> dict[str, Any]:
-        with self._lock:
+        with self._locked():
             self._version_body(model_id, version)
             row = self._one(
                 "SELECT body, connected_at FROM datasets WHERE model_id = ? AND version = ? AND name = ?",
@@ -434,7 +517,7 @@ class AporiaStore:
                 batch[fragment_id] = record
             else:
                 merge_record(earlier, record)
-        with self._lock:
+        with self._locked():
             self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
             existing = self._db.execute(
                 _SELECT_EXISTING, (model_id, version, environment, _dumps(list(batch)))
@@ -475,7 +558,9 @@ class AporiaStore:
         ids = [row[3] for row in rows]
         if len(set(ids)) != len(ids):
             return None  # fragments of one id merge within the batch: log_fragments does that
-        with self._lock:
+        # Written as SQL text when no quote or escape in the batch needs care (nearly always); else bound.
+        plain = b"'" not in predictions and b"\\" not in predictions
+        with self._locked():
             self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
             existing = {
                 fragment_id: (occurred_at, data)
@@ -508,14 +593,18 @@ class AporiaStore:
                         _dumps(stored),
                     )
                 )
-            with self._transaction():
-                if inserted:
-                    self._db.executemany(_INSERT, inserted)
-                if merged:
-                    self._db.executemany(_UPSERT, merged)
+            if plain:
+                self._write_behind(_script(inserted, merged))
+            else:
+                with self._transaction():
+                    if inserted:
+                        self._db.executemany(_INSERT, inserted)
+                    if merged:
+                        self._db.executemany(_UPSERT, merged)
         return []
 
     def _fast_batch(self, model_id: str, version: str) -> FastBatch:
+        # The lock alone: the versions table is the main connection's; a batch being written is no concern.
         with self._lock:
             schema = self._checked_schema(model_id, version)
             cached = self._fast.get((model_id, version))
@@ -525,7 +614,7 @@ class AporiaStore:
 
     def count_fragments(self, selection: FragmentFilter) -> dict[str, int]:
         where, params = selection.where()
-        with self._lock:
+        with self._locked():
             total, with_predictions, with_actuals = self._one(
                 f"SELECT COUNT(*), SUM(has_predictions), SUM(has_actuals) FROM fragments{where}", params
             )
@@ -533,7 +622,7 @@ class AporiaStore:
 
     def list_fragments(self, selection: FragmentFilter, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         where, params = selection.where()
-        with self._lock:
+        with self._locked():
             rows = self._db.execute(
                 f"SELECT id, occurred_at, data FROM fragments{where} "
                 "ORDER BY id, model_id, model_version, environment LIMIT ? OFFSET ?",
@@ -553,7 +642,7 @@ class AporiaStore:
         return records
 
     def reset(self) -> None:
-        with self._lock, self._transaction():
+        with self._locked(), self._transaction():
             for table in ("fragments", "datasets", "versions", "models"):
                 self._db.execute(f"DELETE FROM {table}")
             self._schemas.clear()
