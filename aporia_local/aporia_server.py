@@ -576,7 +576,7 @@ def create_app(db_path: str, token: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        store.close()  # the batch being written behind, if any, is in the database before the server exits
+        store.close()
 
     app = FastAPI(title="Local Aporia API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store = store

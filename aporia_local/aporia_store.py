@@ -10,12 +10,10 @@ the others `log_fragments`, which words every warning.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,8 +24,6 @@ import orjson
 from aporia_local.fast_ingest import FastBatch
 from aporia_local.rules import Field, RuleError, Schema, parse_schema, parse_version
 from aporia_provider.vocabulary import DATA_SOURCE_TYPES, DATASET_NAMES, FIELD_GROUPS, FRAGMENT_KEYS, wire_group
-
-log = logging.getLogger(__name__)
 
 MAX_WARNINGS = 100
 # Fragment parts checked against the schema: (wire key, stored key, schema group, label in warnings).
@@ -41,34 +37,6 @@ _RECORD_PARTS = ("features", "predictions", "raw_inputs", "actuals", "metrics")
 _CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 # The same instant written with Z (as Spark writes UTC): only the zone designator differs.
 _CANONICAL_UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-
-
-def _script(inserted: list[Any], merged: list[Any]) -> str:
-    """One transaction inserting new fragments and overwriting merged ones, as SQL text with literal values.
-
-    The inserted rows come from a batch without quotes or backslashes, so their text needs no escaping;
-    merged records are re-serialised, so theirs is escaped.
-    """
-    statements = ["BEGIN"]
-    if inserted:
-        stream = ",".join(map(_literal, inserted[0][:3]))  # model, version and environment: the batch's own
-        values = ",".join(
-            f"({stream},'{i}',{_timestamp(at)},{int(p)},{int(a)},'{data}')" for _, _, _, i, at, p, a, data in inserted
-        )
-        statements.append(f"{_INSERT.split('VALUES')[0]} VALUES {values}")
-    if merged:
-        values = ",".join(
-            f"({_literal(m)},{_literal(v)},{_literal(e)},{_literal(i)},{'NULL' if at is None else _literal(at)},"
-            f"{int(p)},{int(a)},{_literal(data)})"
-            for m, v, e, i, at, p, a, data in merged
-        )
-        statements.append(_UPSERT.replace("(?, ?, ?, ?, ?, ?, ?, ?)", values))
-    statements.append("COMMIT")
-    return ";\n".join(statements) + ";"
-
-
-def _timestamp(value: str | None) -> str:
-    return "NULL" if value is None else f"'{value}'"  # normalised: digits, '-', ':', '.', '+' and 'T'
 
 
 def _dumps(value: Any) -> str:
@@ -89,28 +57,60 @@ CREATE TABLE IF NOT EXISTS datasets (
     connected_at TEXT NOT NULL,
     PRIMARY KEY (model_id, version, name)
 );
-CREATE TABLE IF NOT EXISTS fragments (
-    model_id TEXT NOT NULL, model_version TEXT NOT NULL, environment TEXT NOT NULL, id TEXT NOT NULL,
-    occurred_at TEXT, has_predictions INTEGER NOT NULL, has_actuals INTEGER NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (model_id, model_version, environment, id)
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY, model_id TEXT NOT NULL, model_version TEXT NOT NULL, environment TEXT NOT NULL,
+    UNIQUE (model_id, model_version, environment)
+);
+CREATE TABLE IF NOT EXISTS records (
+    stream INTEGER NOT NULL, id TEXT NOT NULL, occurred_at TEXT, has_predictions INTEGER NOT NULL,
+    has_actuals INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (stream, id)
 ) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS fragments AS
+    SELECT s.model_id, s.model_version, s.environment, r.id, r.occurred_at, r.has_predictions, r.has_actuals, r.data
+    FROM records AS r JOIN streams AS s ON s.id = r.stream;
+"""
+# Rows per fragment are what ingest costs most: a small integer key instead of three repeated strings.
+_MIGRATE_FRAGMENTS_TABLE = """
+ALTER TABLE fragments RENAME TO fragments_before_streams;
 """
 # The batch is already merged in Python (under the store lock), so the upsert just overwrites.
 _UPSERT = """
-INSERT INTO fragments (model_id, model_version, environment, id, occurred_at, has_predictions, has_actuals, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (model_id, model_version, environment, id) DO UPDATE SET
+INSERT INTO records (stream, id, occurred_at, has_predictions, has_actuals, data) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (stream, id) DO UPDATE SET
     occurred_at = excluded.occurred_at, has_predictions = excluded.has_predictions,
     has_actuals = excluded.has_actuals, data = excluded.data
 """
-_INSERT = """
-INSERT INTO fragments (model_id, model_version, environment, id, occurred_at, has_predictions, has_actuals, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+# A batch of new ids: one insert each; any id already stored is left alone and counted out.
+_INSERT_NEW = """
+INSERT OR IGNORE INTO records (stream, id, occurred_at, has_predictions, has_actuals, data) VALUES (?, ?, ?, ?, ?, ?)
 """
 _SELECT_EXISTING = """
-SELECT id, occurred_at, data FROM fragments
-WHERE model_id = ? AND model_version = ? AND environment = ? AND id IN (SELECT value FROM json_each(?))
+SELECT id, occurred_at, data FROM records WHERE stream = ? AND id IN (SELECT value FROM json_each(?))
 """
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Move fragments stored by an earlier version (one table keyed by model, version, environment, id)."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(fragments)")]
+    if (
+        "model_version" not in columns
+        or db.execute("SELECT type FROM sqlite_master WHERE name = 'fragments'").fetchone()[0] != "table"
+    ):
+        return
+    db.executescript(
+        _MIGRATE_FRAGMENTS_TABLE
+        + _DDL
+        + """
+        INSERT OR IGNORE INTO streams (model_id, model_version, environment)
+            SELECT DISTINCT model_id, model_version, environment FROM fragments_before_streams;
+        INSERT INTO records
+            SELECT s.id, f.id, f.occurred_at, f.has_predictions, f.has_actuals, f.data
+            FROM fragments_before_streams AS f JOIN streams AS s
+                ON s.model_id = f.model_id AND s.model_version = f.model_version AND s.environment = f.environment;
+        DROP TABLE fragments_before_streams;
+        """
+    )
 
 
 class StoreError(Exception):
@@ -291,57 +291,38 @@ def _connect(db_path: str) -> sqlite3.Connection:
     return db
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 class AporiaStore:
-    """The store; every method may be called from any thread.
+    """The store; every method may be called from any thread (one connection, one lock).
 
-    Batches from the fast path are written behind: `log_fragments_json` hands the batch's SQL to a writer
-    thread (its own connection; `executescript` runs without the GIL) and returns, so the next request is
-    parsed and checked while SQLite writes. Every other use of the store, and the next batch's own reads,
-    first waits for that write (`_locked`): whatever is answered through the store sees every batch
-    answered before, exactly as if each had been written before its answer.
+    Fragments live in `records`, keyed by their stream (a model, version and environment, numbered in
+    `streams`) and id; the `fragments` view joins the two back for the read-only views.
     """
 
     def __init__(self, db_path: str) -> None:
         self._lock = threading.Lock()
         self._db = _connect(db_path)
+        _migrate(self._db)
         self._db.executescript(_DDL)
-        self._writer_db = _connect(db_path)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aporia-store-writer")
-        self._written: Future[None] | None = None
         self._schemas: dict[tuple[str, str], Schema] = {}
         self._fast: dict[tuple[str, str], tuple[Schema, FastBatch]] = {}
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """The store lock, once the batch being written behind (if any) is in the database."""
-        with self._lock:
-            written, self._written = self._written, None
-            if written is not None:
-                written.result()
-            yield
+        self._streams: dict[tuple[str, str, str], int] = {}
 
     def close(self) -> None:
-        """Finish the write in progress and close the database."""
-        with self._locked():
-            self._writer.shutdown()
-            self._writer_db.close()
+        with self._lock:
             self._db.close()
 
-    def _write_behind(self, script: str) -> None:
-        def write() -> None:
-            try:
-                self._writer_db.executescript(script)
-            except BaseException:
-                log.exception("A batch of fragments could not be stored.")
-                if self._writer_db.in_transaction:
-                    self._writer_db.execute("ROLLBACK")
-                raise
-
-        self._written = self._writer.submit(write)
+    def _stream(self, model_id: str, version: str, environment: str) -> int:
+        """The number of a model version's environment, made on first use (call with the lock held)."""
+        key = (model_id, version, environment)
+        stream = self._streams.get(key)
+        if stream is None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO streams (model_id, model_version, environment) VALUES (?, ?, ?)", key
+            )
+            stream = self._streams[key] = self._one(
+                "SELECT id FROM streams WHERE model_id = ? AND model_version = ? AND environment = ?", key
+            )[0]
+        return stream
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -375,7 +356,7 @@ class AporiaStore:
     # Models and versions
 
     def create_model(self, body: Mapping[str, Any]) -> None:
-        with self._locked():
+        with self._lock:
             try:
                 self._db.execute(
                     "INSERT INTO models (id, body, created_at) VALUES (?, ?, ?)",
@@ -385,23 +366,27 @@ class AporiaStore:
                 raise ConflictError(f"Model {body['id']!r} already exists.") from None
 
     def list_models(self) -> list[dict[str, Any]]:
-        with self._locked():
+        with self._lock:
             rows = self._db.execute("SELECT body, created_at FROM models ORDER BY id").fetchall()
         return [{**json.loads(body), "created_at": created_at} for body, created_at in rows]
 
     def delete_model(self, model_id: str) -> None:
-        with self._locked():
+        with self._lock:
             self._require_model(model_id)
             with self._transaction():
-                for table in ("fragments", "datasets", "versions"):
+                self._db.execute(
+                    "DELETE FROM records WHERE stream IN (SELECT id FROM streams WHERE model_id = ?)", (model_id,)
+                )
+                for table in ("streams", "datasets", "versions"):
                     self._db.execute(f"DELETE FROM {table} WHERE model_id = ?", (model_id,))
                 self._db.execute("DELETE FROM models WHERE id = ?", (model_id,))
             self._schemas = {k: v for k, v in self._schemas.items() if k[0] != model_id}
             self._fast = {k: v for k, v in self._fast.items() if k[0] != model_id}
+            self._streams = {k: v for k, v in self._streams.items() if k[0] != model_id}
 
     def create_version(self, model_id: str, body: Mapping[str, Any]) -> None:
         name = body["name"]
-        with self._locked():
+        with self._lock:
             self._require_model(model_id)  # an unknown model is a 404 before any body check
             try:
                 parse_version(body["model_type"], body["version_schema"])
@@ -416,7 +401,7 @@ class AporiaStore:
                 raise ConflictError(f"Model {model_id!r} already has a version {name!r}.") from None
 
     def list_versions(self, model_id: str) -> list[dict[str, Any]]:
-        with self._locked():
+        with self._lock:
             self._require_model(model_id)
             rows = self._db.execute(
                 "SELECT body, created_at FROM versions WHERE model_id = ? ORDER BY created_at, name",
@@ -425,7 +410,7 @@ class AporiaStore:
         return [{**json.loads(body), "created_at": created_at} for body, created_at in rows]
 
     def version_schema(self, model_id: str, version: str) -> Schema:
-        with self._locked():
+        with self._lock:
             return self._checked_schema(model_id, version)
 
     def _checked_schema(self, model_id: str, version: str) -> Schema:
@@ -442,7 +427,7 @@ class AporiaStore:
     def upsert_dataset(self, model_id: str, version: str, body: Mapping[str, Any]) -> None:
         name = body["name"]
         source_type = body["data_source"]["type"]
-        with self._locked():
+        with self._lock:
             self._version_body(model_id, version)
             if name not in DATASET_NAMES:
                 raise InvalidError(f"Dataset name {name!r} is not supported; use one of {', '.join(DATASET_NAMES)}.")
@@ -456,7 +441,7 @@ class AporiaStore:
             )
 
     def list_datasets(self, model_id: str, version: str) -> list[dict[str, Any]]:
-        with self._locked():
+        with self._lock:
             self._version_body(model_id, version)
             rows = self._db.execute(
                 "SELECT body FROM datasets WHERE model_id = ? AND version = ? ORDER BY name",
@@ -466,7 +451,7 @@ class AporiaStore:
 
     def set_sync(self, model_id: str, version: str, enabled: bool) -> list[str]:
         """Set `sync.enabled` on every dataset of the version; return the dataset names."""
-        with self._locked():
+        with self._lock:
             self._version_body(model_id, version)
             rows = self._db.execute(
                 "SELECT name, body FROM datasets WHERE model_id = ? AND version = ? ORDER BY name",
@@ -484,7 +469,7 @@ class AporiaStore:
         return [name for name, _ in rows]
 
     def sync_status(self, model_id: str, version: str, dataset: str) -> dict[str, Any]:
-        with self._locked():
+        with self._lock:
             self._version_body(model_id, version)
             row = self._one(
                 "SELECT body, connected_at FROM datasets WHERE model_id = ? AND version = ? AND name = ?",
@@ -517,11 +502,10 @@ class AporiaStore:
                 batch[fragment_id] = record
             else:
                 merge_record(earlier, record)
-        with self._locked():
+        with self._lock:
             self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
-            existing = self._db.execute(
-                _SELECT_EXISTING, (model_id, version, environment, _dumps(list(batch)))
-            ).fetchall()
+            stream = self._stream(model_id, version, environment)
+            existing = self._db.execute(_SELECT_EXISTING, (stream, _dumps(list(batch)))).fetchall()
             for fragment_id, occurred_at, data in existing:
                 stored = orjson.loads(data)
                 if occurred_at is not None:
@@ -530,9 +514,7 @@ class AporiaStore:
                 batch[fragment_id] = stored
             rows = [
                 (
-                    model_id,
-                    version,
-                    environment,
+                    stream,
                     fragment_id,
                     record.pop("occurred_at", None),
                     bool(record.get("predictions")),
@@ -551,70 +533,77 @@ class AporiaStore:
         None means nothing was stored: `log_fragments` takes the batch then and words its warnings or its
         error. Unknown models and versions raise StoreError as there.
         """
-        fast = self._fast_batch(model_id, version)
-        rows = fast.decode(predictions, (model_id, version, environment))
+        fast, stream = self._fast_batch(model_id, version, environment)
+        rows = fast.decode(predictions, stream)
         if rows is None:
             return None
-        ids = [row[3] for row in rows]
+        with self._lock:
+            self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
+            if self._streams.get((model_id, version, environment)) != stream:
+                return None
+            # Nearly always the ids are new (predictions): one insert each, no lookups. When one is not
+            # (a re-sent batch, actuals), the batch merges instead.
+            if rows and self._one("SELECT 1 FROM records WHERE stream = ? AND id = ?", rows[0][:2]) is None:
+                self._db.execute("BEGIN")
+                try:
+                    inserted = self._db.executemany(_INSERT_NEW, rows).rowcount
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                if inserted == len(rows):
+                    self._db.execute("COMMIT")
+                    return []
+                self._db.execute("ROLLBACK")
+            return self._merge_rows(stream, rows)
+
+    def _merge_rows(self, stream: int, rows: list[Any]) -> list[str] | None:
+        """Store rows of which some ids are stored already, merging those (call with the lock held)."""
+        ids = [row[1] for row in rows]
         if len(set(ids)) != len(ids):
             return None  # fragments of one id merge within the batch: log_fragments does that
-        # Written as SQL text when no quote or escape in the batch needs care (nearly always); else bound.
-        plain = b"'" not in predictions and b"\\" not in predictions
-        with self._locked():
-            self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
-            existing = {
-                fragment_id: (occurred_at, data)
-                for fragment_id, occurred_at, data in self._db.execute(
-                    _SELECT_EXISTING, (model_id, version, environment, _dumps(ids))
+        existing = {
+            fragment_id: (occurred_at, data)
+            for fragment_id, occurred_at, data in self._db.execute(_SELECT_EXISTING, (stream, _dumps(ids)))
+        }
+        inserted = [row for row in rows if row[1] not in existing]
+        merged = []
+        for _, fragment_id, occurred_at, _, _, data in rows:
+            if fragment_id not in existing:
+                continue
+            stored_at, stored_data = existing[fragment_id]
+            stored = orjson.loads(stored_data)
+            if stored_at is not None:
+                stored["occurred_at"] = stored_at
+            update = orjson.loads(data)
+            if occurred_at is not None:
+                update["occurred_at"] = occurred_at
+            merge_record(stored, update)
+            merged.append(
+                (
+                    stream,
+                    fragment_id,
+                    stored.pop("occurred_at", None),
+                    bool(stored.get("predictions")),
+                    bool(stored.get("actuals")),
+                    _dumps(stored),
                 )
-            }
-            inserted = [row for row in rows if row[3] not in existing] if existing else rows
-            merged = []
-            for _, _, _, fragment_id, occurred_at, _, _, data in rows if existing else ():
-                if fragment_id not in existing:
-                    continue
-                stored_at, stored_data = existing[fragment_id]
-                stored = orjson.loads(stored_data)
-                if stored_at is not None:
-                    stored["occurred_at"] = stored_at
-                update = orjson.loads(data)
-                if occurred_at is not None:
-                    update["occurred_at"] = occurred_at
-                merge_record(stored, update)
-                merged.append(
-                    (
-                        model_id,
-                        version,
-                        environment,
-                        fragment_id,
-                        stored.pop("occurred_at", None),
-                        bool(stored.get("predictions")),
-                        bool(stored.get("actuals")),
-                        _dumps(stored),
-                    )
-                )
-            if plain:
-                self._write_behind(_script(inserted, merged))
-            else:
-                with self._transaction():
-                    if inserted:
-                        self._db.executemany(_INSERT, inserted)
-                    if merged:
-                        self._db.executemany(_UPSERT, merged)
+            )
+        with self._transaction():
+            self._db.executemany(_INSERT_NEW, inserted)
+            self._db.executemany(_UPSERT, merged)
         return []
 
-    def _fast_batch(self, model_id: str, version: str) -> FastBatch:
-        # The lock alone: the versions table is the main connection's; a batch being written is no concern.
+    def _fast_batch(self, model_id: str, version: str, environment: str) -> tuple[FastBatch, int]:
         with self._lock:
             schema = self._checked_schema(model_id, version)
             cached = self._fast.get((model_id, version))
             if cached is None or cached[0] is not schema:
                 cached = self._fast[(model_id, version)] = (schema, FastBatch(schema, normalize_timestamp))
-            return cached[1]
+            return cached[1], self._stream(model_id, version, environment)
 
     def count_fragments(self, selection: FragmentFilter) -> dict[str, int]:
         where, params = selection.where()
-        with self._locked():
+        with self._lock:
             total, with_predictions, with_actuals = self._one(
                 f"SELECT COUNT(*), SUM(has_predictions), SUM(has_actuals) FROM fragments{where}", params
             )
@@ -622,7 +611,7 @@ class AporiaStore:
 
     def list_fragments(self, selection: FragmentFilter, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
         where, params = selection.where()
-        with self._locked():
+        with self._lock:
             rows = self._db.execute(
                 f"SELECT id, occurred_at, data FROM fragments{where} "
                 "ORDER BY id, model_id, model_version, environment LIMIT ? OFFSET ?",
@@ -642,8 +631,9 @@ class AporiaStore:
         return records
 
     def reset(self) -> None:
-        with self._locked(), self._transaction():
-            for table in ("fragments", "datasets", "versions", "models"):
+        with self._lock, self._transaction():
+            for table in ("records", "streams", "datasets", "versions", "models"):
                 self._db.execute(f"DELETE FROM {table}")
             self._schemas.clear()
             self._fast.clear()
+            self._streams.clear()

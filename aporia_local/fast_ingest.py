@@ -75,9 +75,9 @@ def _group_struct(name: str, fields: dict[str, Field]) -> type[msgspec.Struct]:
     return msgspec.defstruct(name, attributes, rename=renamed, forbid_unknown_fields=True, gc=False)
 
 
-# One fragment ready to store: (model id, version, environment, id, normalised occurredAt or None, has
-# predictions, has actuals, the record's JSON text), as the fragments table holds it.
-Row = tuple[str, str, str, str, str | None, bool, bool, str]
+# One fragment ready to store: (stream, id, normalised occurredAt or None, has predictions, has actuals, the
+# record's JSON text), as the store's records table holds it.
+Row = tuple[int, str, str | None, bool, bool, str]
 _UTC_Z_TEXT = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
 _UTC_Z = re.compile(_UTC_Z_TEXT)
 _UTC_Z_LINES = re.compile(f"(?:{_UTC_Z_TEXT}\n)*{_UTC_Z_TEXT}")
@@ -125,14 +125,14 @@ class FastBatch:
             if spec.type == "datetime"
         ] + [("actuals", f"f{i}") for i, spec in enumerate(schema["predictions"].values()) if spec.type == "datetime"]
 
-    def decode(self, predictions: bytes, prefix: tuple[str, str, str]) -> list[Row] | None:
-        """The rows (each `prefix` + the fragment's columns) of a JSON array of fragments, or None when any
-        fragment needs the slow path's words."""
+    def decode(self, predictions: bytes, stream: int) -> list[Row] | None:
+        """The rows of a JSON array of fragments for `stream`, or None when any fragment needs the slow
+        path's words."""
         # Tens of thousands of short-lived objects per batch: the cyclic collector would scan them in vain.
         with _gc_paused():
-            return self._decode(predictions, prefix)
+            return self._decode(predictions, stream)
 
-    def _decode(self, predictions: bytes, prefix: tuple[str, str, str]) -> list[Row] | None:
+    def _decode(self, predictions: bytes, stream: int) -> list[Row] | None:
         try:
             checked: Sequence[Any] = self._checked.decode(predictions)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -145,8 +145,7 @@ class FastBatch:
         stamps = None if b"null" in predictions else self._utc_stamps([f.occurredAt for f in kept])
         if stamps is None:
             general = [self._row(fragment) for fragment in kept]
-            return None if None in general else [(*prefix, *row) for row in general if row is not None]
-        model_id, version, environment = prefix
+            return None if None in general else [(stream, *row) for row in general if row is not None]
         rows: list[Row] = []
         append = rows.append
         for fragment, occurred_at in zip(kept, stamps, strict=True):
@@ -155,16 +154,14 @@ class FastBatch:
                 row = self._row(fragment)
                 if row is None:
                     return None
-                append((*prefix, *row))
+                append((stream, *row))
             elif features and predictions_part and not actuals:
                 # What the sync sends for a prediction: {id, features, predictions, occurredAt}.
                 if occurred_at is None:
                     return None  # a prediction without occurredAt: the slow path warns
                 append(
                     (
-                        model_id,
-                        version,
-                        environment,
+                        stream,
                         fragment.id,
                         occurred_at,
                         len(predictions_part) >= _SMALL or not _empty_object(predictions_part),
@@ -176,9 +173,7 @@ class FastBatch:
                 # ... and for a delayed actual: {id, actuals}.
                 append(
                     (
-                        model_id,
-                        version,
-                        environment,
+                        stream,
                         fragment.id,
                         occurred_at,
                         False,
@@ -190,7 +185,7 @@ class FastBatch:
                 row = self._row(fragment)
                 if row is None:
                     return None
-                append((*prefix, *row))
+                append((stream, *row))
         return rows
 
     def _utc_stamps(self, stamps: list[str | None]) -> list[str | None] | None:

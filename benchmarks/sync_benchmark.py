@@ -533,7 +533,7 @@ class Benchmark:
             if problems:
                 raise RuntimeError(f"The local Aporia server refused or warned about the batch: {problems[:3]}")
             batches += 1
-        # The last batch may still be being written behind: the count waits for it, and must match.
+        # What was answered must be stored: the count must match.
         counted = session.get(
             f"{self.stack.settings.aporia_url}/local/fragments/count",
             params={"environment": ENVIRONMENTS["ingest"]},

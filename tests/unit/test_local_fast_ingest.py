@@ -148,3 +148,32 @@ def test_fragments_of_one_id_in_a_batch_are_left_to_the_slow_path(stores: tuple[
     batch = [_prediction("p1"), _prediction("p1", features={"segment": 4})]
     assert fast.log_fragments_json("m1", "v1", "prod", json.dumps(batch).encode()) is None
     assert _held(fast)[1]["total"] == 0
+
+
+def test_fragments_stored_by_an_earlier_version_are_moved(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE fragments (
+            model_id TEXT NOT NULL, model_version TEXT NOT NULL, environment TEXT NOT NULL, id TEXT NOT NULL,
+            occurred_at TEXT, has_predictions INTEGER NOT NULL, has_actuals INTEGER NOT NULL, data TEXT NOT NULL,
+            PRIMARY KEY (model_id, model_version, environment, id)
+        ) WITHOUT ROWID;
+        INSERT INTO fragments VALUES
+            ('m1', 'v1', 'prod', 'p1', '2024-03-01T10:00:00.000000+00:00', 1, 1,
+             '{"predictions": {"proba": 0.5}, "actuals": {"proba": 1.0}}');
+        """
+    )
+    old.commit()
+    old.close()
+    store = AporiaStore(str(path))
+    assert store.count_fragments(FragmentFilter(model_id="m1", environment="prod")) == {
+        "total": 1,
+        "with_predictions": 1,
+        "with_actuals": 1,
+    }
+    [record] = store.list_fragments(FragmentFilter())
+    assert (record["id"], record["predictions"], record["actuals"]) == ("p1", {"proba": 0.5}, {"proba": 1.0})
