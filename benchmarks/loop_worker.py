@@ -10,8 +10,9 @@ SDK's `log_batch_prediction` + `flush` send; then the delayed actuals the same w
 timestamp, nulls left out. The JSON argument is `Table.loop_arguments()` plus `aporia_conn_id`.
 
 The result is one JSON object on the original stdout, shaped like sync_worker's (`execute_seconds` is the
-loop's wall time from asking for credentials to the last answer; imports are not in it), plus where the
-time went: the query (execute), fetching, building fragments and JSON, and waiting for Aporia.
+loop's wall time from asking for credentials to the last answer; Airflow and the hooks are imported before,
+as the sync worker imports the operator's module before it times execute()), plus where the time went:
+the query (execute), fetching, building fragments and JSON, and waiting for Aporia.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ from functools import partial
 from typing import Any
 
 import requests
+from airflow.sdk import BaseHook
 
+from aporia_provider.client import LOG_PREDICTIONS
+from aporia_provider.extraction.sql import Window, windowed
+from aporia_provider.hooks.redshift import RedshiftIAMHook
 from benchmarks.sync_worker import Sampler
 
 FETCH_SIZE = 10_000
@@ -53,12 +58,6 @@ class Loop:
     batches: int = 0
 
     def run(self) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
-        from aporia_provider.client import LOG_PREDICTIONS
-        from aporia_provider.extraction.sql import Window, windowed
-        from aporia_provider.hooks.redshift import RedshiftIAMHook
-
         a = self.arguments
         aporia = BaseHook.get_connection(a["aporia_conn_id"])
         url = f"{aporia.schema or 'https'}://{aporia.host}:{aporia.port}/v1/controller/graphql"

@@ -202,7 +202,9 @@ def _ranked(samples: Counter[str], rate: int, top: int) -> list[tuple[str, float
 JVM_CATEGORIES = (
     ("JDBC: PostgreSQL driver reading rows", ("org.postgresql.",)),
     ("JDBC: result set to Spark rows", ("JdbcUtils",)),
-    ("to_json: fragment JSON (Jackson)", ("JacksonGenerator", "com.fasterxml.jackson")),
+    # Jackson's own frames serve both directions: the Spark caller (JacksonParser / JacksonGenerator) decides.
+    ("from_json: parsing SUPER/JSON text (Jackson)", ("JacksonParser",)),
+    ("to_json: fragment JSON (Jackson)", ("JacksonGenerator",)),
     ("date_format: occurredAt strings", ("TimestampFormatter",)),
     ("persist: columnar cache build/read", ("sql.execution.columnar",)),
     ("rows pickled for the Python workers", ("net.razorvine", "org.apache.spark.api.python", "EvaluatePython")),
@@ -257,6 +259,9 @@ def _jfr_stacks(lines: Iterable[str]) -> Iterator[list[str]]:
 
 
 def _category(frames: list[str]) -> str:
+    for caller, name in (("JacksonGenerator", "to_json"), ("JacksonParser", "from_json")):
+        if any(caller in frame for frame in frames):
+            return next(n for n, _ in JVM_CATEGORIES if n.startswith(name))
     for frame in frames:
         for name, markers in JVM_CATEGORIES:
             if any(marker in frame for marker in markers):

@@ -820,7 +820,7 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
         local, local_x = _cell(window["local"], loop)
         connect, connect_x = _cell(window["connect"], loop)
         lines.append(
-            f"  {window['table'] + ' (' + window['shape'] + ')':<34}{window['rows']:>11,}"
+            f"  {window['table'] + ', ' + window['shape']:<34}{window['rows']:>11,}"
             f"{_cell(loop, loop)[0]:>9}{local:>11}{local_x:>7}{connect:>10}{connect_x:>7}"
         )
     if result["copy_seconds"]:
