@@ -72,6 +72,7 @@ ENVIRONMENTS = {
     "ingest": "bench-ingest",
 }
 RUNNER_LABELS = {"loop": "hand-written loop", "local": "sync, fresh local JVM", "connect": "sync, warm Spark Connect"}
+NOT_RUN = "not run"
 T = TypeVar("T")
 
 
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=("small", "big", "concurrent", "ingest"),
         help="leave a part out (repeatable; targets of a skipped part are not measured)",
     )
+    parser.add_argument(
+        "--runners",
+        default="loop,local,connect",
+        help="which ways of syncing to run (comma-separated; e.g. local alone for --rows 10000000's heap check)",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep the stack, logs and profiles here (default: a temp dir)")
     parser.add_argument(
         "--profile",
@@ -105,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.spark_conf):
         parser.error("--spark-conf takes KEY=VALUE")
+    if not set(args.runners.split(",")) <= set(RUNNER_LABELS):
+        parser.error(f"--runners takes a comma-separated subset of {','.join(RUNNER_LABELS)}")
     # Results alone on stdout: fd 1 now points at stderr, for Airflow's log lines and any stray prints.
     results = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -197,13 +205,15 @@ class Benchmark:
         copy_seconds = None
         if "big" not in skip:
             copy_seconds = step("COPY of the big window through the Redshift port (psql)", lambda: self.copy(big))
-        warm_up = step(
-            "Warming the Spark Connect server up (one throwaway sync)",
-            lambda: self.measure(self.job("connect", workload.WARM_UP_TABLE, environment="warm-up")),
-        )
+        warm_up = None
+        if "connect" in self.runners():
+            warm_up = step(
+                "Warming the Spark Connect server up (one throwaway sync)",
+                lambda: self.measure(self.job("connect", workload.WARM_UP_TABLE, environment="warm-up")),
+            )
         runs: dict[str, dict[str, Any]] = {}
         for table in [*small, *([] if "big" in skip else [big])]:
-            for runner in ("loop", "local", "connect"):
+            for runner in self.runners():
                 job = self.job(runner, table)
                 if table is big and runner == "local" and "spark.driver.memory" not in self.extra_spark_conf():
                     job.spark_conf["spark.driver.memory"] = HEAP_LIMIT
@@ -238,8 +248,11 @@ class Benchmark:
 
     def window_row(self, table: workload.Table, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         row: dict[str, Any] = {"table": table.name, "shape": table.shape.label, "rows": table.rows}
-        for runner in ("loop", "local", "connect"):
-            run = runs[self.job(runner, table).label]
+        for runner in RUNNER_LABELS:
+            run = runs.get(self.job(runner, table).label)
+            if run is None:
+                row[runner] = {"seconds": None, "process_seconds": None, "error": NOT_RUN, "rows_per_s": None}
+                continue
             row[runner] = {
                 "seconds": run["execute_seconds"],
                 "process_seconds": run["process_seconds"],
@@ -256,6 +269,9 @@ class Benchmark:
             ENVIRONMENTS[environment or runner],
             f"{runner}-{table.name}" + (f"-{window.start:%H}" if window else ""),
         )
+
+    def runners(self) -> list[str]:
+        return [runner for runner in RUNNER_LABELS if runner in self.args.runners.split(",")]
 
     def extra_spark_conf(self) -> dict[str, str]:
         return dict(item.split("=", 1) for item in self.args.spark_conf)
@@ -651,7 +667,8 @@ class StandInSampler:
             "aporia_server": tree.cpu(self.processes["aporia_server"]),
             "redshift_adapter": own_cpu(adapter),
             "postgres": sum(map(tree.cpu, tree.children(adapter))),
-            "spark_connect_server": tree.cpu(self.processes["spark_connect_server"]),
+            # The JVM alone: the Python daemons it forks per session outlive their sessions unreaped.
+            "spark_connect_server": own_cpu(self.processes["spark_connect_server"]),
         }
 
     def start(self) -> None:
@@ -710,7 +727,7 @@ def targets(result: dict[str, Any], big: workload.Table) -> list[dict[str, Any]]
             return None, "not run"
         loop, ran = window["loop"], window[runner]
         if loop["error"] or ran["error"]:
-            return None, "a run failed"
+            return None, NOT_RUN if NOT_RUN in (loop["error"], ran["error"]) else "a run failed"
         value = ran["seconds"] / loop["seconds"]
         return value, f"{ran['seconds']:.2f} s vs loop {loop['seconds']:.2f} s = {value:.2f}x"
 
@@ -827,8 +844,8 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
         big = result["windows"][-1]
         lines.append(
             f"  COPY of the {result['rows']:,}-row window TO STDOUT (psql): {result['copy_seconds']:.2f} s, "
-            f"{result['copy_rows_per_s']:,} rows/s; rows/s of the loop {big['loop']['rows_per_s'] or '-':,}, "
-            f"local {big['local']['rows_per_s'] or '-':,}, Connect {big['connect']['rows_per_s'] or '-':,}"
+            f"{result['copy_rows_per_s']:,} rows/s; rows/s of the loop {_number(big['loop']['rows_per_s'])}, "
+            f"local {_number(big['local']['rows_per_s'])}, Connect {_number(big['connect']['rows_per_s'])}"
         )
     concurrent = result["concurrent"]
     if concurrent:
@@ -882,10 +899,14 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def _cell(run: dict[str, Any], loop: dict[str, Any]) -> tuple[str, str]:
     """A run's seconds and its ratio to the loop's, as table cells."""
     if run["error"]:
-        return "FAILED", ""
+        return ("-" if run["error"] == NOT_RUN else "FAILED"), ""
     return f"{run['seconds']:.2f}", "" if loop["error"] else f"{run['seconds'] / loop['seconds']:.2f}"
 
 
