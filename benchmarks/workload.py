@@ -17,7 +17,7 @@ the same window, so the sync (and the loop) read rows/3 actuals by the actual's 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -139,17 +139,12 @@ class Table:
     rows: int
     window: Window
     id_prefix: str
-    # Windows synced separately (default: the whole window); each must hold a whole number of rows.
+    # Windows synced separately (default: the whole window).
     parts: int = 1
-    label: str = field(default="", compare=False)
 
     @property
     def query(self) -> str:
         return f"SELECT * FROM {self.name}"
-
-    @property
-    def actuals(self) -> int:
-        return len(range(0, self.rows, 3))
 
     def windows(self) -> list[Window]:
         return self.window.split(self.parts)
