@@ -57,7 +57,9 @@ def read_event_log(directory: Path) -> SparkTimeline:
             if kind == "SparkListenerApplicationStart":
                 app_start = event["Timestamp"] / 1000
             elif kind == "SparkListenerJobStart":
-                call_site = event.get("Properties", {}).get("callSite.short", "?")
+                # Some actions (a DataFrame's count()) log no call site: their first stage's name says what ran.
+                stages = event.get("Stage Infos") or [{}]
+                call_site = event.get("Properties", {}).get("callSite.short") or stages[0].get("Stage Name", "?")
                 start = event["Submission Time"] / 1000
                 jobs[event["Job ID"]] = SparkJob(call_site, start, start)
                 stage_job.update({stage: event["Job ID"] for stage in event["Stage IDs"]})
@@ -139,6 +141,8 @@ def describe_call_site(call_site: str) -> str:
         return call_site
     line = int(match["line"])
     source = linecache.getlines(match["path"])[:line]
+    if not source:
+        return call_site  # not a Python file of ours (e.g. "count at NativeMethodAccessorImpl.java:0")
     function = next((m[1] for text in reversed(source) if (m := _DEF.match(text))), "?")
     return f"{Path(match['path']).name}:{line} {match['action']}() in {function}"
 
