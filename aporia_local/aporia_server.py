@@ -1,7 +1,10 @@
 """Local stand-in for the Aporia API (DESIGN.md §3 and §6): REST under /v1beta, GraphQL controller.
 
 A real HTTP server (FastAPI + strawberry-graphql, served by uvicorn) over SQLite storage
-(`aporia_store`). Every endpoint needs `Authorization: Bearer <token>`. Besides the Aporia API it
+(`aporia_store`). The logPredictions mutation as clients send it (variables for every argument) has a
+fast path that skips strawberry: `LogPredictionsFastPath` recognises the document once, and batches that
+fit the schema are checked and stored in C (`fast_ingest`); anything else goes through strawberry as before.
+Every endpoint needs `Authorization: Bearer <token>`. Besides the Aporia API it
 serves read-only `/local/fragments` views for people and tests, and `/local/faults` to make the
 next requests fail or stall (for retry tests), and `/local/reset`.
 
@@ -14,10 +17,13 @@ import argparse
 import asyncio
 import hmac
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, NewType
+from typing import Annotated, Any, NewType, cast
 
 import anyio.to_thread
+import msgspec
 import orjson
 import strawberry
 import uvicorn
@@ -25,7 +31,17 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Query as QueryParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from graphql import GraphQLError
+from graphql import (
+    FieldNode,
+    GraphQLError,
+    GraphQLSyntaxError,
+    OperationDefinitionNode,
+    OperationType,
+    VariableNode,
+    parse,
+    print_ast,
+    validate,
+)
 from graphql.utilities import value_from_ast_untyped
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -310,6 +326,142 @@ SCHEMA = AporiaSchema(
 )
 
 
+# The logPredictions fast path
+
+# The variables of the mutation, by name, as the SDK declares them.
+_LOG_PREDICTIONS_VARIABLES = {
+    "modelId": "String!",
+    "modelVersion": "String!",
+    "environment": "String!",
+    "predictions": "[Prediction]!",
+    "isSync": "Boolean!",
+}
+
+
+class _LogVariables(msgspec.Struct, gc=False):
+    # Other variables may come along: GraphQL ignores those the operation does not declare.
+    modelId: str
+    modelVersion: str
+    environment: str
+    isSync: bool
+    predictions: msgspec.Raw
+
+
+class _LogRequest(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    query: str
+    variables: _LogVariables
+    operationName: str | None = None
+
+
+_LOG_REQUEST = msgspec.json.Decoder(_LogRequest)
+_RECOGNISED: dict[tuple[str, str | None], bool] = {}
+_RECOGNISED_MAX = 256
+
+
+def is_log_predictions(query: str, operation_name: str | None) -> bool:
+    """Whether `query` is exactly the logPredictions mutation with a variable for each argument, asking for
+    `warnings` only: then the fast path answers as strawberry would. Decided once per document."""
+    key = (query, operation_name)
+    known = _RECOGNISED.get(key)
+    if known is None:
+        known = _recognise(query, operation_name)
+        if len(_RECOGNISED) >= _RECOGNISED_MAX:
+            _RECOGNISED.clear()
+        _RECOGNISED[key] = known
+    return known
+
+
+def _recognise(query: str, operation_name: str | None) -> bool:
+    try:
+        document = parse(query)
+    except GraphQLSyntaxError:
+        return False
+    if len(document.definitions) != 1 or validate(SCHEMA._schema, document):
+        return False
+    operation = document.definitions[0]
+    if not isinstance(operation, OperationDefinitionNode) or operation.operation != OperationType.MUTATION:
+        return False
+    name = operation.name.value if operation.name else None
+    if operation.directives or (operation_name is not None and name != operation_name):
+        return False
+    variables = {
+        d.variable.name.value: print_ast(d.type)
+        for d in operation.variable_definitions or ()
+        if d.default_value is None and not d.directives
+    }
+    if variables != _LOG_PREDICTIONS_VARIABLES or len(operation.variable_definitions or ()) != len(variables):
+        return False
+    [selected] = operation.selection_set.selections or [None]
+    if not _plain_field(selected, "logPredictions"):
+        return False
+    assert isinstance(selected, FieldNode)
+    arguments = {a.name.value: a.value for a in selected.arguments or ()}
+    if len(arguments) != len(selected.arguments or ()) or set(arguments) != set(_LOG_PREDICTIONS_VARIABLES):
+        return False
+    if not all(isinstance(v, VariableNode) and v.name.value == name for name, v in arguments.items()):
+        return False
+    answered = list(selected.selection_set.selections) if selected.selection_set else []
+    return (
+        len(answered) == 1 and _plain_field(answered[0], "warnings") and not cast(FieldNode, answered[0]).selection_set
+    )
+
+
+def _plain_field(node: Any, name: str) -> bool:
+    return isinstance(node, FieldNode) and node.name.value == name and node.alias is None and not node.directives
+
+
+class LogPredictionsFastPath:
+    """Pure ASGI middleware: a logPredictions POST whose batch fits the version schema is stored without
+    strawberry; the answer is the one strawberry would give. Any other request, and any batch that needs
+    warnings or an error, is passed on (its body replayed) to the GraphQL router."""
+
+    def __init__(self, app: ASGIApp, store: AporiaStore) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == GRAPHQL_PATH
+            and _content_type(scope).startswith(b"application/json")
+        ):
+            await self.app(scope, receive, send)
+            return
+        receive, body = await _buffered(receive)
+        answer = await anyio.to_thread.run_sync(self.log, body)
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    def log(self, body: bytes) -> bytes | None:
+        """The answer to a logPredictions request stored on the fast path, or None to let strawberry answer."""
+        try:
+            request = _LOG_REQUEST.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        if not is_log_predictions(request.query, request.operationName):
+            return None
+        v = request.variables
+        predictions = bytes(v.predictions)
+        if not predictions.startswith(b"["):  # GraphQL would take a single fragment as a list of one
+            return None
+        try:
+            warnings = self.store.log_fragments_json(v.modelId, v.modelVersion, v.environment, predictions)
+        except StoreError:
+            return None  # strawberry words it as a GraphQL error, as always
+        if warnings is None:
+            return None
+        return orjson.dumps({"data": {"logPredictions": {"warnings": warnings}}})
+
+
+def _content_type(scope: Scope) -> bytes:
+    return next((v for k, v in scope["headers"] if k == b"content-type"), b"").lower()
+
+
 # REST
 
 
@@ -420,7 +572,13 @@ class FastJSONGraphQLRouter(GraphQLRouter[Any, Any]):
 def create_app(db_path: str, token: str) -> FastAPI:
     store = AporiaStore(db_path)
     faults = FaultPlan()
-    app = FastAPI(title="Local Aporia API", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(title="Local Aporia API", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.store = store
 
     @app.exception_handler(StoreError)
@@ -439,6 +597,8 @@ def create_app(db_path: str, token: str) -> FastAPI:
     app.include_router(
         FastJSONGraphQLRouter(SCHEMA, path=GRAPHQL_PATH, context_getter=graphql_context, graphql_ide=None)
     )
+    # Added last, the guard runs first: tokens and injected faults apply to the fast path too.
+    app.add_middleware(LogPredictionsFastPath, store=store)
     app.add_middleware(GuardMiddleware, token=token, faults=faults)
     return app
 

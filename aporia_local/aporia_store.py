@@ -3,6 +3,8 @@
 Transport-free: the HTTP/GraphQL layer (`aporia_server`) turns `StoreError`s into responses.
 One connection guarded by a lock serves every thread; SQLite runs in WAL mode with
 synchronous=NORMAL, and each `logPredictions` batch is one transaction with one `executemany`.
+Batches that fit the version schema without a warning take `log_fragments_json` (see fast_ingest);
+the others `log_fragments`, which words every warning.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from aporia_local.fast_ingest import FastBatch
 from aporia_local.rules import Field, RuleError, Schema, parse_schema, parse_version
 from aporia_provider.vocabulary import DATA_SOURCE_TYPES, DATASET_NAMES, FIELD_GROUPS, FRAGMENT_KEYS, wire_group
 
@@ -32,6 +35,8 @@ _CHECKED_PARTS = (
 _FRAGMENT_KEYS = frozenset(FRAGMENT_KEYS)
 _RECORD_PARTS = ("features", "predictions", "raw_inputs", "actuals", "metrics")
 _CANONICAL_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
+# The same instant written with Z (as Spark writes UTC): only the zone designator differs.
+_CANONICAL_UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 def _dumps(value: Any) -> str:
@@ -52,24 +57,60 @@ CREATE TABLE IF NOT EXISTS datasets (
     connected_at TEXT NOT NULL,
     PRIMARY KEY (model_id, version, name)
 );
-CREATE TABLE IF NOT EXISTS fragments (
-    model_id TEXT NOT NULL, model_version TEXT NOT NULL, environment TEXT NOT NULL, id TEXT NOT NULL,
-    occurred_at TEXT, has_predictions INTEGER NOT NULL, has_actuals INTEGER NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (model_id, model_version, environment, id)
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY, model_id TEXT NOT NULL, model_version TEXT NOT NULL, environment TEXT NOT NULL,
+    UNIQUE (model_id, model_version, environment)
+);
+CREATE TABLE IF NOT EXISTS records (
+    stream INTEGER NOT NULL, id TEXT NOT NULL, occurred_at TEXT, has_predictions INTEGER NOT NULL,
+    has_actuals INTEGER NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (stream, id)
 ) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS fragments AS
+    SELECT s.model_id, s.model_version, s.environment, r.id, r.occurred_at, r.has_predictions, r.has_actuals, r.data
+    FROM records AS r JOIN streams AS s ON s.id = r.stream;
+"""
+# Rows per fragment are what ingest costs most: a small integer key instead of three repeated strings.
+_MIGRATE_FRAGMENTS_TABLE = """
+ALTER TABLE fragments RENAME TO fragments_before_streams;
 """
 # The batch is already merged in Python (under the store lock), so the upsert just overwrites.
 _UPSERT = """
-INSERT INTO fragments (model_id, model_version, environment, id, occurred_at, has_predictions, has_actuals, data)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (model_id, model_version, environment, id) DO UPDATE SET
+INSERT INTO records (stream, id, occurred_at, has_predictions, has_actuals, data) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (stream, id) DO UPDATE SET
     occurred_at = excluded.occurred_at, has_predictions = excluded.has_predictions,
     has_actuals = excluded.has_actuals, data = excluded.data
 """
-_SELECT_EXISTING = """
-SELECT id, occurred_at, data FROM fragments
-WHERE model_id = ? AND model_version = ? AND environment = ? AND id IN (SELECT value FROM json_each(?))
+# A batch of new ids: one insert each; any id already stored is left alone and counted out.
+_INSERT_NEW = """
+INSERT OR IGNORE INTO records (stream, id, occurred_at, has_predictions, has_actuals, data) VALUES (?, ?, ?, ?, ?, ?)
 """
+_SELECT_EXISTING = """
+SELECT id, occurred_at, data FROM records WHERE stream = ? AND id IN (SELECT value FROM json_each(?))
+"""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Move fragments stored by an earlier version (one table keyed by model, version, environment, id)."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(fragments)")]
+    if (
+        "model_version" not in columns
+        or db.execute("SELECT type FROM sqlite_master WHERE name = 'fragments'").fetchone()[0] != "table"
+    ):
+        return
+    db.executescript(
+        _MIGRATE_FRAGMENTS_TABLE
+        + _DDL
+        + """
+        INSERT OR IGNORE INTO streams (model_id, model_version, environment)
+            SELECT DISTINCT model_id, model_version, environment FROM fragments_before_streams;
+        INSERT INTO records
+            SELECT s.id, f.id, f.occurred_at, f.has_predictions, f.has_actuals, f.data
+            FROM fragments_before_streams AS f JOIN streams AS s
+                ON s.model_id = f.model_id AND s.model_version = f.model_version AND s.environment = f.environment;
+        DROP TABLE fragments_before_streams;
+        """
+    )
 
 
 class StoreError(Exception):
@@ -102,6 +143,8 @@ def normalize_timestamp(value: str) -> str:
     parsed = datetime.fromisoformat(value)
     if _CANONICAL_TIMESTAMP.fullmatch(value):
         return value  # already normalised (the usual case): skip re-formatting
+    if _CANONICAL_UTC_Z.fullmatch(value):
+        return value[:-1] + "+00:00"
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc).isoformat(timespec="microseconds")
@@ -239,14 +282,47 @@ class FragmentFilter:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
+def _connect(db_path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # A stand-in's data need not survive the machine crashing: no fsync at commits and checkpoints.
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
 class AporiaStore:
+    """The store; every method may be called from any thread (one connection, one lock).
+
+    Fragments live in `records`, keyed by their stream (a model, version and environment, numbered in
+    `streams`) and id; the `fragments` view joins the two back for the read-only views.
+    """
+
     def __init__(self, db_path: str) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = _connect(db_path)
+        _migrate(self._db)
         self._db.executescript(_DDL)
         self._schemas: dict[tuple[str, str], Schema] = {}
+        self._fast: dict[tuple[str, str], tuple[Schema, FastBatch]] = {}
+        self._streams: dict[tuple[str, str, str], int] = {}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _stream(self, model_id: str, version: str, environment: str) -> int:
+        """The number of a model version's environment, made on first use (call with the lock held)."""
+        key = (model_id, version, environment)
+        stream = self._streams.get(key)
+        if stream is None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO streams (model_id, model_version, environment) VALUES (?, ?, ?)", key
+            )
+            stream = self._streams[key] = self._one(
+                "SELECT id FROM streams WHERE model_id = ? AND model_version = ? AND environment = ?", key
+            )[0]
+        return stream
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -298,10 +374,15 @@ class AporiaStore:
         with self._lock:
             self._require_model(model_id)
             with self._transaction():
-                for table in ("fragments", "datasets", "versions"):
+                self._db.execute(
+                    "DELETE FROM records WHERE stream IN (SELECT id FROM streams WHERE model_id = ?)", (model_id,)
+                )
+                for table in ("streams", "datasets", "versions"):
                     self._db.execute(f"DELETE FROM {table} WHERE model_id = ?", (model_id,))
                 self._db.execute("DELETE FROM models WHERE id = ?", (model_id,))
             self._schemas = {k: v for k, v in self._schemas.items() if k[0] != model_id}
+            self._fast = {k: v for k, v in self._fast.items() if k[0] != model_id}
+            self._streams = {k: v for k, v in self._streams.items() if k[0] != model_id}
 
     def create_version(self, model_id: str, body: Mapping[str, Any]) -> None:
         name = body["name"]
@@ -423,9 +504,8 @@ class AporiaStore:
                 merge_record(earlier, record)
         with self._lock:
             self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
-            existing = self._db.execute(
-                _SELECT_EXISTING, (model_id, version, environment, _dumps(list(batch)))
-            ).fetchall()
+            stream = self._stream(model_id, version, environment)
+            existing = self._db.execute(_SELECT_EXISTING, (stream, _dumps(list(batch)))).fetchall()
             for fragment_id, occurred_at, data in existing:
                 stored = orjson.loads(data)
                 if occurred_at is not None:
@@ -434,9 +514,7 @@ class AporiaStore:
                 batch[fragment_id] = stored
             rows = [
                 (
-                    model_id,
-                    version,
-                    environment,
+                    stream,
                     fragment_id,
                     record.pop("occurred_at", None),
                     bool(record.get("predictions")),
@@ -448,6 +526,80 @@ class AporiaStore:
             with self._transaction():
                 self._db.executemany(_UPSERT, rows)
         return warnings.as_list()
+
+    def log_fragments_json(self, model_id: str, version: str, environment: str, predictions: bytes) -> list[str] | None:
+        """Store a batch given as the JSON text of its fragments when none needs a warning; else None.
+
+        None means nothing was stored: `log_fragments` takes the batch then and words its warnings or its
+        error. Unknown models and versions raise StoreError as there.
+        """
+        fast, stream = self._fast_batch(model_id, version, environment)
+        rows = fast.decode(predictions, stream)
+        if rows is None:
+            return None
+        with self._lock:
+            self._checked_schema(model_id, version)  # the version may have been deleted meanwhile
+            if self._streams.get((model_id, version, environment)) != stream:
+                return None
+            # Nearly always the ids are new (predictions): one insert each, no lookups. When one is not
+            # (a re-sent batch, actuals), the batch merges instead.
+            if rows and self._one("SELECT 1 FROM records WHERE stream = ? AND id = ?", rows[0][:2]) is None:
+                self._db.execute("BEGIN")
+                try:
+                    inserted = self._db.executemany(_INSERT_NEW, rows).rowcount
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                if inserted == len(rows):
+                    self._db.execute("COMMIT")
+                    return []
+                self._db.execute("ROLLBACK")
+            return self._merge_rows(stream, rows)
+
+    def _merge_rows(self, stream: int, rows: list[Any]) -> list[str] | None:
+        """Store rows of which some ids are stored already, merging those (call with the lock held)."""
+        ids = [row[1] for row in rows]
+        if len(set(ids)) != len(ids):
+            return None  # fragments of one id merge within the batch: log_fragments does that
+        existing = {
+            fragment_id: (occurred_at, data)
+            for fragment_id, occurred_at, data in self._db.execute(_SELECT_EXISTING, (stream, _dumps(ids)))
+        }
+        inserted = [row for row in rows if row[1] not in existing]
+        merged = []
+        for _, fragment_id, occurred_at, _, _, data in rows:
+            if fragment_id not in existing:
+                continue
+            stored_at, stored_data = existing[fragment_id]
+            stored = orjson.loads(stored_data)
+            if stored_at is not None:
+                stored["occurred_at"] = stored_at
+            update = orjson.loads(data)
+            if occurred_at is not None:
+                update["occurred_at"] = occurred_at
+            merge_record(stored, update)
+            merged.append(
+                (
+                    stream,
+                    fragment_id,
+                    stored.pop("occurred_at", None),
+                    bool(stored.get("predictions")),
+                    bool(stored.get("actuals")),
+                    _dumps(stored),
+                )
+            )
+        with self._transaction():
+            self._db.executemany(_INSERT_NEW, inserted)
+            self._db.executemany(_UPSERT, merged)
+        return []
+
+    def _fast_batch(self, model_id: str, version: str, environment: str) -> tuple[FastBatch, int]:
+        with self._lock:
+            schema = self._checked_schema(model_id, version)
+            cached = self._fast.get((model_id, version))
+            if cached is None or cached[0] is not schema:
+                cached = self._fast[(model_id, version)] = (schema, FastBatch(schema, normalize_timestamp))
+            return cached[1], self._stream(model_id, version, environment)
 
     def count_fragments(self, selection: FragmentFilter) -> dict[str, int]:
         where, params = selection.where()
@@ -480,6 +632,8 @@ class AporiaStore:
 
     def reset(self) -> None:
         with self._lock, self._transaction():
-            for table in ("fragments", "datasets", "versions", "models"):
+            for table in ("records", "streams", "datasets", "versions", "models"):
                 self._db.execute(f"DELETE FROM {table}")
             self._schemas.clear()
+            self._fast.clear()
+            self._streams.clear()

@@ -19,6 +19,7 @@ from typing import Any
 
 _CALL_SITE = re.compile(r"^(?P<action>\w+) at (?P<path>.+):(?P<line>\d+)$")
 _DEF = re.compile(r"^\s*def (\w+)\(")
+_CONNECT_PLAN = re.compile(r"root \{\s*(?:common \{[^}]*\}\s*)?(\w+) \{")
 _TRAILING_NUMBER = re.compile(r"[-#]?\d+$")
 
 
@@ -37,11 +38,14 @@ class SparkJob:
 class SparkTimeline:
     app_start: float
     jobs: list[SparkJob]
+    # The largest JVM heap in use that Spark's executor metrics saw (bytes; 0 when none were logged).
+    peak_heap_bytes: int = 0
 
 
 def read_event_log(directory: Path) -> SparkTimeline:
     """Jobs (with their stages' task metrics) from an uncompressed Spark event log directory."""
     app_start = 0.0
+    peak_heap = 0
     jobs: dict[int, SparkJob] = {}
     stage_job: dict[int, int] = {}
     # Rolled files are events_1_<app>, events_2_<app>, ...; a JVM that died may leave a last line unfinished.
@@ -53,12 +57,17 @@ def read_event_log(directory: Path) -> SparkTimeline:
             if kind == "SparkListenerApplicationStart":
                 app_start = event["Timestamp"] / 1000
             elif kind == "SparkListenerJobStart":
-                call_site = event.get("Properties", {}).get("callSite.short", "?")
+                # Some actions (a DataFrame's count()) log no call site: their first stage's name says what ran.
+                stages = event.get("Stage Infos") or [{}]
+                call_site = event.get("Properties", {}).get("callSite.short") or stages[0].get("Stage Name", "?")
                 start = event["Submission Time"] / 1000
                 jobs[event["Job ID"]] = SparkJob(call_site, start, start)
                 stage_job.update({stage: event["Job ID"] for stage in event["Stage IDs"]})
             elif kind == "SparkListenerJobEnd":
                 jobs[event["Job ID"]].end = event["Completion Time"] / 1000
+            elif kind in ("SparkListenerTaskEnd", "SparkListenerStageExecutorMetrics"):
+                metrics = event.get("Task Executor Metrics") or event.get("Executor Metrics") or {}
+                peak_heap = max(peak_heap, int(metrics.get("JVMHeapMemory", 0)))
             elif kind == "SparkListenerStageCompleted":
                 info = event["Stage Info"]
                 job = jobs[stage_job[info["Stage ID"]]]
@@ -67,24 +76,42 @@ def read_event_log(directory: Path) -> SparkTimeline:
                 job.task_seconds += metrics.get("internal.metrics.executorRunTime", 0) / 1000
                 job.task_cpu_seconds += metrics.get("internal.metrics.executorCpuTime", 0) / 1e9
                 job.gc_seconds += metrics.get("internal.metrics.jvmGCTime", 0) / 1000
-    return SparkTimeline(app_start, sorted(jobs.values(), key=lambda j: j.start))
+    return SparkTimeline(app_start, sorted(jobs.values(), key=lambda j: j.start), peak_heap)
 
 
-def phases(timeline: SparkTimeline, execute_start: float, execute_end: float) -> list[dict[str, Any]]:
-    """The operator's wall time split into Spark start-up, each call site's jobs, and the driver in between."""
+def phases(
+    timeline: SparkTimeline, execute_start: float, execute_end: float, shared: bool = False
+) -> list[dict[str, Any]]:
+    """The operator's wall time split into Spark start-up, each call site's jobs, and the driver in between.
+
+    `shared`: the timeline is a long-running server's (Spark Connect): only the jobs that started within
+    the sync count, and the first phase is the time until its first job.
+    """
     sites: dict[str, list[SparkJob]] = defaultdict(list)
-    for job in timeline.jobs:
-        sites[job.call_site].append(job)
-    if not timeline.app_start:
+    jobs = [j for j in timeline.jobs if execute_start <= j.start <= execute_end] if shared else timeline.jobs
+    for job in jobs:
+        sites[describe_call_site(job.call_site)].append(job)
+    if shared:
+        first = min((j.start for j in jobs), default=execute_end)
+        rows: list[dict[str, Any]] = [
+            {
+                "phase": "until the first Spark job (imports, version schema, session, JDBC schema)",
+                "seconds": first - execute_start,
+            }
+        ]
+    elif not timeline.app_start:
         return [{"phase": "no Spark application started", "seconds": round(execute_end - execute_start, 2)}]
-    startup = timeline.app_start - execute_start
-    rows: list[dict[str, Any]] = [
-        {"phase": "until Spark's application starts (imports, version schema, JVM launch)", "seconds": startup}
-    ]
-    for call_site, jobs in sites.items():
+    else:
+        rows = [
+            {
+                "phase": "until Spark's application starts (imports, version schema, JVM launch)",
+                "seconds": timeline.app_start - execute_start,
+            }
+        ]
+    for described, jobs in sites.items():
         rows.append(
             {
-                "phase": describe_call_site(call_site),
+                "phase": described,
                 "seconds": sum(j.end - j.start for j in jobs),
                 "jobs": len(jobs),
                 "tasks": sum(j.tasks for j in jobs),
@@ -95,16 +122,27 @@ def phases(timeline: SparkTimeline, execute_start: float, execute_end: float) ->
         )
     driver = (execute_end - execute_start) - sum(row["seconds"] for row in rows)
     rows.append({"phase": "driver outside Spark jobs (session, credentials, JDBC schema, planning)", "seconds": driver})
+    if shared:
+        rows[-1]["phase"] = "client and server outside Spark jobs (planning, between jobs, session close)"
     return [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in rows]
 
 
 def describe_call_site(call_site: str) -> str:
-    """'collect at /x/engine.py:328' -> 'engine.py:328 collect() in _check', the function read from the source."""
+    """'collect at /x/engine.py:328' -> 'engine.py:328 collect() in _check', the function read from the source.
+
+    A Spark Connect job's call site is its session and plan: it is named by the plan's root relation
+    (`limit`: a first() or count; `map_partitions`: mapInArrow; ...).
+    """
+    connect = _CONNECT_PLAN.search(call_site)
+    if call_site.startswith("Spark Connect") and connect:
+        return f"Spark Connect plan {connect[1]}"
     match = _CALL_SITE.match(call_site)
     if not match:
         return call_site
     line = int(match["line"])
     source = linecache.getlines(match["path"])[:line]
+    if not source:
+        return call_site  # not a Python file of ours (e.g. "count at NativeMethodAccessorImpl.java:0")
     function = next((m[1] for text in reversed(source) if (m := _DEF.match(text))), "?")
     return f"{Path(match['path']).name}:{line} {match['action']}() in {function}"
 
@@ -168,7 +206,9 @@ def _ranked(samples: Counter[str], rate: int, top: int) -> list[tuple[str, float
 JVM_CATEGORIES = (
     ("JDBC: PostgreSQL driver reading rows", ("org.postgresql.",)),
     ("JDBC: result set to Spark rows", ("JdbcUtils",)),
-    ("to_json: fragment JSON (Jackson)", ("JacksonGenerator", "com.fasterxml.jackson")),
+    # Jackson's own frames serve both directions: the Spark caller (JacksonParser / JacksonGenerator) decides.
+    ("from_json: parsing SUPER/JSON text (Jackson)", ("JacksonParser",)),
+    ("to_json: fragment JSON (Jackson)", ("JacksonGenerator",)),
     ("date_format: occurredAt strings", ("TimestampFormatter",)),
     ("persist: columnar cache build/read", ("sql.execution.columnar",)),
     ("rows pickled for the Python workers", ("net.razorvine", "org.apache.spark.api.python", "EvaluatePython")),
@@ -223,6 +263,9 @@ def _jfr_stacks(lines: Iterable[str]) -> Iterator[list[str]]:
 
 
 def _category(frames: list[str]) -> str:
+    for caller, name in (("JacksonGenerator", "to_json"), ("JacksonParser", "from_json")):
+        if any(caller in frame for frame in frames):
+            return next(n for n, _ in JVM_CATEGORIES if n.startswith(name))
     for frame in frames:
         for name, markers in JVM_CATEGORIES:
             if any(marker in frame for marker in markers):

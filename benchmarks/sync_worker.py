@@ -1,6 +1,7 @@
 """One sync in its own process, as an Airflow task runs it: `python -m benchmarks.sync_worker '<json>'`.
 
-The JSON argument holds the AporiaSyncOperator's keyword arguments. A thread samples, every 0.2 s,
+The JSON argument holds the AporiaSyncOperator's keyword arguments (with `spark_conn_id`, the sync runs
+on that Spark Connect server; without, on a local JVM of its own). A thread samples, every 0.2 s,
 the resident memory of this process (the Airflow task side, where the Spark driver's Python half
 lives), of its JVM child(ren), and of the Python workers those JVMs fork, plus their CPU time and the
 JVM's CPU time per thread. The result is one JSON object on the original stdout; everything else
@@ -80,8 +81,9 @@ def spark_settings(operator: Any) -> dict[str, Any]:
     from aporia_provider.extraction.spark import LOCAL_MASTER
 
     requested = operator.spark_conf or {}
+    connect = f"Spark Connect ({operator.spark_conn_id})" if operator.spark_conn_id else None
     settings: dict[str, Any] = {
-        "master": requested.get("spark.master", LOCAL_MASTER),
+        "master": connect or requested.get("spark.master", LOCAL_MASTER),
         "num_partitions": operator.num_partitions,
         "batch_size": operator.batch_size,
         "fetchsize": int({**DEFAULT_READ_OPTIONS, **(operator.read_options or {})}["fetchsize"]),
@@ -89,6 +91,9 @@ def spark_settings(operator: Any) -> dict[str, Any]:
         "spark_conf": {k: v for k, v in requested.items() if not k.startswith("spark.eventLog.")},
     }
     # The JVM may have died with a failed sync (out of memory, say); the requested settings stand then.
+    # A Spark Connect session is closed by the operator, and has no SparkContext anyway.
+    if connect:
+        return settings
     with contextlib.suppress(Exception):
         session = SparkSession.getActiveSession()
         assert session is not None

@@ -1,7 +1,17 @@
-"""The benchmark's data: the version schema, the seeded tables and windows, and fragments shaped like its rows.
+"""The benchmark's data: two version schemas, the seeded tables and windows, and fragments shaped like rows.
 
-Shared by the orchestrating benchmark and the sync worker it runs in a subprocess, so both agree on
-what is read and where it goes.
+Shared by the orchestrating benchmark and the workers it runs in subprocesses (the sync, the hand-written
+loop), so all agree on what is read and where it goes.
+
+Two shapes, both with their vectors in SUPER columns (JSON text, as Redshift keeps them and as the
+Redshift stand-in serves them):
+
+- `SHAPE_16`: ten features around a 16-dim `embedding` tensor, two predictions, one delayed actual;
+- `SHAPE_768`: the seed's schema (aporia_local.seed, dags/insurance_model.py): a raw input, three
+  features and a 768-dim `embeddings` tensor, two predictions, one delayed actual.
+
+Every table spreads its rows evenly over its window; every third row has an actual that arrives later in
+the same window, so the sync (and the loop) read rows/3 actuals by the actual's own timestamp.
 """
 
 from __future__ import annotations
@@ -14,27 +24,110 @@ from typing import Any
 from aporia_provider.extraction.sql import Window, windowed
 
 MODEL_ID = "bench"
-VERSION = "v1"
 MODEL_TYPE = "binary"
 ID_COLUMN = "prediction_id"
 TIMESTAMP_COLUMN = "prediction_timestamp"
-ACTUALS_TIMESTAMP_COLUMN = "actual_at"
-TENSOR_SIZE = 16
-FEATURES: dict[str, Any] = {
-    "embedding": {"type": "tensor", "dimensions": [TENSOR_SIZE]},
-    "amount": "numeric",
-    "score": "numeric",
-    "tenure_months": "numeric",
-    "is_new": "boolean",
-    "has_discount": "boolean",
-    "owner": "string",
-    "channel": "string",
-    "segment": "categorical",
-    "region": "categorical",
-}
-PREDICTIONS: dict[str, Any] = {"will_buy": "boolean", "proba": "numeric"}
-ACTUALS = {"will_buy": "actual_label"}
 CHANNELS = ("web", "mobile", "branch", "partner")
+
+
+def _super_vector(size: int) -> str:
+    """SQL building row n's vector as SUPER (JSON text): element d is ((n * 31 + d * 17) % 1000) / 1000."""
+    # float8 to jsonb keeps at most 15 significant digits: 0.031, not 0.031000000000000000.
+    return (
+        f"to_jsonb(ARRAY(SELECT (((n * 31 + d * 17) % 1000) / 1000.0)::float8 "
+        f"FROM generate_series(1, {size}) AS d))::super"
+    )
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A model version's schema and the table layout that feeds it (columns named as its fields)."""
+
+    label: str
+    version: str
+    dimensions: int
+    features: dict[str, Any]
+    predictions: dict[str, Any]
+    raw_inputs: dict[str, Any]
+    actuals: dict[str, str]  # prediction field -> column of its actual
+    actuals_timestamp_column: str
+    # (column, SQL type, SELECT expression over n, the row number) of the prediction columns, in order.
+    columns: tuple[tuple[str, str, str], ...]
+    actual_value: str = "n % 4 = 0"
+
+    @property
+    def vector_field(self) -> str:
+        return next(name for name, spec in self.features.items() if isinstance(spec, dict))
+
+    def fields(self) -> dict[str, list[str]]:
+        """Field names by fragment group (the columns of the same names hold them)."""
+        return {
+            "features": list(self.features),
+            "predictions": list(self.predictions),
+            "rawInputs": list(self.raw_inputs),
+        }
+
+
+SHAPE_16 = Shape(
+    label="16-dim",
+    version="v16",
+    dimensions=16,
+    features={
+        "embedding": {"type": "tensor", "dimensions": [16]},
+        "amount": "numeric",
+        "score": "numeric",
+        "tenure_months": "numeric",
+        "is_new": "boolean",
+        "has_discount": "boolean",
+        "owner": "string",
+        "channel": "string",
+        "segment": "categorical",
+        "region": "categorical",
+    },
+    predictions={"will_buy": "boolean", "proba": "numeric"},
+    raw_inputs={},
+    actuals={"will_buy": "actual_label"},
+    actuals_timestamp_column="actual_at",
+    columns=(
+        ("embedding", "SUPER", _super_vector(16)),
+        ("amount", "DOUBLE PRECISION", "round((100 + (n * 7919) % 10000 / 10.0)::numeric, 2)::float8"),
+        ("score", "DOUBLE PRECISION", "((n * 37) % 1000) / 1000.0"),
+        ("tenure_months", "INTEGER", "(n % 120)::int"),
+        ("is_new", "BOOLEAN", "n % 5 = 0"),
+        ("has_discount", "BOOLEAN", "n % 7 = 0"),
+        ("owner", "VARCHAR(64)", "'owner-' || (n % 17)"),
+        ("channel", "VARCHAR(16)", f"(ARRAY[{', '.join(repr(c) for c in CHANNELS)}])[1 + n % {len(CHANNELS)}]"),
+        ("segment", "INTEGER", "(n % 8)::int"),
+        ("region", "INTEGER", "(n % 50)::int"),
+        ("will_buy", "BOOLEAN", "n % 2 = 0"),
+        ("proba", "DOUBLE PRECISION", "((n * 53) % 1000) / 1000.0"),
+    ),
+)
+SHAPE_768 = Shape(
+    label="768-dim (seed schema)",
+    version="v768",
+    dimensions=768,
+    features={
+        "amount": "numeric",
+        "owner": "string",
+        "is_new": "boolean",
+        "embeddings": {"type": "tensor", "dimensions": [768]},
+    },
+    predictions={"will_buy_insurance": "boolean", "proba": "numeric"},
+    raw_inputs={"raw_text": "text"},
+    actuals={"will_buy_insurance": "did_buy_insurance"},
+    actuals_timestamp_column="actual_timestamp",
+    columns=(
+        ("raw_text", "TEXT", "'customer note ' || n"),
+        ("amount", "DOUBLE PRECISION", "round((100 + (n * 7919) % 10000 / 10.0)::numeric, 2)::float8"),
+        ("owner", "VARCHAR(64)", "'owner-' || (n % 17)"),
+        ("is_new", "BOOLEAN", "n % 5 = 0"),
+        ("embeddings", "SUPER", _super_vector(768)),
+        ("will_buy_insurance", "BOOLEAN", "n % 2 = 0"),
+        ("proba", "DOUBLE PRECISION", "((n * 37) % 1000) / 1000.0"),
+    ),
+)
+SHAPES = (SHAPE_16, SHAPE_768)
 
 
 @dataclass(frozen=True)
@@ -42,13 +135,19 @@ class Table:
     """One seeded table: `rows` predictions spread evenly over `window`, ids prefixed to stay distinct."""
 
     name: str
+    shape: Shape
     rows: int
     window: Window
     id_prefix: str
+    # Windows synced separately (default: the whole window).
+    parts: int = 1
 
     @property
     def query(self) -> str:
         return f"SELECT * FROM {self.name}"
+
+    def windows(self) -> list[Window]:
+        return self.window.split(self.parts)
 
     def copy_sql(self) -> str:
         # The very derived table the sync pushes down to Redshift, so COPY reads what Spark reads.
@@ -60,90 +159,98 @@ class Table:
         Row n sits at start + n * span / rows; every third row gets an actual that arrives later in the
         same window (half-way between its prediction and the window's end).
         """
+        shape = self.shape
         start = self.window.start.isoformat()
         span = (self.window.end - self.window.start).total_seconds()
         offset = f"(n * {span} / {self.rows})"
-        tensor = ", ".join(f"((n * 31 + {d * 17}) % 1000) / 1000.0" for d in range(1, TENSOR_SIZE + 1))
-        channels = ", ".join(f"'{c}'" for c in CHANNELS)
+        [actual_column] = shape.actuals.values()
+        columns = ",\n".join(f"{name} {sql_type}" for name, sql_type, _ in shape.columns)
+        values = ",\n".join(expression for _, _, expression in shape.columns)
         return [
             f"DROP TABLE IF EXISTS {self.name}",
             f"""CREATE TABLE {self.name} (
                 {ID_COLUMN} VARCHAR(64) NOT NULL,
                 {TIMESTAMP_COLUMN} TIMESTAMPTZ NOT NULL,
-                embedding REAL[],
-                amount DOUBLE PRECISION,
-                score DOUBLE PRECISION,
-                tenure_months INTEGER,
-                is_new BOOLEAN,
-                has_discount BOOLEAN,
-                owner VARCHAR(64),
-                channel VARCHAR(16),
-                segment INTEGER,
-                region INTEGER,
-                will_buy BOOLEAN,
-                proba DOUBLE PRECISION,
-                actual_label BOOLEAN,
-                {ACTUALS_TIMESTAMP_COLUMN} TIMESTAMPTZ
+                {columns},
+                {actual_column} BOOLEAN,
+                {shape.actuals_timestamp_column} TIMESTAMPTZ
             )""",
             # bigint n: n * 7919 overflows int4 at 10M rows.
             f"""INSERT INTO {self.name}
             SELECT
                 '{self.id_prefix}' || lpad(n::text, 10, '0'),
                 '{start}'::timestamptz + {offset} * interval '1 second',
-                ARRAY[{tensor}]::real[],
-                round((100 + (n * 7919) % 10000 / 10.0)::numeric, 2)::float8,
-                ((n * 37) % 1000) / 1000.0,
-                (n % 120)::int,
-                n % 5 = 0,
-                n % 7 = 0,
-                'owner-' || (n % 17),
-                (ARRAY[{channels}])[1 + n % {len(CHANNELS)}],
-                (n % 8)::int,
-                (n % 50)::int,
-                n % 2 = 0,
-                ((n * 53) % 1000) / 1000.0,
-                CASE WHEN n % 3 = 0 THEN n % 4 = 0 END,
+                {values},
+                CASE WHEN n % 3 = 0 THEN {shape.actual_value} END,
                 CASE WHEN n % 3 = 0
                     THEN '{start}'::timestamptz + (({offset} + {span}) / 2) * interval '1 second' END
             FROM generate_series(0::bigint, {self.rows - 1}) AS n""",
         ]
 
-    def sync_arguments(self) -> dict[str, Any]:
-        """AporiaSyncOperator arguments for this table's window (spark settings are added by the caller)."""
+    def sync_arguments(self, window: Window | None = None, task_id: str | None = None) -> dict[str, Any]:
+        """AporiaSyncOperator arguments for a window of this table (spark settings are added by the caller)."""
+        window = window or self.window
         return {
-            "task_id": f"sync_{self.name}",
+            "task_id": task_id or f"sync_{self.name}",
             "model_id": MODEL_ID,
-            "model_version": VERSION,
+            "model_version": self.shape.version,
             "query": self.query,
             "id_column": ID_COLUMN,
             "timestamp_column": TIMESTAMP_COLUMN,
-            "actuals": ACTUALS,
-            "actuals_timestamp_column": ACTUALS_TIMESTAMP_COLUMN,
-            "window_start": self.window.start.isoformat(),
-            "window_end": self.window.end.isoformat(),
+            "actuals": self.shape.actuals,
+            "actuals_timestamp_column": self.shape.actuals_timestamp_column,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
         }
+
+    def loop_arguments(self, window: Window | None = None) -> dict[str, Any]:
+        """What the hand-written loop needs to read and send the same window (benchmarks.loop_worker)."""
+        window = window or self.window
+        return {
+            "model_id": MODEL_ID,
+            "model_version": self.shape.version,
+            "query": self.query,
+            "id_column": ID_COLUMN,
+            "timestamp_column": TIMESTAMP_COLUMN,
+            "fields": self.shape.fields(),
+            "vector_field": self.shape.vector_field,
+            "actuals": self.shape.actuals,
+            "actuals_timestamp_column": self.shape.actuals_timestamp_column,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+        }
+
+
+def _hour(day: int, hour: int = 0, hours: int = 1) -> Window:
+    start = datetime(2026, 11, day, hour, tzinfo=timezone.utc)
+    return Window(start, start + timedelta(hours=hours))
 
 
 def big_table(rows: int) -> Table:
     start = datetime(2026, 11, 20, tzinfo=timezone.utc)
-    return Table("bench_predictions", rows, Window(start, start + timedelta(days=1)), "bench-")
+    return Table("bench16_big", SHAPE_16, rows, Window(start, start + timedelta(days=1)), "big-")
 
 
-SMALL_TABLE = Table(
-    "bench_predictions_small",
-    1000,
-    Window(datetime(2026, 11, 22, tzinfo=timezone.utc), datetime(2026, 11, 22, 1, tzinfo=timezone.utc)),
-    "small-",
+# The hourly windows users sync most often, and a tenfold one, in both shapes.
+SMALL_TABLES = (
+    Table("bench768_1k", SHAPE_768, 1_000, _hour(22), "s768-1k-"),
+    Table("bench768_10k", SHAPE_768, 10_000, _hour(22), "s768-10k-"),
+    Table("bench16_1k", SHAPE_16, 1_000, _hour(22), "s16-1k-"),
+    Table("bench16_10k", SHAPE_16, 10_000, _hour(22), "s16-10k-"),
 )
+# Five hours of 1,000 rows each: one synced alone, then four at once, one hour each.
+CONCURRENT_TABLE = Table("bench768_5h", SHAPE_768, 5_000, _hour(23, hours=5), "c768-", parts=5)
+# The throwaway sync that warms the Spark Connect server (and the local Aporia's decoders) first.
+WARM_UP_TABLE = Table("bench768_warm_up", SHAPE_768, 300, _hour(24), "warm-")
 
 
 def fragment_json(n: int, id_prefix: str) -> str:
-    """A prediction fragment for row n, as the sync's Spark tasks serialise it (same keys, types, formats)."""
-    occurred_at = SMALL_TABLE.window.start + timedelta(seconds=n % 3600)
+    """A 16-dim prediction fragment for row n, as the sync's Spark tasks serialise it (same keys, types, formats)."""
+    occurred_at = datetime(2026, 11, 22, tzinfo=timezone.utc) + timedelta(seconds=n % 3600)
     fragment = {
         "id": f"{id_prefix}{n:010d}",
         "features": {
-            "embedding": [((n * 31 + d * 17) % 1000) / 1000.0 for d in range(1, TENSOR_SIZE + 1)],
+            "embedding": [((n * 31 + d * 17) % 1000) / 1000.0 for d in range(1, SHAPE_16.dimensions + 1)],
             "amount": round(100 + (n * 7919) % 10000 / 10.0, 2),
             "score": ((n * 37) % 1000) / 1000.0,
             "tenure_months": float(n % 120),  # numeric fields are cast to double by the sync
