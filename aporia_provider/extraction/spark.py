@@ -90,6 +90,11 @@ def spark_session(target: SparkTarget) -> SparkSession:
         builder = SparkSession.builder
         for key, value in conf.items():
             builder = builder.config(key, value)
+        from pyspark import SparkContext
+
+        # A JVM already running in this process is reused as it is: only a launch needs its stderr set aside.
+        if SparkContext._active_spark_context is not None:
+            return builder.getOrCreate()
         with _jvm_stderr_kept_aside():
             return builder.getOrCreate()
     except Exception as exc:

@@ -138,7 +138,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
 
     def _cluster_credentials(self, conn: Connection, duration: int) -> tuple[str, str, datetime]:
         extra = conn.extra_dejson
-        cluster = extra.get("cluster_identifier") or (conn.host or "").split(".", 1)[0]
+        cluster = self.cluster_identifier
         db_user = self.db_user
         if not db_user:
             raise AirflowException(
@@ -189,6 +189,11 @@ class RedshiftIAMHook(RedshiftSQLHook):
                 f"of AWS connection '{self.aws_conn_id}' the policy RedshiftIAMHook.iam_policy() renders, and check "
                 f"Redshift connection '{self.redshift_conn_id}'."
             ) from None
+
+    @property
+    def cluster_identifier(self) -> str:
+        """Extra `cluster_identifier`, else the host's first label (as the Amazon provider reads it)."""
+        return self.conn.extra_dejson.get("cluster_identifier") or (self.conn.host or "").split(".", 1)[0]
 
     @property
     def db_user(self) -> str:
@@ -301,7 +306,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
             }
         else:
             aws = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="redshift")
-            cluster = extra.get("cluster_identifier") or (conn.host or "").split(".", 1)[0]
+            cluster = self.cluster_identifier
             region = aws.region_name or "*"
             # AutoCreate makes GetClusterCredentials create the database user, which needs its own action.
             auto_create = _as_bool(extra.get("auto_create", False))
