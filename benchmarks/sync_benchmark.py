@@ -71,7 +71,8 @@ ENVIRONMENTS = {
     "warm-up": "bench-warm-up",
     "ingest": "bench-ingest",
 }
-RUNNER_LABELS = {"loop": "hand-written loop", "local": "sync, fresh local JVM", "connect": "sync, warm Spark Connect"}
+# The sync's two Spark configurations; either reads a window under spark_min_rows in the task, without Spark.
+RUNNER_LABELS = {"loop": "hand-written loop", "local": "sync, local Spark", "connect": "sync, warm Spark Connect"}
 NOT_RUN = "not run"
 T = TypeVar("T")
 
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="predictions in the big window (default 1M)")
     parser.add_argument("--num-partitions", type=int, help="the operator's num_partitions (default: its own)")
     parser.add_argument("--batch-size", type=int, help="the operator's batch_size (default: its own)")
+    parser.add_argument(
+        "--spark-min-rows",
+        type=int,
+        help="the operator's spark_min_rows (default: its own; 0 sends every window through Spark)",
+    )
     parser.add_argument(
         "--spark-conf",
         action="append",
@@ -369,7 +375,7 @@ class Benchmark:
             return [sys.executable, "-m", "benchmarks.loop_worker", json.dumps(arguments)]
         arguments = job.table.sync_arguments(job.window, task_id=job.label.replace("-", "_"))
         arguments["aporia_conn_id"] = aporia_conn_id(job.environment)
-        for option in ("num_partitions", "batch_size"):
+        for option in ("num_partitions", "batch_size", "spark_min_rows"):
             if getattr(self.args, option) is not None:
                 arguments[option] = getattr(self.args, option)
         if job.runner == "connect":

@@ -77,7 +77,7 @@ def spark_settings(operator: Any) -> dict[str, Any]:
     """What the sync ran with: as requested, then as read back from the live session where it still runs."""
     from pyspark.sql import SparkSession
 
-    from aporia_provider.extraction.run import DEFAULT_READ_OPTIONS
+    from aporia_provider.extraction.in_spark import DEFAULT_READ_OPTIONS
     from aporia_provider.extraction.spark import LOCAL_MASTER
 
     requested = operator.spark_conf or {}

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from functools import reduce
 from typing import TYPE_CHECKING
 
+from aporia_provider.extraction.fields import (
+    ColumnType,
+    bad_element,
+    not_finite,
+    not_json,
+    refused_column,
+    require_columns,
+    tensor_depth,
+    wrong_shape,
+)
 from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.sql import SyncInputError
 from aporia_provider.schema import FieldSpec
@@ -71,26 +80,6 @@ def actuals_fragment(frame: DataFrame, plan: SyncPlan) -> tuple[Column, Column]:
     return fragment, F.coalesce(*problems)
 
 
-def require_columns(present: list[str], plan: SyncPlan, needed: Mapping[str, list[str]]) -> None:
-    """Fail, naming the argument to fix, when a column some argument needs is not among `present`.
-
-    `needed` maps an argument (id_column, timestamp_column, ...) or a field group (features, ...) to the
-    columns it names.
-    """
-    for argument, columns in needed.items():
-        missing = [c for c in dict.fromkeys(columns) if c not in present]
-        if not missing:
-            continue
-        if argument.endswith("_column"):
-            role, fix = f"named by {argument}", f"set {argument} to an existing column"
-        else:
-            role, fix = f"needed for {argument}", "map the field to an existing column"
-        raise SyncInputError(
-            f"The query for {plan.model_id} {plan.model_version} has no column {', '.join(repr(m) for m in missing)} "
-            f"{role}; it returns {', '.join(present)}; add the column to the query or select_expr, or {fix}."
-        )
-
-
 def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[Column, Column]:
     """The JSON-ready value of one field and the problem (or null) of its value in a row."""
     from pyspark.sql import functions as F
@@ -98,16 +87,12 @@ def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[
 
     data_type = frame.schema[column].dataType
     col = F.col(column)
-    label = f"{spec.name}"
-    expected = _accepts(spec, data_type)
-    if expected:
-        raise SyncInputError(
-            f"Column {column!r} for {group[:-1].replace('_', ' ')} {spec.name!r} is {data_type.simpleString()}, but "
-            f"the field is {spec.type}; {expected}."
-        )
+    refused = refused_column(spec, column, group, spark_column_type(data_type))
+    if refused:
+        raise SyncInputError(refused)
     no_problem = F.lit(None).cast("string")
     if spec.type == "numeric":
-        return col.cast("double"), F.when(col.isNotNull() & ~_finite(col), F.lit(f"{label}: not a finite number"))
+        return col.cast("double"), F.when(col.isNotNull() & ~_finite(col), F.lit(not_finite(spec.name)))
     if spec.type == "datetime":
         return F.date_format(col, OCCURRED_AT_FORMAT), no_problem
     if spec.type not in ("vector", "tensor", "dict"):
@@ -120,22 +105,14 @@ def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[
         text = col
         col = F.from_json(text, data_type.simpleString())
         is_json_null = F.lower(F.trim(text)) == "null"
-        unparsed = F.when(
-            text.isNotNull() & ~is_json_null & col.isNull(),
-            F.lit(f"{label}: not JSON holding {_json_shape(spec)}"),
-        )
+        unparsed = F.when(text.isNotNull() & ~is_json_null & col.isNull(), F.lit(not_json(spec)))
     if spec.type == "dict":
         bad_value = F.exists(F.map_values(col), lambda x: x.isNull() | ~_finite(x))
-        return col, F.coalesce(unparsed, F.when(bad_value, F.lit(f"{label}: holds a null or non-finite value")))
-    problem = F.when(
-        F.exists(_flatten(col, data_type), lambda x: x.isNull() | ~_finite(x)),
-        F.lit(f"{label}: holds a null or non-finite element"),
-    )
+        return col, F.coalesce(unparsed, F.when(bad_value, F.lit(bad_element(spec))))
+    problem = F.when(F.exists(_flatten(col, data_type), lambda x: x.isNull() | ~_finite(x)), F.lit(bad_element(spec)))
     if spec.type == "tensor":
-        wrong_shape = ~_has_shape(col, list(spec.dimensions or ()))
         problem = F.when(
-            col.isNotNull() & wrong_shape,
-            F.lit(f"{label}: expected a tensor of shape {list(spec.dimensions or ())}"),
+            col.isNotNull() & ~_has_shape(col, list(spec.dimensions or ())), F.lit(wrong_shape(spec))
         ).otherwise(problem)
     return col, F.coalesce(unparsed, problem)
 
@@ -153,52 +130,9 @@ def _json_type(spec: FieldSpec) -> DataType:
     if spec.type == "dict":
         return T.MapType(T.StringType(), T.DoubleType())
     parsed: DataType = T.DoubleType()
-    for _ in range(len(spec.dimensions or ()) if spec.type == "tensor" else 1):
+    for _ in range(tensor_depth(spec)):
         parsed = T.ArrayType(parsed)
     return parsed
-
-
-def _json_shape(spec: FieldSpec) -> str:
-    if spec.type == "dict":
-        return "an object of numbers"
-    if spec.type == "tensor" and len(spec.dimensions or ()) > 1:
-        return f"{len(spec.dimensions or ())} levels of lists of numbers"
-    return "a list of numbers"
-
-
-def _accepts(spec: FieldSpec, data_type: DataType) -> str | None:
-    """Why a column of `data_type` cannot feed the field, or None when it can."""
-    from pyspark.sql import types as T
-
-    numeric = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType)
-    cast_hint = "cast it in the query or with select_expr"
-    if spec.type == "numeric":
-        return None if isinstance(data_type, numeric) else f"{cast_hint} to a number"
-    if spec.type == "categorical":
-        integral = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
-        return None if isinstance(data_type, integral) else f"{cast_hint} to an integer"
-    if spec.type in ("string", "text"):
-        return None if isinstance(data_type, T.StringType) else f"{cast_hint} to a string"
-    if spec.type == "boolean":
-        return None if isinstance(data_type, T.BooleanType) else f"{cast_hint} to a boolean"
-    if spec.type == "datetime":
-        return (
-            None
-            if isinstance(data_type, T.TimestampType | T.TimestampNTZType | T.DateType)
-            else (f"{cast_hint} to a timestamp")
-        )
-    if isinstance(data_type, T.StringType):
-        return None  # JSON text, parsed in Spark
-    if spec.type == "dict":
-        ok = isinstance(data_type, T.MapType) and isinstance(data_type.valueType, numeric)
-        return None if ok else "select a map of string to number, or JSON text (SUPER or VARCHAR)"
-    depth = len(spec.dimensions or ()) if spec.type == "tensor" else 1
-    inner = data_type
-    for _ in range(depth):
-        if not isinstance(inner, T.ArrayType):
-            return f"select an array of {depth} level(s) of numbers, or JSON text (SUPER or VARCHAR)"
-        inner = inner.elementType
-    return None if isinstance(inner, numeric) else f"{cast_hint} to an array of numbers"
 
 
 def _flatten(col: Column, data_type: DataType) -> Column:
@@ -243,21 +177,29 @@ def last_of_each_name(frame: DataFrame) -> DataFrame:
     return frame.toDF(*renamed).drop(*[name for name in renamed if name.startswith("__replaced_")])
 
 
-def timestamp_problem(argument: str, column: str, data_type: DataType, whole_days: bool) -> str | None:
-    """Why the window cannot be read by this column's type, or None when it can."""
+def spark_column_type(data_type: DataType) -> ColumnType:
+    """A Spark column type as the shared checks (`fields`) see it."""
     from pyspark.sql import types as T
 
-    if isinstance(data_type, T.TimestampType | T.TimestampNTZType):
-        return None
-    if isinstance(data_type, T.DateType):
-        if whole_days:
-            return None
-        return (
-            f"{argument} {column!r} is a DATE, which only serves windows that start and end at midnight UTC; "
-            f"schedule the sync daily (e.g. CronDataIntervalTimetable('0 0 * * *', timezone='UTC')) or name a "
-            "TIMESTAMP column."
-        )
-    return (
-        f"{argument} {column!r} is {data_type.simpleString()}, but the window is compared as time; select it as a "
-        f"TIMESTAMP, e.g. CAST({column} AS TIMESTAMP) AS {column} in the query."
-    )
+    element: ColumnType | None = None
+    if isinstance(data_type, T.ByteType | T.ShortType | T.IntegerType | T.LongType):
+        category = "integral"
+    elif isinstance(data_type, T.FloatType | T.DoubleType):
+        category = "fractional"
+    elif isinstance(data_type, T.DecimalType):
+        category = "decimal"
+    elif isinstance(data_type, T.StringType):
+        category = "string"
+    elif isinstance(data_type, T.BooleanType):
+        category = "boolean"
+    elif isinstance(data_type, T.TimestampType | T.TimestampNTZType):
+        category = "timestamp"
+    elif isinstance(data_type, T.DateType):
+        category = "date"
+    elif isinstance(data_type, T.ArrayType):
+        category, element = "array", spark_column_type(data_type.elementType)
+    elif isinstance(data_type, T.MapType):
+        category, element = "map", spark_column_type(data_type.valueType)
+    else:
+        category = "other"
+    return ColumnType(category, data_type.simpleString(), element)

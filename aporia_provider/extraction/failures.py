@@ -6,6 +6,8 @@ Works the same for classic sessions (the JVM's throwable chain) and Spark Connec
 from __future__ import annotations
 
 import re
+import struct
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,21 +35,49 @@ _MISSING_DRIVER = re.compile(r"ClassNotFoundException: ([\w.]+)|No suitable driv
 
 @contextmanager
 def failures_of(stage: str, subject: str, argument: str) -> Iterator[None]:
-    """Turn a Spark failure in `stage` into SyncRefused (naming `argument`) or SyncFailed (retried)."""
-    from pyspark.errors import PySparkException
-
+    """Turn a Redshift, Spark or Aporia failure in `stage` into SyncRefused (naming `argument`) or SyncFailed."""
     try:
         yield
     except (SyncInputError, SyncFailed):
         raise
-    except PySparkException as exc:
-        raise classify(exc, stage, subject, argument) from None
     except Exception as exc:
-        from py4j.protocol import Py4JJavaError
+        failure = _sorted(exc, stage, subject, argument)
+        if failure is None:
+            raise
+        raise failure from None
 
-        if isinstance(exc, Py4JJavaError):
-            raise classify(exc, stage, subject, argument) from None
-        raise
+
+def _sorted(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused | None:
+    """SyncFailed or SyncRefused for a failure this module knows, else None. Spark and redshift_connector are
+    only looked at when already imported: a sync that never started Spark does not load it to sort a failure."""
+    from aporia_provider.client import AporiaError
+
+    if isinstance(exc, AporiaError):
+        return SyncFailed(f"{stage} for {subject} failed: {_clean(str(exc))}; {_RETRY_NOTE}")
+    if isinstance(exc, struct.error | EOFError | ConnectionError):
+        # redshift_connector reading an answer cut short: the connection broke mid-message.
+        return SyncFailed(f"{stage} for {subject} failed: the connection to Redshift broke mid-answer; {_RETRY_NOTE}")
+    if "redshift_connector" in sys.modules:
+        import redshift_connector
+
+        if isinstance(exc, redshift_connector.Error):
+            return _redshift_failure(exc, stage, subject, argument)
+    if "pyspark" in sys.modules:
+        from py4j.protocol import Py4JJavaError
+        from pyspark.errors import PySparkException
+
+        if isinstance(exc, PySparkException | Py4JJavaError):
+            return classify(exc, stage, subject, argument)
+    return None
+
+
+def _redshift_failure(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused:
+    """A redshift_connector error: the server's fields (SQLSTATE `C`, message `M`) when it answered."""
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    state, reason = str(fields.get("C") or ""), str(fields.get("M") or exc)
+    if state[:2] in _REFUSED_SQLSTATE_CLASSES or (state and state[:2] not in _TRANSIENT_SQLSTATE_CLASSES):
+        return SyncRefused(f"Redshift refused the {argument} for {subject}: {_clean(reason)}; fix {argument}.")
+    return SyncFailed(f"{stage} for {subject} failed: {_clean(reason)}; {_RETRY_NOTE}")
 
 
 def classify(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused:

@@ -1,131 +1,150 @@
-"""The sync run: read a window from Redshift with Spark, check it, and deliver fragments to Aporia.
+"""The sync run: read a window from Redshift, check it, and deliver fragments to Aporia.
 
-It knows nothing of Airflow and uses only the DataFrame API, so it runs unchanged on local[*], a cluster
-and Spark Connect. Rows never pass through the calling process: Spark reads partitions over JDBC (the
-window predicate pushed down), builds each fragment's JSON and each row's verdict in the JVM
-(`columns`), and Spark tasks post batches to Aporia themselves (`mapInArrow`). Only counts and a few
-examples come back.
+It knows nothing of Airflow. Each source (predictions, actuals) is probed and counted over the Redshift
+connection first. A small window is read, judged and sent by the task itself (`in_task`). A large one goes
+to Spark, with the DataFrame API only, so it runs unchanged on local[*], a cluster and Spark Connect: Spark
+reads partitions over JDBC (the window predicate pushed down), builds each fragment's JSON and each row's
+verdict in the JVM (`columns`), and Spark tasks post batches to Aporia themselves (`mapInArrow`); only
+counts and a few examples come back.
 
-Each source (predictions, actuals) is read from Redshift once: the read is kept on Spark's disk, one job
-counts rows and rejects, and a second sends from that copy, so `on_invalid_rows="fail"` sends nothing
-when any row is invalid. Large windows are read in parts, each with credentials fetched just before it.
+Either way each source is read from Redshift once and every row is judged before anything is sent, so
+`on_invalid_rows="fail"` sends nothing when any row is invalid. With Spark the read is kept on its disk
+between the check and the send, and large windows are read in parts, each with credentials fetched just
+before it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial, reduce
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.columns import last_of_each_name, project, require_columns, timestamp_problem
 from aporia_provider.extraction.failures import failures_of
-from aporia_provider.extraction.plan import InvalidRowsError, SyncPlan, SyncSummary
+from aporia_provider.extraction.fields import require_columns, timestamp_problem
+from aporia_provider.extraction.in_spark import check_with_spark, deliver_with_spark, read_with_spark
+from aporia_provider.extraction.in_task import column_types, deliver_in_task, needed_columns, read_in_task
+from aporia_provider.extraction.plan import (
+    MAX_EXAMPLES,
+    SPARK_MIN_ROWS,
+    InvalidRowsError,
+    Source,
+    SyncPlan,
+    SyncSummary,
+)
 from aporia_provider.extraction.spark import is_connect, tagged
 from aporia_provider.extraction.sql import SyncInputError, Window, derived, windowed
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.connect.shell.progress import ProgressHandler
 
 log = logging.getLogger(__name__)
 
-DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
-# One read partition per this many rows: a small window is one task (no scheduling overhead), a large one
-# spreads over the cores and keeps each task's share of the kept copy small.
-ROWS_PER_PARTITION = 50_000
-# Windows larger than this are read in parts, each part with credentials fetched just before its read,
-# so a read longer than the credentials' lifetime still completes.
-ROWS_PER_READ = 2_000_000
-MAX_EXAMPLES = 5
-MAX_DUPLICATES_LISTED = 10_000
 PROGRESS_SECONDS = 30.0
-_DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
 
 
 @dataclass(frozen=True)
-class _Source:
-    kind: str  # "predictions" or "actuals"
-    query: str
-    timestamp_argument: str  # the argument naming its timestamp column
-    timestamp_column: str
-    query_argument: str  # the argument holding its query
+class Redshift:
+    """How a sync reaches Redshift; both fetch fresh credentials when called."""
+
+    connect: Callable[[], Any]  # a DB-API connection, for probes, counts and the task's own reads
+    jdbc_options: Callable[[], Mapping[str, str]]  # for Spark's JDBC reads
 
 
 @dataclass
 class _Checked:
+    """A source's window, read and judged: what it holds, and how to send what passed."""
+
     kind: str
-    frame: DataFrame  # (__fragment) of the rows to send
-    kept: list[DataFrame]  # the persisted reads, released at the end
-    rows: int = 0
-    rejected: int = 0
-    examples: list[str] = field(default_factory=list)
+    rows: int
+    rejected: int
+    examples: list[str]
+    send: Callable[[], LogResult]
+    release: Callable[[], None] = lambda: None
 
 
 def run_sync(
-    spark: SparkSession,
     plan: SyncPlan,
     window: Window,
-    jdbc_options: Callable[[], Mapping[str, str]],
+    redshift: Redshift,
+    spark: Callable[[], SparkSession],
     client: AporiaClient,
     lookback: timedelta = timedelta(0),
     dry_run: bool = False,
     batch_size: int = 5000,
     num_partitions: int | None = None,
+    spark_min_rows: int = SPARK_MIN_ROWS,
     tag: str | None = None,
+    stop: threading.Event | None = None,
 ) -> SyncSummary:
     """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by lookback).
 
-    `jdbc_options` is called before every read, so each read starts on fresh credentials. The Spark jobs
-    carry `tag` (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`.
+    A source's window of fewer than `spark_min_rows` rows is read and sent by this process; a larger one (or any,
+    with select_expr) by Spark, whose session `spark` starts on first use. The Spark jobs carry `tag` (when
+    given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`; `stop` ends the
+    task's own delivery before its next batch.
     """
     started = time.monotonic()
     summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=dry_run)
     subject = f"{plan.model_id} {plan.model_version}"
-    sources = [_Source("predictions", plan.query, "timestamp_column", plan.timestamp_column, "query")]
+    sources = [Source("predictions", plan.query, "timestamp_column", plan.timestamp_column, "query")]
     if plan.actuals_timestamp_column and plan.actuals:
         query, argument = (plan.actuals_query, "actuals_query") if plan.actuals_query else (plan.query, "query")
-        sources.append(_Source("actuals", query, "actuals_timestamp_column", plan.actuals_timestamp_column, argument))
-    progress = _Progress(spark, subject)
+        sources.append(Source("actuals", query, "actuals_timestamp_column", plan.actuals_timestamp_column, argument))
+    progress = _Progress(subject)
     checked: list[_Checked] = []
-    try:
-        with progress, tagged(spark, tag) if tag else nullcontext():
-            for source in sources:
-                with failures_of("Reading the window from Redshift", subject, source.query_argument):
-                    read = _read_source(spark, plan, window, lookback, jdbc_options, source, num_partitions, progress)
-                    checked.append(read)
-                    _check(read, plan, progress)
-                log.info("Checked %s of %s: %d rows, %d rejected.", source.kind, subject, read.rows, read.rejected)
-            _decide(summary, plan, checked)
-            if not dry_run:
-                sent = LogResult()
-                for rows in checked:
-                    progress.phase = f"sending {rows.kind}"
-                    with failures_of("Delivering the window to Aporia", subject, "query"):
-                        delivered = _deliver(rows.frame, client, plan, batch_size)
-                    log.info(
-                        "Sent %d %s of %s in %d batches.", delivered.fragments, rows.kind, subject, delivered.batches
-                    )
-                    if rows.kind == "predictions":
-                        summary.fragments_sent = delivered.fragments
-                    else:
-                        summary.actuals_sent = delivered.fragments
-                    sent.add(delivered)
-                summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
-    finally:
-        for rows in checked:
-            for frame in rows.kept:
-                frame.unpersist()
+    with ExitStack() as stack:
+        stack.enter_context(progress)
+        stack.callback(_release, checked)
+        session: list[SparkSession] = []
+
+        def started_spark() -> SparkSession:
+            if not session:
+                session.append(spark())
+                if tag:
+                    stack.enter_context(tagged(session[0], tag))
+                progress.watch(session[0])
+            return session[0]
+
+        reader = _Reader(plan, window.widened(lookback), redshift, started_spark, client, progress, stack)
+        for source in sources:
+            with failures_of("Reading the window from Redshift", subject, source.query_argument):
+                read = reader.read(source, num_partitions, spark_min_rows, batch_size, stop)
+            checked.append(read)
+            log.info("Checked %s of %s: %d rows, %d rejected.", source.kind, subject, read.rows, read.rejected)
+        _decide(summary, plan, checked)
+        if not dry_run:
+            sent = LogResult()
+            for rows in checked:
+                progress.phase = f"sending {rows.kind}"
+                with failures_of("Delivering the window to Aporia", subject, "query"):
+                    delivered = rows.send()
+                log.info("Sent %d %s of %s in %d batches.", delivered.fragments, rows.kind, subject, delivered.batches)
+                if rows.kind == "predictions":
+                    summary.fragments_sent = delivered.fragments
+                else:
+                    summary.actuals_sent = delivered.fragments
+                sent.add(delivered)
+            summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+def _release(checked: list[_Checked]) -> None:
+    for rows in checked:
+        rows.release()
+
+
+def _unpersist(kept: list[DataFrame]) -> None:
+    for frame in kept:
+        frame.unpersist()
 
 
 def _decide(summary: SyncSummary, plan: SyncPlan, checked: list[_Checked]) -> None:
@@ -148,152 +167,92 @@ def _decide(summary: SyncSummary, plan: SyncPlan, checked: list[_Checked]) -> No
     log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
 
 
-def _read_source(
-    spark: SparkSession,
-    plan: SyncPlan,
-    window: Window,
-    lookback: timedelta,
-    jdbc_options: Callable[[], Mapping[str, str]],
-    source: _Source,
-    num_partitions: int | None,
-    progress: _Progress,
-) -> _Checked:
-    """Read the source's window once, in parts when it is large, each part projected and kept on disk."""
-    from pyspark import StorageLevel
-    from pyspark.sql import types as T
+@dataclass
+class _Reader:
+    """Reads each source's window once: in this process when it is small, with Spark otherwise."""
 
-    timestamp_column = source.timestamp_column
-    read_window = window.widened(lookback)
-    options = _connection(plan, jdbc_options)
-    # The window predicate names the timestamp column inside Redshift: make sure it is there, and of a type
-    # the window can be compared with, before anything is read (Spark fetches only the columns here).
-    probe = spark.read.format("jdbc").options(**options, dbtable=derived(source.query)).load()
-    require_columns(probe.columns, plan, {source.timestamp_argument: [timestamp_column]})
-    timestamp_type = probe.schema[timestamp_column].dataType
-    problem = timestamp_problem(source.timestamp_argument, timestamp_column, timestamp_type, window.whole_days())
-    if problem:
-        raise SyncInputError(problem)
-    progress.phase = f"counting {source.kind}"
-    counted = f"(SELECT count(*) AS n FROM {windowed(source.query, timestamp_column, read_window)}) AS counted"
-    total = int(spark.read.format("jdbc").options(**options, dbtable=counted).load().first()[0])  # type: ignore[index]
-    parts = read_window.split(max(1, math.ceil(total / ROWS_PER_READ)))
-    kept: list[DataFrame] = []
-    for number, part in enumerate(parts, 1):
-        progress.phase = f"reading {source.kind}" + (f" (part {number} of {len(parts)})" if len(parts) > 1 else "")
-        partitions = num_partitions or max(1, math.ceil(total / len(parts) / ROWS_PER_PARTITION))
-        connection = options if number == 1 else _connection(plan, jdbc_options)
-        frame = _read(spark, connection, part, partitions, source, dates=isinstance(timestamp_type, T.DateType))
-        frame = last_of_each_name(frame.selectExpr(*plan.select_expr)) if plan.select_expr else frame
-        projected = project(frame, plan, source.kind).persist(StorageLevel.DISK_ONLY)
-        kept.append(projected)
-        if len(parts) > 1:
-            projected.count()  # read this part now, while its credentials are fresh
-    union = reduce(lambda a, b: a.unionAll(b), kept)
-    return _Checked(source.kind, union, kept)
+    plan: SyncPlan
+    window: Window  # already widened by the lookback
+    redshift: Redshift
+    spark: Callable[[], SparkSession]
+    client: AporiaClient
+    progress: _Progress
+    stack: ExitStack
+    _cursor: Any = None
 
+    def cursor(self) -> Any:
+        if self._cursor is None:
+            connection = self.stack.enter_context(closing(self.redshift.connect()))
+            self._cursor = connection.cursor()
+        return self._cursor
 
-def _connection(plan: SyncPlan, jdbc_options: Callable[[], Mapping[str, str]]) -> dict[str, str]:
-    return {**DEFAULT_READ_OPTIONS, **plan.read_options, **jdbc_options()}
+    def read(
+        self,
+        source: Source,
+        num_partitions: int | None,
+        spark_min_rows: int,
+        batch_size: int,
+        stop: threading.Event | None,
+    ) -> _Checked:
+        plan, subject = self.plan, f"{self.plan.model_id} {self.plan.model_version}"
+        if plan.select_expr:  # Spark SQL expressions: only Spark can apply them
+            return self._with_spark(source, None, num_partitions, batch_size)
+        # The window predicate names the timestamp column inside Redshift: make sure it is there, and of a type
+        # the window can be compared with, before anything is counted or read.
+        cursor = self.cursor()
+        self.progress.phase = f"counting {source.kind}"
+        cursor.execute(f"SELECT * FROM {derived(source.query)} LIMIT 0")
+        types = column_types(cursor.description)
+        require_columns(list(types), plan, {source.timestamp_argument: [source.timestamp_column]})
+        timestamp_type = types[source.timestamp_column]
+        if timestamp_type is not None:
+            problem = timestamp_problem(
+                source.timestamp_argument, source.timestamp_column, timestamp_type, self.window.whole_days()
+            )
+            if problem:
+                raise SyncInputError(problem)
+        cursor.execute(f"SELECT count(*) FROM {windowed(source.query, source.timestamp_column, self.window)}")
+        total = int(cursor.fetchone()[0])
+        needed = needed_columns(plan, source.kind, list(types))
+        unread = [column for column in needed if types[column] is None]
+        if total >= spark_min_rows or unread:
+            why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {spark_min_rows:,}"
+            log.info("Reading %s of %s with Spark: %s rows, %s.", source.kind, subject, f"{total:,}", why)
+            return self._with_spark(source, total, num_partitions, batch_size)
+        self.progress.phase = f"reading {source.kind}"
+        rows = read_in_task(cursor, plan, source.kind, source.query, source.timestamp_column, self.window, types)
+        send = partial(deliver_in_task, rows.fragments, self.client, plan, batch_size, stop)
+        return _Checked(source.kind, rows.rows, rows.rejected, rows.examples, send)
 
-
-def _read(
-    spark: SparkSession, options: Mapping[str, str], window: Window, partitions: int, source: _Source, dates: bool
-) -> DataFrame:
-    """The window of the source's query over JDBC, in partitions of its timestamp range."""
-    bound = "%Y-%m-%d" if dates else "%Y-%m-%d %H:%M:%S"
-    return (
-        spark.read.format("jdbc")
-        .options(
-            **options,
-            dbtable=windowed(source.query, source.timestamp_column, window),
-            partitionColumn=source.timestamp_column,
-            lowerBound=window.start.strftime(bound),
-            upperBound=window.end.strftime(bound),
-            numPartitions=str(partitions),
+    def _with_spark(self, source: Source, total: int | None, num_partitions: int | None, batch_size: int) -> _Checked:
+        spark = self.spark()
+        read = read_with_spark(spark, self.plan, self.window, self.redshift.jdbc_options, source, total, num_partitions)
+        self.progress.phase = f"checking {source.kind}"
+        frame, rows, rejected, examples = check_with_spark(read, self.plan, source.kind)
+        return _Checked(
+            source.kind,
+            rows,
+            rejected,
+            examples,
+            send=partial(deliver_with_spark, frame, self.client, self.plan, batch_size),
+            release=partial(_unpersist, read),
         )
-        .load()
-    )
-
-
-def _check(read: _Checked, plan: SyncPlan, progress: _Progress) -> None:
-    """Count rows and rejects (problems and repeated ids) in one Spark job; more only when rows are rejected."""
-    from pyspark.sql import functions as F
-
-    progress.phase = f"checking {read.kind}"
-    frame = read.frame
-    per_id = frame.groupBy("__id").agg(F.count(F.lit(1)).alias("n"), F.count("__problem").alias("bad"))
-    repeated_id = F.col("__id").isNotNull() & (F.col("n") > 1)
-    totals = per_id.agg(
-        F.coalesce(F.sum("n"), F.lit(0)).alias("rows"),
-        F.coalesce(F.sum(F.when(repeated_id, F.col("n")).otherwise(F.col("bad"))), F.lit(0)).alias("rejected"),
-        F.count(F.when(repeated_id, 1)).alias("repeated_ids"),
-    ).first()
-    assert totals is not None
-    if totals["repeated_ids"] > MAX_DUPLICATES_LISTED:
-        raise InvalidRowsError(
-            f"More than {MAX_DUPLICATES_LISTED} {plan.id_column} values repeat within the window; the query "
-            "probably joins rows it should not; make it return one row per prediction."
-        )
-    problem = F.col("__problem")
-    if totals["repeated_ids"]:
-        duplicates = [row["__id"] for row in per_id.where(repeated_id).select("__id").collect()]
-        repeated = F.col("__id").isin(duplicates)
-        problem = F.when(repeated, F.concat(F.lit(f"duplicate {plan.id_column} "), F.col("__id"))).otherwise(problem)
-    verdict = frame.select("__id", "__fragment", problem.alias("__problem"))
-    if totals["rejected"]:
-        read.examples = [
-            f"{read.kind} {row['__id'] if row['__id'] is not None else '(no id)'}: {row['__problem']}"
-            for row in verdict.where(problem.isNotNull()).limit(MAX_EXAMPLES).collect()
-        ]
-    read.frame = verdict.where(problem.isNull()).select("__fragment")
-    read.rows, read.rejected = totals["rows"], totals["rejected"]
-
-
-def _deliver(frame: DataFrame, client: AporiaClient, plan: SyncPlan, batch_size: int) -> LogResult:
-    """Spark tasks post their partitions' fragments; each task answers with one row of what it cost."""
-    # Arrow hands each task its rows in batches of this size and the task posts each as it comes, so a
-    # cancelled task stops at its next batch instead of posting a whole prefetched partition.
-    frame.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-    send = partial(_send_partition, client, plan.model_id, plan.model_version)
-    total = LogResult()
-    for row in frame.mapInArrow(send, _DELIVERY_SCHEMA).collect():
-        total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
-    return total
-
-
-def _send_partition(
-    client: AporiaClient, model_id: str, model_version: str, batches: Iterator[pa.RecordBatch]
-) -> Iterator[pa.RecordBatch]:
-    """Runs in a Spark task: post each batch of this partition's fragments, report what it cost."""
-    import pyarrow as pa
-
-    result = LogResult()
-    for record_batch in batches:
-        if record_batch.num_rows:
-            result.add(client.log_fragment_json(model_id, model_version, record_batch.column(0).to_pylist()))
-    yield pa.RecordBatch.from_pylist(
-        [
-            {
-                "fragments": result.fragments,
-                "batches": result.batches,
-                "retries": result.retries,
-                "warnings": result.warnings[:MAX_EXAMPLES],
-            }
-        ]
-    )
 
 
 class _Progress:
-    """Logs, at most every PROGRESS_SECONDS while Spark works, what the sync is doing and how far it got."""
+    """Logs, at most every PROGRESS_SECONDS, what the sync is doing and how far Spark got (once it runs)."""
 
-    def __init__(self, spark: SparkSession, subject: str) -> None:
-        self.spark = spark
+    def __init__(self, subject: str) -> None:
         self.subject = subject
         self.phase = "starting"
+        self.spark: SparkSession | None = None
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, name="aporia-sync-progress", daemon=True)
         self._tasks: tuple[int, int] | None = None
+
+    def watch(self, spark: SparkSession) -> None:
+        self.spark = spark
         if is_connect(spark):
             spark.registerProgressHandler(cast("ProgressHandler", self._on_connect_progress))
 
@@ -304,7 +263,7 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        if is_connect(self.spark):
+        if self.spark is not None and is_connect(self.spark):
             self.spark.removeProgressHandler(cast("ProgressHandler", self._on_connect_progress))
 
     def _on_connect_progress(
@@ -314,7 +273,7 @@ class _Progress:
         self._tasks = (sum(s.num_completed_tasks for s in known), sum(s.num_tasks for s in known))
 
     def _tasks_done(self) -> tuple[int, int] | None:
-        if is_connect(self.spark):
+        if self.spark is None or is_connect(self.spark):
             return self._tasks
         tracker = self.spark.sparkContext.statusTracker()
         stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]

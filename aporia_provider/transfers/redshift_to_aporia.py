@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 
-from aporia_provider.compat import AirflowFailException
+from aporia_provider.extraction.plan import SPARK_MIN_ROWS
 from aporia_provider.extraction.sql import Window, table_query
 from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from pyspark.sql import SparkSession
-
-    from aporia_provider.extraction.spark import SparkTarget
 
 
 class AporiaSyncOperator(AporiaBaseOperator):
@@ -66,6 +65,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
         ``spark_connect`` (a Spark Connect server, ``sc://host:15002``). Without one the sync runs on ``local[*]``.
     :param spark_conf: Spark settings, over those of the connection (templated; ``spark.master`` picks a master
         without a connection). A Spark Connect server keeps its own settings; only session settings apply there.
+    :param spark_min_rows: a source's window (predictions, or actuals) of at least this many rows is read by
+        Spark; a smaller one is read, checked and sent by the task itself over the Redshift connection, without
+        starting Spark (same checks, same guarantees). 0 sends every window through Spark; so does
+        ``select_expr`` (Spark SQL). Default 20,000: the task then holds at most that many rows in memory.
     :param jdbc_driver: ``postgresql`` (default, accepted by Redshift) or ``redshift`` when that driver is on
         Spark's class path.
     """
@@ -129,6 +132,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         num_partitions: int | None = None,
         spark_conf: Mapping[str, str] | None = None,
         spark_conn_id: str | None = None,
+        spark_min_rows: int = SPARK_MIN_ROWS,
         jdbc_driver: str = "postgresql",
         **kwargs: Any,
     ) -> None:
@@ -158,16 +162,19 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.num_partitions = num_partitions
         self.spark_conf = spark_conf
         self.spark_conn_id = spark_conn_id
+        self.spark_min_rows = spark_min_rows
         self.jdbc_driver = jdbc_driver
-        # The session and tag of the running sync, so on_kill can stop its Spark jobs.
+        # The session and tag of the running sync's Spark jobs, and its own delivery's stop, for on_kill.
         self._running: tuple[SparkSession, str] | None = None
+        self._stop = threading.Event()
         self.model_version_outlet = self._declare_asset()
         self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
         from aporia_provider.extraction.plan import SyncPlan
-        from aporia_provider.extraction.run import run_sync
+        from aporia_provider.extraction.run import Redshift, run_sync
         from aporia_provider.extraction.spark import spark_session
+        from aporia_provider.hooks.spark import spark_target
 
         window = self._resolve_window(context)
         schema = self.existing_schema(self.model_id, self.model_version)
@@ -190,37 +197,50 @@ class AporiaSyncOperator(AporiaBaseOperator):
             read_options=dict(self.read_options or {}),
             on_invalid_rows=self.on_invalid_rows,
         )
-        target = self._spark_target()
+        target = spark_target(self.spark_conn_id, self.spark_conf)
         self.log.info(
-            "Syncing %s %s for [%s, %s)%s%s on %s.",
+            "Syncing %s %s for [%s, %s)%s%s; windows of %s rows or more on %s, smaller ones in this task.",
             self.model_id,
             self.model_version,
             window.start.isoformat(),
             window.end.isoformat(),
             f" with lookback {self.lookback}" if self.lookback else "",
             " (validate only: nothing is sent)" if self.validate_only else "",
+            f"{self.spark_min_rows:,}",
             target.describe(),
         )
-        spark = spark_session(target)
         tag = f"aporia-sync-{uuid.uuid4().hex}"
-        self._running = (spark, tag)
+        self._stop = threading.Event()
+        started: list[SparkSession] = []
+
+        def start_spark() -> SparkSession:
+            spark = spark_session(target)
+            started.append(spark)
+            self._running = (spark, tag)
+            return spark
+
         try:
             summary = run_sync(
-                spark,
                 plan,
                 window,
-                partial(self.redshift_hook.spark_jdbc_options, self.jdbc_driver),
+                Redshift(
+                    connect=self.redshift_hook.get_conn,
+                    jdbc_options=partial(self.redshift_hook.spark_jdbc_options, self.jdbc_driver),
+                ),
+                start_spark,
                 self.aporia_hook.client,
                 lookback=self.lookback,
                 dry_run=self.validate_only,
                 batch_size=self.batch_size,
                 num_partitions=self.num_partitions,
+                spark_min_rows=self.spark_min_rows,
                 tag=tag,
+                stop=self._stop,
             )
         finally:
             self._running = None
-            if target.remote:
-                spark.stop()  # release this session on the shared server
+            if started and target.remote:
+                started[0].stop()  # release this session on the shared server
         # The model version first: the sync view groups windows by it, and a log reader wants it too.
         result = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
@@ -228,7 +248,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         return result
 
     def on_kill(self) -> None:
-        """Stop the sync's Spark jobs, so no task goes on posting to Aporia after the task is gone."""
+        """Stop the sync's Spark jobs and its own delivery, so nothing goes on posting to Aporia after the task."""
+        self._stop.set()
         running = self._running
         if running is None:
             return
@@ -237,48 +258,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
         spark, tag = running
         cancel(spark, tag)
         self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, self.model_version)
-
-    def _spark_target(self) -> SparkTarget:
-        """Where to run, from spark_conn_id (the Spark provider's connection types) and spark_conf."""
-        from airflow.sdk import BaseHook
-        from airflow.sdk.log import mask_secret
-
-        from aporia_provider.extraction.spark import SparkTarget
-
-        conf = {key: str(value) for key, value in (self.spark_conf or {}).items()}
-        if not self.spark_conn_id:
-            return SparkTarget(master=conf.pop("spark.master", None), conf=conf)
-        try:
-            conn = BaseHook.get_connection(self.spark_conn_id)
-        except Exception as exc:
-            raise AirflowFailException(
-                f"The Spark connection '{self.spark_conn_id}' is not defined; create it (type spark or "
-                "spark_connect) or leave spark_conn_id unset to run on local[*]."
-            ) from exc
-        if conn.conn_type == "spark_connect":
-            from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
-
-            if conn.password:
-                mask_secret(conn.password)
-            if "spark.master" in conf:
-                raise AirflowFailException(
-                    f"spark_conf sets spark.master, but Spark connection '{self.spark_conn_id}' is a Spark Connect "
-                    "server; drop spark.master from spark_conf."
-                )
-            return SparkTarget(remote=SparkConnectHook(self.spark_conn_id).get_connection_url(), conf=conf)
-        if conn.conn_type == "spark":
-            if not conn.host:
-                raise AirflowFailException(
-                    f"Spark connection '{self.spark_conn_id}' has no host; set it to the master URL, e.g. "
-                    "spark://host (port 7077), yarn or local[*]."
-                )
-            master = f"{conn.host}:{conn.port}" if conn.port else conn.host
-            settings = {key: str(value) for key, value in conn.extra_dejson.items() if key.startswith("spark.")}
-            return SparkTarget(master=conf.pop("spark.master", master), conf={**settings, **conf})
-        raise AirflowFailException(
-            f"Connection '{self.spark_conn_id}' is of type {conn.conn_type!r}; spark_conn_id takes a connection of "
-            "type spark (a master URL) or spark_connect (a Spark Connect server)."
-        )
 
     # ------------------------------------------------------------------ after the sync
 

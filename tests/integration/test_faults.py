@@ -19,6 +19,7 @@ import pytest
 
 from aporia_local.credentials import issue_password
 from aporia_local.stack import LocalStack
+from aporia_provider.extraction.plan import SPARK_MIN_ROWS
 from tests.helpers import MODEL, AirflowCli, AporiaProbe, assert_delivered_exactly, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")
@@ -33,13 +34,28 @@ def day_two(hours: int = 12) -> tuple[datetime, datetime]:
 def test_aporia_errors_and_timeouts_on_some_batches_are_retried(
     stack: LocalStack, aporia: AporiaProbe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Spark tasks post batches side by side, so the faults land on several batches."""
     fast = stack.connections()["aporia_default"]
     monkeypatch.setenv("AIRFLOW_CONN_APORIA_FAST", json.dumps(fast | {"extra": fast["extra"] | {"timeout": 1}}))
     aporia.fail_next(2, status=503, operation="logPredictions")
     aporia.fail_next(1, status=500, operation="logPredictions")
     aporia.fail_next(1, delay=3, operation="logPredictions")  # longer than the 1 s timeout
-    summary = sync(day_two(), batch_size=10, aporia_conn_id="aporia_fast")
+    summary = sync(day_two(), batch_size=10, aporia_conn_id="aporia_fast", spark_min_rows=0)
     assert summary["retries"] == 4
+    assert_delivered_exactly(stack, aporia, *day_two())
+
+
+def test_aporia_errors_and_a_timeout_on_a_batch_sent_by_the_task_are_retried(
+    stack: LocalStack, aporia: AporiaProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task posts one batch at a time: three failed attempts on its first batch, the fourth (last) one lands."""
+    fast = stack.connections()["aporia_default"]
+    monkeypatch.setenv("AIRFLOW_CONN_APORIA_FAST", json.dumps(fast | {"extra": fast["extra"] | {"timeout": 1}}))
+    aporia.fail_next(1, status=503, operation="logPredictions")
+    aporia.fail_next(1, status=500, operation="logPredictions")
+    aporia.fail_next(1, delay=3, operation="logPredictions")  # longer than the 1 s timeout
+    summary = sync(day_two(), batch_size=10, aporia_conn_id="aporia_fast")
+    assert summary["retries"] == 3
     assert_delivered_exactly(stack, aporia, *day_two())
 
 
@@ -62,10 +78,13 @@ def test_aporia_killed_mid_sync_then_restarted_and_rerun(stack: LocalStack, apor
     assert_delivered_exactly(stack, aporia, *day_two())
 
 
-def test_redshift_drops_the_connection_mid_read_then_rerun(stack: LocalStack, aporia: AporiaProbe) -> None:
+@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
+def test_redshift_drops_the_connection_mid_read_then_rerun(
+    stack: LocalStack, aporia: AporiaProbe, spark_min_rows: int
+) -> None:
     stack.processes["redshift"].send_signal(signal.SIGUSR2)  # cut the next large result part-way
     with pytest.raises(RuntimeError) as error:
-        sync(day_two(), num_partitions=1)
+        sync(day_two(), num_partitions=1, spark_min_rows=spark_min_rows)
     assert str(error.value).startswith(f"Reading the window from Redshift for {MODEL} v1 failed: ")
     assert aporia.count(MODEL, "v1")["total"] == 0  # reads and checks come before any delivery
     sync(day_two(), num_partitions=1)
@@ -81,7 +100,7 @@ def test_expired_credentials_fail_clearly_then_rerun(stack: LocalStack, aporia: 
     with pytest.raises(RuntimeError) as error:
         operator.execute({})
     assert str(error.value) == (
-        f"Reading the window from Redshift for {MODEL} v1 failed: FATAL: password authentication failed for user "
+        f"Reading the window from Redshift for {MODEL} v1 failed: password authentication failed for user "
         f'"{valid.user}"; re-run the task once that is fixed (delivery is idempotent: nothing is duplicated).'
     )
     assert valid.password not in str(error.value) and expired not in str(error.value)

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
 from aporia_provider.extraction.failures import SyncFailed
+from aporia_provider.extraction.plan import SPARK_MIN_ROWS
 from tests.helpers import MODEL, NOTHING_SENT, SEED_START, AporiaProbe, redshift_sql, row_id, sync_predictions
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
@@ -170,7 +171,7 @@ def test_a_sql_error_is_not_retried_and_names_the_query(version: str, aporia: Ap
 
 def test_a_missing_jdbc_driver_is_not_retried(version: str, aporia: AporiaProbe) -> None:
     with pytest.raises(AirflowFailException) as error:
-        sync(jdbc_driver="redshift")
+        sync(jdbc_driver="redshift", spark_min_rows=0)
     assert str(error.value) == (
         f"Reading the window from Redshift for {MODEL} v1 failed: the JDBC driver com.amazon.redshift.jdbc42.Driver "
         "is not on Spark's class path; add its jar with spark_conf {'spark.jars': '/path/driver.jar'} or "
@@ -180,15 +181,16 @@ def test_a_missing_jdbc_driver_is_not_retried(version: str, aporia: AporiaProbe)
 
 def test_a_bad_spark_setting_is_not_retried(version: str, aporia: AporiaProbe) -> None:
     with pytest.raises(AirflowFailException) as error:
-        sync(spark_conf={"spark.sql.shuffle.partitions": "many"})
+        sync(spark_conf={"spark.sql.shuffle.partitions": "many"}, spark_min_rows=0)
     assert str(error.value).startswith("Spark did not start on Spark master local[*]: ")
     assert str(error.value).endswith("; check spark_conf and the Spark connection (spark_conn_id).")
 
 
-def test_a_connection_cut_is_retried(version: str, aporia: AporiaProbe, stack: LocalStack) -> None:
+@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
+def test_a_connection_cut_is_retried(version: str, aporia: AporiaProbe, stack: LocalStack, spark_min_rows: int) -> None:
     import signal
 
     stack.processes["redshift"].send_signal(signal.SIGUSR2)  # cut the next large result part-way
     with pytest.raises(SyncFailed):
-        sync((T0, T0 + 24 * HOUR))
+        sync((T0, T0 + 24 * HOUR), spark_min_rows=spark_min_rows)
     assert aporia.count(MODEL, "v1")["total"] == 0

@@ -60,7 +60,8 @@ def test_each_spark_deployment_delivers_the_window_exactly_once(
     aporia: AporiaProbe,
     airflow_env: dict[str, str],
 ) -> None:
-    arguments: dict[str, Any] = {"num_partitions": 2}
+    # spark_min_rows=0: this small window goes to Spark, as large ones do.
+    arguments: dict[str, Any] = {"num_partitions": 2, "spark_min_rows": 0}
     env = dict(airflow_env)
     if spark == "standalone":
         conn_id = request.getfixturevalue("spark_standalone_conn")

@@ -14,7 +14,7 @@ import pytest
 from aporia_local.credentials import issue_password
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
-from aporia_provider.extraction import run
+from aporia_provider.extraction import in_spark
 from aporia_provider.hooks import redshift
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
 from tests.helpers import LOUD, MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
@@ -52,7 +52,7 @@ def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
 
 def test_on_kill_stops_the_spark_jobs_posting_to_aporia(version: str, aporia: AporiaProbe) -> None:
     aporia.fail_next(10_000, delay=0.3, operation="logPredictions")  # every batch takes a while
-    operator = sync_operator((T0, T0 + timedelta(hours=24)), batch_size=2, num_partitions=2)
+    operator = sync_operator((T0, T0 + timedelta(hours=24)), batch_size=2, num_partitions=2, spark_min_rows=0)
     failure: list[BaseException] = []
 
     def execute() -> None:
@@ -98,10 +98,10 @@ def test_a_read_longer_than_the_credentials_completes(
 
     monkeypatch.setattr(RedshiftIAMHook, "_fetch_credentials", short_lived)
     monkeypatch.setattr(redshift, "REFRESH_MARGIN", timedelta(seconds=2))
-    monkeypatch.setattr(run, "ROWS_PER_READ", 12)  # 36 rows: three parts
+    monkeypatch.setattr(in_spark, "ROWS_PER_READ", 12)  # 36 rows: three parts
     slow = "SELECT p.* FROM model_predictions AS p CROSS JOIN (SELECT pg_sleep(1.2)) AS pause"
     window = (T0, T0 + timedelta(hours=6))
-    summary: dict[str, Any] = sync(window, query=slow, actuals=None, actuals_timestamp_column=None)
+    summary: dict[str, Any] = sync(window, query=slow, actuals=None, actuals_timestamp_column=None, spark_min_rows=0)
     assert (summary["rows_read"], summary["fragments_sent"]) == (36, 36)
     assert len(fetched) >= 3
     expected = redshift_sql(
