@@ -112,7 +112,9 @@ def _field(frame: DataFrame, spec: FieldSpec, column: str, group: str) -> tuple[
     problem = F.when(F.exists(_flatten(col, data_type), lambda x: x.isNull() | ~_finite(x)), F.lit(bad_element(spec)))
     if spec.type == "tensor":
         problem = F.when(
-            col.isNotNull() & ~_has_shape(col, list(spec.dimensions or ())), F.lit(wrong_shape(spec))
+            # A null inner list makes the check null (size(null) is null under ANSI): that is a wrong shape too.
+            col.isNotNull() & ~F.coalesce(_has_shape(col, list(spec.dimensions or ())), F.lit(False)),
+            F.lit(wrong_shape(spec)),
         ).otherwise(problem)
     return col, F.coalesce(unparsed, problem)
 
@@ -187,7 +189,8 @@ def spark_column_type(data_type: DataType) -> ColumnType:
     elif isinstance(data_type, T.FloatType | T.DoubleType):
         category = "fractional"
     elif isinstance(data_type, T.DecimalType):
-        category = "decimal"
+        # Named without precision: the task's reads do not learn it, and messages must read alike.
+        return ColumnType("decimal", "decimal")
     elif isinstance(data_type, T.StringType):
         category = "string"
     elif isinstance(data_type, T.BooleanType):

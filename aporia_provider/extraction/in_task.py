@@ -50,7 +50,7 @@ REDSHIFT_TYPES: dict[int, ColumnType] = {
     23: ColumnType("integral", "int"),
     700: ColumnType("fractional", "float"),
     701: ColumnType("fractional", "double"),
-    1700: ColumnType("decimal", "decimal(38,18)"),
+    1700: ColumnType("decimal", "decimal"),
     18: _STRING,  # "char"
     25: _STRING,  # text
     1042: _STRING,  # char(n)

@@ -20,14 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.extraction.failures import failures_of
-from aporia_provider.extraction.fields import require_columns, timestamp_problem
+from aporia_provider.extraction.fields import ColumnType, require_columns, timestamp_problem
 from aporia_provider.extraction.in_spark import check_with_spark, deliver_with_spark, read_with_spark
 from aporia_provider.extraction.in_task import column_types, deliver_in_task, needed_columns, read_in_task
 from aporia_provider.extraction.plan import (
@@ -179,6 +179,7 @@ class _Reader:
     progress: _Progress
     stack: ExitStack
     _cursor: Any = None
+    _columns: dict[str, dict[str, ColumnType | None]] = field(default_factory=dict)  # by query: one probe each
 
     def cursor(self) -> Any:
         if self._cursor is None:
@@ -201,8 +202,10 @@ class _Reader:
         # the window can be compared with, before anything is counted or read.
         cursor = self.cursor()
         self.progress.phase = f"counting {source.kind}"
-        cursor.execute(f"SELECT * FROM {derived(source.query)} LIMIT 0")
-        types = column_types(cursor.description)
+        if source.query not in self._columns:
+            cursor.execute(f"SELECT * FROM {derived(source.query)} LIMIT 0")
+            self._columns[source.query] = column_types(cursor.description)
+        types = self._columns[source.query]
         require_columns(list(types), plan, {source.timestamp_argument: [source.timestamp_column]})
         timestamp_type = types[source.timestamp_column]
         if timestamp_type is not None:

@@ -258,7 +258,7 @@ def test_column_types_name_the_types_as_spark_does() -> None:
         "i": ColumnType("integral", "int"),
         "real": ColumnType("fractional", "float"),
         "double": ColumnType("fractional", "double"),
-        "numeric": ColumnType("decimal", "decimal(38,18)"),
+        "numeric": ColumnType("decimal", "decimal"),
         "text": ColumnType("string", "string"),
         "varchar": ColumnType("string", "string"),
         "char": ColumnType("string", "string"),
@@ -650,7 +650,7 @@ def test_only_rows_with_actuals_count_as_repeats() -> None:
         ),
         (
             {"grid": 1700},
-            "Column 'grid' for feature 'grid' is decimal(38,18), but the field is tensor; "
+            "Column 'grid' for feature 'grid' is decimal, but the field is tensor; "
             "select an array of 2 level(s) of numbers, or JSON text (SUPER or VARCHAR).",
         ),
         (
