@@ -31,30 +31,34 @@ def day_two(hours: int = 12) -> tuple[datetime, datetime]:
     return start, start + hours * HOUR
 
 
-def test_aporia_errors_and_timeouts_on_some_batches_are_retried(
-    stack: LocalStack, aporia: AporiaProbe, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Spark tasks post batches side by side, so the faults land on several batches."""
+@pytest.fixture
+def aporia_fast(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An Aporia connection that waits 1 s for an answer."""
     fast = stack.connections()["aporia_default"]
     monkeypatch.setenv("AIRFLOW_CONN_APORIA_FAST", json.dumps(fast | {"extra": fast["extra"] | {"timeout": 1}}))
+    return "aporia_fast"
+
+
+def test_aporia_errors_and_timeouts_on_some_batches_are_retried(
+    stack: LocalStack, aporia: AporiaProbe, aporia_fast: str
+) -> None:
+    """Spark tasks post batches side by side, so the faults land on several batches."""
     aporia.fail_next(2, status=503, operation="logPredictions")
     aporia.fail_next(1, status=500, operation="logPredictions")
     aporia.fail_next(1, delay=3, operation="logPredictions")  # longer than the 1 s timeout
-    summary = sync(day_two(), batch_size=10, aporia_conn_id="aporia_fast", spark_min_rows=0)
+    summary = sync(day_two(), batch_size=10, aporia_conn_id=aporia_fast, spark_min_rows=0)
     assert summary["retries"] == 4
     assert_delivered_exactly(stack, aporia, *day_two())
 
 
 def test_aporia_errors_and_a_timeout_on_a_batch_sent_by_the_task_are_retried(
-    stack: LocalStack, aporia: AporiaProbe, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, aporia: AporiaProbe, aporia_fast: str
 ) -> None:
     """The task posts one batch at a time: three failed attempts on its first batch, the fourth (last) one lands."""
-    fast = stack.connections()["aporia_default"]
-    monkeypatch.setenv("AIRFLOW_CONN_APORIA_FAST", json.dumps(fast | {"extra": fast["extra"] | {"timeout": 1}}))
     aporia.fail_next(1, status=503, operation="logPredictions")
     aporia.fail_next(1, status=500, operation="logPredictions")
     aporia.fail_next(1, delay=3, operation="logPredictions")  # longer than the 1 s timeout
-    summary = sync(day_two(), batch_size=10, aporia_conn_id="aporia_fast")
+    summary = sync(day_two(), batch_size=10, aporia_conn_id=aporia_fast)
     assert summary["retries"] == 3
     assert_delivered_exactly(stack, aporia, *day_two())
 

@@ -15,6 +15,7 @@ from aporia_local.credentials import issue_password
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
 from aporia_provider.extraction import in_spark
+from aporia_provider.extraction.plan import SPARK_MIN_ROWS
 from aporia_provider.hooks import redshift
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
 from tests.helpers import LOUD, MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
@@ -50,9 +51,13 @@ def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
     assert re.search(r"Sent \d+ predictions of insurance-propensity v1 in \d+ batches\.", log)
 
 
-def test_on_kill_stops_the_spark_jobs_posting_to_aporia(version: str, aporia: AporiaProbe) -> None:
+@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
+def test_on_kill_stops_the_sync_posting_to_aporia(version: str, aporia: AporiaProbe, spark_min_rows: int) -> None:
+    """Spark's jobs are cancelled; the task's own delivery stops before its next batch."""
     aporia.fail_next(10_000, delay=0.3, operation="logPredictions")  # every batch takes a while
-    operator = sync_operator((T0, T0 + timedelta(hours=24)), batch_size=2, num_partitions=2, spark_min_rows=0)
+    operator = sync_operator(
+        (T0, T0 + timedelta(hours=24)), batch_size=2, num_partitions=2, spark_min_rows=spark_min_rows
+    )
     failure: list[BaseException] = []
 
     def execute() -> None:
