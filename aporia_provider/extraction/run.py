@@ -222,6 +222,13 @@ class _Reader:
             why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {spark_min_rows:,}"
             log.info("Reading %s of %s with Spark: %s rows, %s.", source.kind, subject, f"{total:,}", why)
             return self._with_spark(source, total, num_partitions, batch_size)
+        log.info(
+            "Reading %s of %s in this task: %s rows, under %s.",
+            source.kind,
+            subject,
+            f"{total:,}",
+            f"{spark_min_rows:,}",
+        )
         self.progress.phase = f"reading {source.kind}"
         rows = read_in_task(cursor, plan, source.kind, source.query, source.timestamp_column, self.window, types)
         send = partial(deliver_in_task, rows.fragments, self.client, plan, batch_size, stop)
