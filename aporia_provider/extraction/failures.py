@@ -54,9 +54,12 @@ def _sorted(exc: Exception, stage: str, subject: str, argument: str) -> SyncFail
 
     if isinstance(exc, AporiaError):
         return SyncFailed(f"{stage} for {subject} failed: {_clean(str(exc))}; {_RETRY_NOTE}")
-    if isinstance(exc, struct.error | EOFError | ConnectionError):
+    if isinstance(exc, struct.error | EOFError):
         # redshift_connector reading an answer cut short: the connection broke mid-message.
         return SyncFailed(f"{stage} for {subject} failed: the connection to Redshift broke mid-answer; {_RETRY_NOTE}")
+    if isinstance(exc, OSError):  # a socket error or timeout
+        reason = _clean(str(exc)) or type(exc).__name__
+        return SyncFailed(f"{stage} for {subject} failed: {reason}; {_RETRY_NOTE}")
     if "redshift_connector" in sys.modules:
         import redshift_connector
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
+# Read options that only tune Spark's JDBC reads; any other (sessionInitStatement, customSchema, ...) changes
+# what is read, so a window with one goes to Spark whatever its size.
+TASK_READ_OPTIONS = frozenset({"fetchsize", "queryTimeout", "pushDownPredicate"})
 # One read partition per this many rows: a small window is one task (no scheduling overhead), a large one
 # spreads over the cores and keeps each task's share of the kept copy small.
 ROWS_PER_PARTITION = 50_000
@@ -37,6 +40,7 @@ def read_with_spark(
     spark: SparkSession,
     plan: SyncPlan,
     window: Window,
+    whole_days: bool,
     jdbc_options: Callable[[], Mapping[str, str]],
     source: Source,
     total: int | None,
@@ -53,7 +57,7 @@ def read_with_spark(
     require_columns(probe.columns, plan, {source.timestamp_argument: [timestamp_column]})
     timestamp_type = probe.schema[timestamp_column].dataType
     problem = timestamp_problem(
-        source.timestamp_argument, timestamp_column, spark_column_type(timestamp_type), window.whole_days()
+        source.timestamp_argument, timestamp_column, spark_column_type(timestamp_type), whole_days
     )
     if problem:
         raise SyncInputError(problem)

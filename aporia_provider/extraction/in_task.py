@@ -55,7 +55,6 @@ REDSHIFT_TYPES: dict[int, ColumnType] = {
     25: _STRING,  # text
     1042: _STRING,  # char(n)
     1043: _STRING,  # varchar
-    114: _STRING,  # json
     3802: _STRING,  # jsonb (SUPER in the local stand-in)
     4000: _STRING,  # SUPER: JSON text
     1082: ColumnType("date", "date"),

@@ -26,9 +26,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.failures import failures_of
+from aporia_provider.extraction.failures import SyncFailed, failures_of
 from aporia_provider.extraction.fields import ColumnType, require_columns, timestamp_problem
-from aporia_provider.extraction.in_spark import check_with_spark, deliver_with_spark, read_with_spark
+from aporia_provider.extraction.in_spark import TASK_READ_OPTIONS, check_with_spark, deliver_with_spark, read_with_spark
 from aporia_provider.extraction.in_task import column_types, deliver_in_task, needed_columns, read_in_task
 from aporia_provider.extraction.plan import (
     MAX_EXAMPLES,
@@ -113,7 +113,9 @@ def run_sync(
                 progress.watch(session[0])
             return session[0]
 
-        reader = _Reader(plan, window.widened(lookback), redshift, started_spark, client, progress, stack)
+        reader = _Reader(
+            plan, window.widened(lookback), window.whole_days(), redshift, started_spark, client, progress, stack
+        )
         for source in sources:
             with failures_of("Reading the window from Redshift", subject, source.query_argument):
                 read = reader.read(source, num_partitions, spark_min_rows, batch_size, stop)
@@ -123,6 +125,11 @@ def run_sync(
         if not dry_run:
             sent = LogResult()
             for rows in checked:
+                if stop is not None and stop.is_set():
+                    raise SyncFailed(
+                        f"The sync of {subject} was stopped before sending its {rows.kind}; re-run the task to "
+                        "deliver them (delivery is idempotent: nothing is duplicated)."
+                    )
                 progress.phase = f"sending {rows.kind}"
                 with failures_of("Delivering the window to Aporia", subject, "query"):
                     delivered = rows.send()
@@ -173,6 +180,7 @@ class _Reader:
 
     plan: SyncPlan
     window: Window  # already widened by the lookback
+    whole_days: bool  # the run's window (before the lookback) is whole days: what a DATE column can serve
     redshift: Redshift
     spark: Callable[[], SparkSession]
     client: AporiaClient
@@ -184,7 +192,11 @@ class _Reader:
     def cursor(self) -> Any:
         if self._cursor is None:
             connection = self.stack.enter_context(closing(self.redshift.connect()))
+            # Each statement its own transaction, so no lock on the source tables outlives its query; bounds
+            # compared in UTC, as Spark's JDBC sessions compare them, whatever the user's time zone.
+            connection.autocommit = True
             self._cursor = connection.cursor()
+            self._cursor.execute("SET TIME ZONE 'UTC'")
         return self._cursor
 
     def read(
@@ -196,7 +208,9 @@ class _Reader:
         stop: threading.Event | None,
     ) -> _Checked:
         plan, subject = self.plan, f"{self.plan.model_id} {self.plan.model_version}"
-        if plan.select_expr:  # Spark SQL expressions: only Spark can apply them
+        if plan.select_expr or set(plan.read_options) - TASK_READ_OPTIONS:
+            # Spark SQL expressions, or JDBC options (a session init statement, a custom schema): only Spark
+            # applies them.
             return self._with_spark(source, None, num_partitions, batch_size)
         # The window predicate names the timestamp column inside Redshift: make sure it is there, and of a type
         # the window can be compared with, before anything is counted or read.
@@ -208,12 +222,11 @@ class _Reader:
         types = self._columns[source.query]
         require_columns(list(types), plan, {source.timestamp_argument: [source.timestamp_column]})
         timestamp_type = types[source.timestamp_column]
-        if timestamp_type is not None:
-            problem = timestamp_problem(
-                source.timestamp_argument, source.timestamp_column, timestamp_type, self.window.whole_days()
-            )
-            if problem:
-                raise SyncInputError(problem)
+        if timestamp_type is None:  # a type only Spark reads: Spark judges it, in its own words
+            return self._with_spark(source, None, num_partitions, batch_size)
+        problem = timestamp_problem(source.timestamp_argument, source.timestamp_column, timestamp_type, self.whole_days)
+        if problem:
+            raise SyncInputError(problem)
         cursor.execute(f"SELECT count(*) FROM {windowed(source.query, source.timestamp_column, self.window)}")
         total = int(cursor.fetchone()[0])
         needed = needed_columns(plan, source.kind, list(types))
@@ -236,7 +249,9 @@ class _Reader:
 
     def _with_spark(self, source: Source, total: int | None, num_partitions: int | None, batch_size: int) -> _Checked:
         spark = self.spark()
-        read = read_with_spark(spark, self.plan, self.window, self.redshift.jdbc_options, source, total, num_partitions)
+        read = read_with_spark(
+            spark, self.plan, self.window, self.whole_days, self.redshift.jdbc_options, source, total, num_partitions
+        )
         self.progress.phase = f"checking {source.kind}"
         frame, rows, rejected, examples = check_with_spark(read, self.plan, source.kind)
         return _Checked(

@@ -213,7 +213,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
 
         creds = self.get_credentials()
         try:
-            return redshift_connector.connect(
+            connection = redshift_connector.connect(
                 host=creds.host,
                 port=creds.port,
                 database=creds.database,
@@ -227,6 +227,12 @@ class RedshiftIAMHook(RedshiftSQLHook):
             if isinstance(exc.__cause__, OSError) or any(isinstance(a, OSError) for a in exc.args):
                 raise self._unreachable(creds) from None
             raise
+        # The driver keeps its timeout on the socket for every later read, so a query queued or running longer
+        # would fail; the timeout is for opening the session only.
+        sock = getattr(connection, "_usock", None)
+        if sock is not None:
+            sock.settimeout(None)
+        return connection
 
     def _unreachable(self, creds: RedshiftCredentials) -> AirflowException:
         return AirflowException(

@@ -166,11 +166,12 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.jdbc_driver = jdbc_driver
         # The session and tag of the running sync's Spark jobs, and its own delivery's stop, for on_kill.
         self._running: tuple[SparkSession, str] | None = None
-        self._stop = threading.Event()
+        self._stop: threading.Event | None = None  # made per run: an Event cannot be deep-copied with the task
         self.model_version_outlet = self._declare_asset()
         self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
+        from aporia_provider.extraction.failures import SyncFailed
         from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import Redshift, run_sync
         from aporia_provider.extraction.spark import spark_session
@@ -217,6 +218,11 @@ class AporiaSyncOperator(AporiaBaseOperator):
             spark = spark_session(target)
             started.append(spark)
             self._running = (spark, tag)
+            if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
+                raise SyncFailed(
+                    f"The sync of {self.model_id} {self.model_version} was stopped before Spark ran; re-run the task "
+                    "to deliver the window (delivery is idempotent: nothing is duplicated)."
+                )
             return spark
 
         try:
@@ -238,7 +244,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 stop=self._stop,
             )
         finally:
-            self._running = None
+            self._running, self._stop = None, None
             if started and target.remote:
                 started[0].stop()  # release this session on the shared server
         # The model version first: the sync view groups windows by it, and a log reader wants it too.
@@ -249,7 +255,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
     def on_kill(self) -> None:
         """Stop the sync's Spark jobs and its own delivery, so nothing goes on posting to Aporia after the task."""
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
         running = self._running
         if running is None:
             return

@@ -15,10 +15,20 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from aporia_local.seed import SeedPlan
-from aporia_local.stack import LocalStack
+from aporia_local.stack import DATABASE, LocalStack
 from aporia_provider.extraction.failures import SyncFailed
 from aporia_provider.extraction.plan import SPARK_MIN_ROWS
-from tests.helpers import MODEL, NOTHING_SENT, SEED_START, AporiaProbe, redshift_sql, row_id, sync_predictions
+from tests.helpers import (
+    MODEL,
+    NOTHING_SENT,
+    SEED_START,
+    AporiaProbe,
+    assert_delivered_exactly,
+    redshift_sql,
+    row_id,
+    sync_predictions,
+)
+from tests.helpers import sync as sync_both
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 HOUR = timedelta(hours=1)
@@ -194,3 +204,17 @@ def test_a_connection_cut_is_retried(version: str, aporia: AporiaProbe, stack: L
     with pytest.raises(SyncFailed):
         sync((T0, T0 + 24 * HOUR), spark_min_rows=spark_min_rows)
     assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
+def test_windows_are_compared_in_utc_whatever_the_session_time_zone(
+    version: str, aporia: AporiaProbe, stack: LocalStack, spark_min_rows: int
+) -> None:
+    """A database (or user) whose sessions default to another zone must not shift the window's bounds."""
+    window = (T0 + 30 * HOUR, T0 + 33 * HOUR)
+    redshift_sql(stack, f"ALTER DATABASE {DATABASE} SET timezone TO 'America/New_York'")
+    try:
+        sync_both(window, spark_min_rows=spark_min_rows)
+    finally:
+        redshift_sql(stack, f"ALTER DATABASE {DATABASE} RESET timezone")
+    assert_delivered_exactly(stack, aporia, *window)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,18 @@ def test_a_query_may_live_in_a_sql_file_and_connections_follow_params(tmp_path: 
     sync.render_template_fields({"params": params, "dag": dag})  # type: ignore[typeddict-item]
     assert sync.query == "SELECT * FROM ml.predictions"
     assert (sync.aporia_conn_id, sync.redshift_conn_id) == ("aporia_staging", "redshift_staging")
+
+
+def test_a_dag_with_a_sync_can_be_copied_as_airflow_copies_it() -> None:
+    """Airflow deep-copies tasks (partial_subset for clearing, backfills, tests); a sync must survive it."""
+    with DAG("d", schedule=None) as dag:
+        AporiaSyncOperator(
+            task_id="sync",
+            model_id="fraud",
+            model_version="v1",
+            query="SELECT 1",
+            id_column="id",
+            timestamp_column="ts",
+        )
+    subset = dag.partial_subset(task_ids=["sync"])
+    assert copy.deepcopy(subset.task_dict["sync"]).model_id == "fraud"
