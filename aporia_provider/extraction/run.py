@@ -120,7 +120,9 @@ def run_sync(
             with failures_of("Reading the window from Redshift", subject, source.query_argument):
                 read = reader.read(source, num_partitions, spark_min_rows, batch_size, stop)
             checked.append(read)
-            log.info("Checked %s of %s: %d rows, %d rejected.", source.kind, subject, read.rows, read.rejected)
+            log.info(
+                "Checked %s of %s: %s, %d rejected.", source.kind, subject, _counted(read.rows, "row"), read.rejected
+            )
         _decide(summary, plan, checked)
         if not dry_run:
             sent = LogResult()
@@ -133,7 +135,12 @@ def run_sync(
                 progress.phase = f"sending {rows.kind}"
                 with failures_of("Delivering the window to Aporia", subject, "query"):
                     delivered = rows.send()
-                log.info("Sent %d %s of %s in %d batches.", delivered.fragments, rows.kind, subject, delivered.batches)
+                log.info(
+                    "Sent %s of %s in %s.",
+                    _counted(delivered.fragments, rows.kind[:-1]),
+                    subject,
+                    _counted(delivered.batches, "batch"),
+                )
                 if rows.kind == "predictions":
                     summary.fragments_sent = delivered.fragments
                 else:
@@ -142,6 +149,13 @@ def run_sync(
             summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+def _counted(number: int, noun: str) -> str:
+    """'1 row', '12 rows', '1 batch', '3 batches', '1,000,000 predictions' for the log."""
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number:,} {noun}es" if noun.endswith("ch") else f"{number:,} {noun}s"
 
 
 def _release(checked: list[_Checked]) -> None:
@@ -233,13 +247,13 @@ class _Reader:
         unread = [column for column in needed if types[column] is None]
         if total >= spark_min_rows or unread:
             why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {spark_min_rows:,}"
-            log.info("Reading %s of %s with Spark: %s rows, %s.", source.kind, subject, f"{total:,}", why)
+            log.info("Reading %s of %s with Spark: %s, %s.", source.kind, subject, _counted(total, "row"), why)
             return self._with_spark(source, total, num_partitions, batch_size)
         log.info(
-            "Reading %s of %s in this task: %s rows, under %s.",
+            "Reading %s of %s in this task: %s, under %s.",
             source.kind,
             subject,
-            f"{total:,}",
+            _counted(total, "row"),
             f"{spark_min_rows:,}",
         )
         self.progress.phase = f"reading {source.kind}"

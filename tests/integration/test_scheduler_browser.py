@@ -16,7 +16,7 @@ import pytest
 
 from aporia_local.stack import LocalStack
 from tests.helpers import seeded_rows, session_note
-from tests.integration.standalone import USER, AirflowStandalone, ScheduledSyncs, sync_lookback
+from tests.integration.standalone import SYNC_DAG, SYNC_TASK, USER, AirflowStandalone, ScheduledSyncs, sync_lookback
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, FrameLocator, Locator, Page
@@ -232,3 +232,21 @@ def test_the_sync_view_shows_the_scheduled_windows_with_their_counts(
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         shutil.copyfile(shot, DOCS_SCREENSHOT)
         session_note(f"Copied the sync view's screenshot to {DOCS_SCREENSHOT}")
+
+
+def test_a_scheduled_syncs_task_log_reads_well_in_the_ui(
+    page: Page, standalone: AirflowStandalone, scheduled_syncs: ScheduledSyncs, screenshots: Path
+) -> None:
+    """What the person on call reads: which way the window was read, what was checked and sent, the summary."""
+    from playwright.sync_api import expect
+
+    run = scheduled_syncs.sync_runs[0]
+    page.goto(f"{standalone.base_url}/dags/{SYNC_DAG}/runs/{run['dag_run_id']}/tasks/{SYNC_TASK}")
+    for line in (
+        "Reading predictions of insurance-propensity v1 in this task:",
+        "Checked predictions of insurance-propensity v1:",
+        "Sent ",
+        "Sync summary for insurance-propensity v1:",
+    ):
+        expect(page.get_by_text(line).first).to_be_visible()
+    page.screenshot(path=screenshots / "05-sync-task-log.png", full_page=True)

@@ -47,9 +47,9 @@ def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
     # warns about its own httpx use; the real task runner has no such client.
     loud = [line for line in log.splitlines() if LOUD.search(line) and "starlette.testclient" not in line]
     assert loud == []
-    assert re.search(r"Reading predictions of insurance-propensity v1 in this task: \d+ rows, under 20,000\.", log)
-    assert re.search(r"Checked predictions of insurance-propensity v1: \d+ rows, 0 rejected\.", log)
-    assert re.search(r"Sent \d+ predictions of insurance-propensity v1 in \d+ batches\.", log)
+    assert re.search(r"Reading predictions of insurance-propensity v1 in this task: [\d,]+ rows?, under 20,000\.", log)
+    assert re.search(r"Checked predictions of insurance-propensity v1: [\d,]+ rows?, 0 rejected\.", log)
+    assert re.search(r"Sent [\d,]+ predictions? of insurance-propensity v1 in [\d,]+ batch(es)?\.", log)
 
 
 @pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])

@@ -880,3 +880,21 @@ def test_the_task_path_does_not_load_spark() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("clean")
+
+
+@pytest.mark.parametrize(
+    ("number", "noun", "words"),
+    [
+        (1, "row", "1 row"),
+        (12, "row", "12 rows"),
+        (1, "batch", "1 batch"),
+        (3, "batch", "3 batches"),
+        (1_000_000, "prediction", "1,000,000 predictions"),
+        (1, "actual", "1 actual"),
+        (0, "actual", "0 actuals"),
+    ],
+)
+def test_the_log_counts_in_words(number: int, noun: str, words: str) -> None:
+    from aporia_provider.extraction.run import _counted
+
+    assert _counted(number, noun) == words
