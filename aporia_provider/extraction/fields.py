@@ -118,6 +118,23 @@ def wrong_shape(spec: FieldSpec) -> str:
     return f"{spec.name}: expected a tensor of shape {list(spec.dimensions or ())}"
 
 
+def duplicate_id(id_column: str) -> str:
+    """The problem of every row whose id repeats in the window, before the id itself."""
+    return f"duplicate {id_column} "
+
+
+def too_many_repeated_ids(id_column: str, limit: int) -> str:
+    return (
+        f"More than {limit} {id_column} values repeat within the window; the query probably joins rows it should "
+        "not; make it return one row per prediction."
+    )
+
+
+def rejected_example(kind: str, identity: str | None, problem: str) -> str:
+    """One rejected row as the summary and the log name it."""
+    return f"{kind} {identity if identity is not None else '(no id)'}: {problem}"
+
+
 def timestamp_problem(argument: str, column: str, column_type: ColumnType, whole_days: bool) -> str | None:
     """Why the window cannot be read by this column's type, or None when it can."""
     if column_type.category == "timestamp":

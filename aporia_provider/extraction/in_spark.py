@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.extraction.columns import last_of_each_name, project, spark_column_type
-from aporia_provider.extraction.fields import require_columns, timestamp_problem
+from aporia_provider.extraction.fields import (
+    duplicate_id,
+    rejected_example,
+    require_columns,
+    timestamp_problem,
+    too_many_repeated_ids,
+)
 from aporia_provider.extraction.plan import MAX_DUPLICATES_LISTED, MAX_EXAMPLES, InvalidRowsError, Source, SyncPlan
 from aporia_provider.extraction.sql import SyncInputError, Window, derived, windowed
 
@@ -118,20 +124,17 @@ def check_with_spark(kept: list[DataFrame], plan: SyncPlan, kind: str) -> tuple[
     ).first()
     assert totals is not None
     if totals["repeated_ids"] > MAX_DUPLICATES_LISTED:
-        raise InvalidRowsError(
-            f"More than {MAX_DUPLICATES_LISTED} {plan.id_column} values repeat within the window; the query "
-            "probably joins rows it should not; make it return one row per prediction."
-        )
+        raise InvalidRowsError(too_many_repeated_ids(plan.id_column, MAX_DUPLICATES_LISTED))
     problem = F.col("__problem")
     if totals["repeated_ids"]:
         duplicates = [row["__id"] for row in per_id.where(repeated_id).select("__id").collect()]
         repeated = F.col("__id").isin(duplicates)
-        problem = F.when(repeated, F.concat(F.lit(f"duplicate {plan.id_column} "), F.col("__id"))).otherwise(problem)
+        problem = F.when(repeated, F.concat(F.lit(duplicate_id(plan.id_column)), F.col("__id"))).otherwise(problem)
     verdict = frame.select("__id", "__fragment", problem.alias("__problem"))
     examples = []
     if totals["rejected"]:
         examples = [
-            f"{kind} {row['__id'] if row['__id'] is not None else '(no id)'}: {row['__problem']}"
+            rejected_example(kind, row["__id"], row["__problem"])
             for row in verdict.where(problem.isNotNull()).limit(MAX_EXAMPLES).collect()
         ]
     return verdict.where(problem.isNull()).select("__fragment"), totals["rows"], totals["rejected"], examples

@@ -26,11 +26,14 @@ from aporia_provider.extraction.failures import SyncFailed
 from aporia_provider.extraction.fields import (
     ColumnType,
     bad_element,
+    duplicate_id,
     not_finite,
     not_json,
     refused_column,
+    rejected_example,
     require_columns,
     tensor_depth,
+    too_many_repeated_ids,
     wrong_shape,
 )
 from aporia_provider.extraction.plan import MAX_DUPLICATES_LISTED, MAX_EXAMPLES, InvalidRowsError, SyncPlan
@@ -346,18 +349,15 @@ def _verdicts(plan: SyncPlan, kind: str, judged: list[tuple[str | None, str | No
     counts = Counter(identity for identity, _, _ in judged if identity is not None)
     repeated = {identity for identity, n in counts.items() if n > 1}
     if len(repeated) > MAX_DUPLICATES_LISTED:
-        raise InvalidRowsError(
-            f"More than {MAX_DUPLICATES_LISTED} {plan.id_column} values repeat within the window; the query "
-            "probably joins rows it should not; make it return one row per prediction."
-        )
+        raise InvalidRowsError(too_many_repeated_ids(plan.id_column, MAX_DUPLICATES_LISTED))
     result = TaskRows(rows=len(judged))
     for identity, fragment, problem in judged:
         if identity in repeated:
-            problem = f"duplicate {plan.id_column} {identity}"
+            problem = duplicate_id(plan.id_column) + identity
         if problem is None:
             result.fragments.append(fragment or "")
             continue
         result.rejected += 1
         if len(result.examples) < MAX_EXAMPLES:
-            result.examples.append(f"{kind} {identity if identity is not None else '(no id)'}: {problem}")
+            result.examples.append(rejected_example(kind, identity, problem))
     return result

@@ -114,11 +114,22 @@ def run_sync(
             return session[0]
 
         reader = _Reader(
-            plan, window.widened(lookback), window.whole_days(), redshift, started_spark, client, progress, stack
+            plan=plan,
+            window=window.widened(lookback),
+            whole_days=window.whole_days(),
+            redshift=redshift,
+            spark=started_spark,
+            client=client,
+            progress=progress,
+            stack=stack,
+            num_partitions=num_partitions,
+            spark_min_rows=spark_min_rows,
+            batch_size=batch_size,
+            stop=stop,
         )
         for source in sources:
             with failures_of("Reading the window from Redshift", subject, source.query_argument):
-                read = reader.read(source, num_partitions, spark_min_rows, batch_size, stop)
+                read = reader.read(source)
             checked.append(read)
             log.info(
                 "Checked %s of %s: %s, %d rejected.", source.kind, subject, _counted(read.rows, "row"), read.rejected
@@ -200,6 +211,10 @@ class _Reader:
     client: AporiaClient
     progress: _Progress
     stack: ExitStack
+    num_partitions: int | None
+    spark_min_rows: int
+    batch_size: int
+    stop: threading.Event | None
     _cursor: Any = None
     _columns: dict[str, dict[str, ColumnType | None]] = field(default_factory=dict)  # by query: one probe each
 
@@ -213,19 +228,13 @@ class _Reader:
             self._cursor.execute("SET TIME ZONE 'UTC'")
         return self._cursor
 
-    def read(
-        self,
-        source: Source,
-        num_partitions: int | None,
-        spark_min_rows: int,
-        batch_size: int,
-        stop: threading.Event | None,
-    ) -> _Checked:
+    def read(self, source: Source) -> _Checked:
         plan, subject = self.plan, f"{self.plan.model_id} {self.plan.model_version}"
+        spark_min_rows = self.spark_min_rows
         if plan.select_expr or set(plan.read_options) - TASK_READ_OPTIONS:
             # Spark SQL expressions, or JDBC options (a session init statement, a custom schema): only Spark
             # applies them.
-            return self._with_spark(source, None, num_partitions, batch_size)
+            return self._with_spark(source, None)
         # The window predicate names the timestamp column inside Redshift: make sure it is there, and of a type
         # the window can be compared with, before anything is counted or read.
         cursor = self.cursor()
@@ -237,7 +246,7 @@ class _Reader:
         require_columns(list(types), plan, {source.timestamp_argument: [source.timestamp_column]})
         timestamp_type = types[source.timestamp_column]
         if timestamp_type is None:  # a type only Spark reads: Spark judges it, in its own words
-            return self._with_spark(source, None, num_partitions, batch_size)
+            return self._with_spark(source, None)
         problem = timestamp_problem(source.timestamp_argument, source.timestamp_column, timestamp_type, self.whole_days)
         if problem:
             raise SyncInputError(problem)
@@ -248,7 +257,7 @@ class _Reader:
         if total >= spark_min_rows or unread:
             why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {spark_min_rows:,}"
             log.info("Reading %s of %s with Spark: %s, %s.", source.kind, subject, _counted(total, "row"), why)
-            return self._with_spark(source, total, num_partitions, batch_size)
+            return self._with_spark(source, total)
         log.info(
             "Reading %s of %s in this task: %s, under %s.",
             source.kind,
@@ -258,13 +267,20 @@ class _Reader:
         )
         self.progress.phase = f"reading {source.kind}"
         rows = read_in_task(cursor, plan, source.kind, source.query, source.timestamp_column, self.window, types)
-        send = partial(deliver_in_task, rows.fragments, self.client, plan, batch_size, stop)
+        send = partial(deliver_in_task, rows.fragments, self.client, plan, self.batch_size, self.stop)
         return _Checked(source.kind, rows.rows, rows.rejected, rows.examples, send)
 
-    def _with_spark(self, source: Source, total: int | None, num_partitions: int | None, batch_size: int) -> _Checked:
+    def _with_spark(self, source: Source, total: int | None) -> _Checked:
         spark = self.spark()
         read = read_with_spark(
-            spark, self.plan, self.window, self.whole_days, self.redshift.jdbc_options, source, total, num_partitions
+            spark,
+            self.plan,
+            self.window,
+            self.whole_days,
+            self.redshift.jdbc_options,
+            source,
+            total,
+            self.num_partitions,
         )
         self.progress.phase = f"checking {source.kind}"
         frame, rows, rejected, examples = check_with_spark(read, self.plan, source.kind)
@@ -273,7 +289,7 @@ class _Reader:
             rows,
             rejected,
             examples,
-            send=partial(deliver_with_spark, frame, self.client, self.plan, batch_size),
+            send=partial(deliver_with_spark, frame, self.client, self.plan, self.batch_size),
             release=partial(_unpersist, read),
         )
 

@@ -212,11 +212,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         )
         tag = f"aporia-sync-{uuid.uuid4().hex}"
         self._stop = threading.Event()
-        started: list[SparkSession] = []
 
         def start_spark() -> SparkSession:
             spark = spark_session(target)
-            started.append(spark)
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
                 raise SyncFailed(
@@ -244,9 +242,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 stop=self._stop,
             )
         finally:
-            self._running, self._stop = None, None
-            if started and target.remote:
-                started[0].stop()  # release this session on the shared server
+            running, self._running, self._stop = self._running, None, None
+            if running and target.remote:
+                running[0].stop()  # release this session on the shared server
         # The model version first: the sync view groups windows by it, and a log reader wants it too.
         result = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
