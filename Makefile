@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]"
+	@# uv keeps a fresh build of PySpark's source distribution (~2 GB) at every install: drop the ones unused.
+	$(BIN)/uv cache prune -q
 	touch $(STAMP)
 
 demo: setup

@@ -45,6 +45,7 @@ install() {
     # shellcheck disable=SC2086
     "$UV" pip install --quiet --python "$VENV/bin/python" -c "$CONSTRAINTS" \
         "apache-airflow==$MIN_AIRFLOW" -e ".[openlineage]" $TEST_PACKAGES
+    "$UV" cache prune --quiet  # as the Makefile does: the unused PySpark builds
     touch "$stamp"
 }
 
