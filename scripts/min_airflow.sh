@@ -43,7 +43,7 @@ install() {
     rm -rf "$VENV"
     "$UV" venv --quiet --python python3 "$VENV"
     # shellcheck disable=SC2086
-    "$UV" pip install --quiet --python "$VENV/bin/python" -c "$CONSTRAINTS" \
+    "$UV" pip install --quiet --compile-bytecode --python "$VENV/bin/python" -c "$CONSTRAINTS" \
         "apache-airflow==$MIN_AIRFLOW" -e ".[openlineage]" $TEST_PACKAGES
     "$UV" cache prune --quiet  # as the Makefile does: the unused PySpark builds
     touch "$stamp"

@@ -68,6 +68,16 @@ class AirflowApi:
         assert response.status_code == expect, f"{method} {path}: {response.status_code} {response.text[:500]}"
         return response.json() if response.content else None
 
+    def post_when_unlocked(self, path: str, body: Mapping[str, Any]) -> Any:
+        """POST, or None when Airflow answers that its SQLite database is locked by another component (it does
+        so for a backfill while the scheduler writes, and asks to try again); any other refusal fails the test."""
+        response = self.session.post(self.base_url + path, json=body, timeout=60)
+        if response.status_code == 503 and "Database is locked" in response.text:
+            return None
+        if response.status_code != 200:
+            raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:500]}")
+        return response.json()
+
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params)
 
@@ -316,19 +326,20 @@ def run_example_dags(
 
     started = time.monotonic()
     backfilled = windows[backfill]
-    created = api.request(
-        "POST",
-        "/api/v2/backfills",
-        json={
-            "dag_id": SYNC_DAG,
-            # Runs are matched by logical date, which for an interval timetable is the window's start.
-            "from_date": backfilled[0][0].isoformat(),
-            "to_date": backfilled[-1][0].isoformat(),
-            "run_backwards": False,
-            "dag_run_conf": {},
-            "reprocess_behavior": "completed",
-            "max_active_runs": 2,
-        },
+    backfill_request = {
+        "dag_id": SYNC_DAG,
+        # Runs are matched by logical date, which for an interval timetable is the window's start.
+        "from_date": backfilled[0][0].isoformat(),
+        "to_date": backfilled[-1][0].isoformat(),
+        "run_backwards": False,
+        "dag_run_conf": {},
+        "reprocess_behavior": "completed",
+        "max_active_runs": 2,
+    }
+    created = wait_for(
+        f"Airflow to accept a backfill of {SYNC_DAG}",
+        lambda: api.post_when_unlocked("/api/v2/backfills", backfill_request),
+        RUN_TIMEOUT,
     )
     done = wait_for(
         f"backfill {created['id']} of {SYNC_DAG} to complete",
