@@ -433,3 +433,19 @@ def test_iam_policy_for_serverless(connection: ConnectionFactory, aws: dict[str,
         "Statement": {"Effect": "Allow", "Action": "redshift-serverless:GetCredentials", "Resource": arn},
     }
     assert aws["redshift-serverless"].calls == [("get_workgroup", {"workgroupName": "analytics"})]
+
+
+class _SyncLikeOperator:
+    """Calls the hook's AWS clients from an `execute`, as an operator does."""
+
+    def execute(self, clients: AwsBaseHook, target: str = "execute") -> tuple[str | None, str | None]:
+        return clients._find_operator_class_name(target), AwsBaseHook._find_operator_class_name(target)
+
+
+def test_the_aws_user_agent_names_the_calling_operator_as_the_amazon_provider_does() -> None:
+    from aporia_provider.hooks.redshift import _AwsClients
+
+    clients = _AwsClients(aws_conn_id=None, client_type="redshift")
+    assert _SyncLikeOperator().execute(clients) == ("_SyncLikeOperator", "_SyncLikeOperator")
+    assert _SyncLikeOperator().execute(clients, target="poke") == (None, None)
+    assert clients._get_caller() == AwsBaseHook(aws_conn_id=None, client_type="redshift")._get_caller()
