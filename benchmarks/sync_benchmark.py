@@ -10,7 +10,8 @@ In one run, on its own local stack (Aporia, AWS, Redshift stand-ins and a Spark 
 - times `COPY (window) TO STDOUT` of the big window through the Redshift stand-in's port (the read limit);
 - syncs every window three ways, each in a process of its own: the hand-written loop (benchmarks.loop_worker:
   redshift_connector fetchmany + logPredictions POSTs), AporiaSyncOperator on a fresh local JVM, and
-  AporiaSyncOperator on the stack's warm Spark Connect server (after one throwaway sync);
+  AporiaSyncOperator on the stack's warm Spark Connect server (after one throwaway sync); the small windows
+  in --rounds rounds (default 3), the three ways taking turns, their median reported;
 - runs four syncs of one hour each at once on the Connect server, against one alone;
 - checks that the local Aporia holds exactly what was seeded, per way of syncing;
 - measures the local Aporia server's ingest on its own;
@@ -24,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,9 @@ TARGET_HEAP_ROWS = 10_000_000
 TARGET_RSS_GROWTH = 1.2
 TARGET_CONCURRENT_VS_ALONE = 2.0
 TARGET_INGEST = 200_000
+# A small window's sync takes about a second, and one run varies by a few tenths: each way runs the small windows
+# this many times, in turn with the others, and the median is what counts.
+SMALL_ROUNDS = 3
 # Each way of syncing writes to an Aporia environment of its own, so every run inserts and counts add up.
 ENVIRONMENTS = {
     "loop": "bench-loop",
@@ -95,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         help="a Spark setting for the local syncs' spark_conf, e.g. spark.driver.memory=4g (repeatable)",
     )
     parser.add_argument("--ingest-seconds", type=float, default=10.0, help="length of the Aporia ingest benchmark")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=SMALL_ROUNDS,
+        help=f"rounds of the small windows, each way in turn; their median is reported (default {SMALL_ROUNDS})",
+    )
     parser.add_argument(
         "--skip",
         action="append",
@@ -218,12 +229,18 @@ class Benchmark:
                 lambda: self.measure(self.job("connect", workload.WARM_UP_TABLE, environment="warm-up")),
             )
         runs: dict[str, dict[str, Any]] = {}
-        for table in [*small, *([] if "big" in skip else [big])]:
+        for table in small:
+            for round_ in range(self.args.rounds):
+                for runner in self.runners():
+                    job = self.job(runner, table, round_=round_)
+                    title = f"{RUNNER_LABELS[runner]}: {table.name}, round {round_ + 1} of {self.args.rounds}"
+                    runs[job.label] = step(title, partial(self.measure, job))
+        if "big" not in skip:
             for runner in self.runners():
-                job = self.job(runner, table)
-                if table is big and runner == "local" and "spark.driver.memory" not in self.extra_spark_conf():
+                job = self.job(runner, big)
+                if runner == "local" and "spark.driver.memory" not in self.extra_spark_conf():
                     job.spark_conf["spark.driver.memory"] = HEAP_LIMIT
-                runs[job.label] = step(f"{RUNNER_LABELS[runner]}: {table.name}", partial(self.measure, job))
+                runs[job.label] = step(f"{RUNNER_LABELS[runner]}: {big.name}", partial(self.measure, job))
         concurrent = None if "concurrent" in skip else step("Concurrent syncs on Spark Connect", self.concurrent)
         if all(r["error"] is None for r in [*runs.values(), *((concurrent or {}).get("runs", []))]):
             step("Checking what the local Aporia holds", self.check_delivery)
@@ -243,6 +260,7 @@ class Benchmark:
                 "cores": os.cpu_count(),
                 "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                 "profiled": self.args.profile,
+                "rounds": self.args.rounds,
                 "seed_seconds": {name: round(seconds, 2) for name, seconds in seeded.items()},
                 "warm_up": warm_up,
                 "runs": runs,
@@ -253,27 +271,44 @@ class Benchmark:
         return result
 
     def window_row(self, table: workload.Table, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """A window's seconds each way: the median of its rounds (the big window has one)."""
         row: dict[str, Any] = {"table": table.name, "shape": table.shape.label, "rows": table.rows}
         for runner in RUNNER_LABELS:
-            run = runs.get(self.job(runner, table).label)
-            if run is None:
+            ran = [
+                runs[label]
+                for r in range(self.args.rounds)
+                if (label := self.job(runner, table, round_=r).label) in runs
+            ]
+            if not ran:
                 row[runner] = {"seconds": None, "process_seconds": None, "error": NOT_RUN, "rows_per_s": None}
                 continue
+            error = next((run["error"] for run in ran if run["error"]), None)
+            seconds = round(statistics.median(run["execute_seconds"] for run in ran), 3)
             row[runner] = {
-                "seconds": run["execute_seconds"],
-                "process_seconds": run["process_seconds"],
-                "error": run["error"],
-                "rows_per_s": round(table.rows / run["execute_seconds"]) if not run["error"] else None,
+                "seconds": seconds,
+                "rounds": [run["execute_seconds"] for run in ran],
+                "process_seconds": round(statistics.median(run["process_seconds"] for run in ran), 3),
+                "error": error,
+                "rows_per_s": round(table.rows / seconds) if not error else None,
             }
         return row
 
-    def job(self, runner: str, table: workload.Table, window: Window | None = None, environment: str = "") -> Job:
+    def job(
+        self,
+        runner: str,
+        table: workload.Table,
+        window: Window | None = None,
+        environment: str = "",
+        round_: int = 0,
+    ) -> Job:
+        """A run; each round after the first writes to an environment of its own, so it inserts as the first did."""
+        suffix = f"-{round_ + 1}" if round_ else ""
         return Job(
             runner,
             table,
             window or table.window,
-            ENVIRONMENTS[environment or runner],
-            f"{runner}-{table.name}" + (f"-{window.start:%H}" if window else ""),
+            ENVIRONMENTS[environment or runner] + suffix,
+            f"{runner}-{table.name}" + (f"-{window.start:%H}" if window else "") + suffix,
         )
 
     def runners(self) -> list[str]:
@@ -293,7 +328,10 @@ class Benchmark:
             f"AIRFLOW_CONN_{aporia_conn_id(environment).upper()}": json.dumps(
                 {**aporia, "extra": {**aporia["extra"], "environment": environment}}
             )
-            for environment in ENVIRONMENTS.values()
+            for environment in [
+                *ENVIRONMENTS.values(),
+                *(f"{ENVIRONMENTS[runner]}-{r + 1}" for runner in RUNNER_LABELS for r in range(1, self.args.rounds)),
+            ]
         }
         os.environ.update(
             {
@@ -837,7 +875,8 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
         + ("  (PROFILED: sampling slows runs down)" if details["profiled"] else ""),
         "",
         "  Seconds per window, each run in a fresh process (execute(): Spark start or Connect session included,",
-        "  imports not; the loop from asking for credentials to Aporia's last answer); x: relative to the loop",
+        "  imports not; the loop from asking for credentials to Aporia's last answer); x: relative to the loop;",
+        f"  small windows: the median of {details['rounds']} rounds, the ways taking turns",
         "",
         f"  {'window':<34}{'rows':>11}{'loop':>9}{'local JVM':>11}{'x':>7}{'Connect':>10}{'x':>7}",
     ]
