@@ -20,6 +20,7 @@ from typing import Any
 import requests
 import tenacity
 
+from aporia_provider.exceptions import AporiaError, RetryableCall
 from aporia_provider.vocabulary import FIELD_GROUPS, wire_group
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,6 @@ _HINTS = {
 }
 _HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TITLE_LENGTH = 100
-
-
-class AporiaError(Exception):
-    """A call to Aporia failed; the message names the call and Aporia's reason."""
-
-
-class _Retryable(Exception):
-    """A transient failure (connection error, timeout, 429, 5xx): worth another attempt."""
 
 
 @dataclass
@@ -145,7 +138,7 @@ class AporiaClient:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=tenacity.wait_exponential(multiplier=self.backoff_seconds, max=30),
-            retry=tenacity.retry_if_exception_type(_Retryable),
+            retry=tenacity.retry_if_exception_type(RetryableCall),
             before_sleep=lambda state: log.warning(
                 "Aporia %s: attempt %d failed (%s); retrying.",
                 call,
@@ -168,13 +161,13 @@ class AporiaClient:
                             verify=self.verify_ssl,
                         )
                     except requests.Timeout as exc:
-                        raise _Retryable(f"no answer within {self.timeout:g} s") from exc
+                        raise RetryableCall(f"no answer within {self.timeout:g} s") from exc
                     except requests.ConnectionError as exc:
-                        raise _Retryable(f"cannot reach {self.base_url}") from exc
+                        raise RetryableCall(f"cannot reach {self.base_url}") from exc
                     if response.status_code in _RETRIED_STATUSES:
-                        raise _Retryable(_status_and_reason(response))
+                        raise RetryableCall(_status_and_reason(response))
                     return response, attempt.retry_state.attempt_number - 1
-        except _Retryable as exc:
+        except RetryableCall as exc:
             attempts = "1 attempt" if self.max_attempts == 1 else f"{self.max_attempts} attempts"
             raise AporiaError(
                 f"Aporia {call} failed after {attempts}: {exc}; "

@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-
-class DataSourceError(ValueError):
-    """A data source is not one Aporia can connect to."""
+from aporia_provider.exceptions import DataSourceError
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aporia_provider.exceptions import SchemaError
 from aporia_provider.vocabulary import FIELD_GROUPS, FIELD_TYPES, MODEL_TYPES, group_label
-
-
-class SchemaError(ValueError):
-    """A schema given by the user is not one Aporia accepts."""
 
 
 @dataclass(frozen=True)

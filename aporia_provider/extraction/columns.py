@@ -6,6 +6,7 @@ import math
 from functools import reduce
 from typing import TYPE_CHECKING
 
+from aporia_provider.exceptions import SyncInputError
 from aporia_provider.extraction.fields import (
     ColumnType,
     bad_element,
@@ -17,7 +18,6 @@ from aporia_provider.extraction.fields import (
     wrong_shape,
 )
 from aporia_provider.extraction.plan import SyncPlan
-from aporia_provider.extraction.sql import SyncInputError
 from aporia_provider.schema import FieldSpec
 from aporia_provider.vocabulary import FIELD_GROUPS, wire_group
 

@@ -12,16 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from aporia_provider.extraction.sql import SyncInputError
-
-
-class SyncFailed(RuntimeError):
-    """Redshift, Spark or Aporia failed mid-sync in a way a re-run can fix; delivery is idempotent."""
-
-
-class SyncRefused(SyncInputError):
-    """Redshift or Spark refused the sync as configured; running it again would fail the same way."""
-
+from aporia_provider.exceptions import SyncFailed, SyncInputError, SyncRefused
 
 _PYTHON_ERROR_LINE = re.compile(r"^[\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
 _JAVA_CAUSE = re.compile(r"((?:[a-z]\w*\.)+[A-Z]\w*(?:Exception|Error)): ?([^\n]*)")
@@ -50,7 +41,7 @@ def failures_of(stage: str, subject: str, argument: str) -> Iterator[None]:
 def _sorted(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused | None:
     """SyncFailed or SyncRefused for a failure this module knows, else None. Spark and redshift_connector are
     only looked at when already imported: a sync that never started Spark does not load it to sort a failure."""
-    from aporia_provider.client import AporiaError
+    from aporia_provider.exceptions import AporiaError
 
     if isinstance(exc, AporiaError):
         return SyncFailed(f"{stage} for {subject} failed: {_clean(str(exc))}; {_RETRY_NOTE}")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aporia_provider.extraction.sql import SyncInputError
+from aporia_provider.exceptions import SyncInputError
 from aporia_provider.schema import FieldSpec
 
 if TYPE_CHECKING:

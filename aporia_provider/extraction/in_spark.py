@@ -14,6 +14,7 @@ from functools import partial, reduce
 from typing import TYPE_CHECKING
 
 from aporia_provider.client import AporiaClient, LogResult
+from aporia_provider.exceptions import InvalidRowsError, SyncInputError
 from aporia_provider.extraction.columns import last_of_each_name, project, spark_column_type
 from aporia_provider.extraction.fields import (
     duplicate_id,
@@ -22,8 +23,8 @@ from aporia_provider.extraction.fields import (
     timestamp_problem,
     too_many_repeated_ids,
 )
-from aporia_provider.extraction.plan import MAX_DUPLICATES_LISTED, MAX_EXAMPLES, InvalidRowsError, Source, SyncPlan
-from aporia_provider.extraction.sql import SyncInputError, Window, derived, windowed
+from aporia_provider.extraction.plan import MAX_DUPLICATES_LISTED, MAX_EXAMPLES, Source, SyncPlan
+from aporia_provider.extraction.sql import Window, derived, windowed
 
 if TYPE_CHECKING:
     import pyarrow as pa

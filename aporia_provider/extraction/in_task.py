@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.failures import SyncFailed
+from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
 from aporia_provider.extraction.fields import (
     ColumnType,
     bad_element,
@@ -36,8 +36,8 @@ from aporia_provider.extraction.fields import (
     too_many_repeated_ids,
     wrong_shape,
 )
-from aporia_provider.extraction.plan import MAX_DUPLICATES_LISTED, MAX_EXAMPLES, InvalidRowsError, SyncPlan
-from aporia_provider.extraction.sql import SyncInputError, Window, windowed
+from aporia_provider.extraction.plan import MAX_DUPLICATES_LISTED, MAX_EXAMPLES, SyncPlan
+from aporia_provider.extraction.sql import Window, windowed
 from aporia_provider.schema import FieldSpec
 from aporia_provider.vocabulary import FIELD_GROUPS, wire_group
 

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aporia_provider.extraction.sql import SyncInputError, identifier, single_statement
+from aporia_provider.exceptions import SyncInputError
+from aporia_provider.extraction.sql import identifier, single_statement
 from aporia_provider.schema import FieldSpec, VersionSchema
 
 # Rejected rows named in the summary and the log; repeated ids listed before the query is called wrong.
@@ -18,10 +19,6 @@ MAX_DUPLICATES_LISTED = 10_000
 # Windows of fewer rows are read and sent by the task itself (no Spark): most hourly windows, whose rows fit
 # in a task's memory many times over (20,000 rows of 768-dim vectors are ~150 MB of JSON text).
 SPARK_MIN_ROWS = 20_000
-
-
-class InvalidRowsError(SyncInputError):
-    """Rows in the window do not fit the version schema and the policy is to fail."""
 
 
 @dataclass(frozen=True)

@@ -26,20 +26,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.failures import SyncFailed, failures_of
+from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
+from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.fields import ColumnType, require_columns, timestamp_problem
 from aporia_provider.extraction.in_spark import TASK_READ_OPTIONS, check_with_spark, deliver_with_spark, read_with_spark
 from aporia_provider.extraction.in_task import column_types, deliver_in_task, needed_columns, read_in_task
-from aporia_provider.extraction.plan import (
-    MAX_EXAMPLES,
-    SPARK_MIN_ROWS,
-    InvalidRowsError,
-    Source,
-    SyncPlan,
-    SyncSummary,
-)
+from aporia_provider.extraction.plan import MAX_EXAMPLES, SPARK_MIN_ROWS, Source, SyncPlan, SyncSummary
 from aporia_provider.extraction.spark import is_connect, tagged
-from aporia_provider.extraction.sql import SyncInputError, Window, derived, windowed
+from aporia_provider.extraction.sql import Window, derived, windowed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aporia_provider.extraction.sql import SyncInputError
+from aporia_provider.exceptions import SyncInputError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -8,12 +8,10 @@ from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any
 
+from aporia_provider.exceptions import SyncInputError
+
 # Plain Redshift identifiers; anything else (quotes, spaces, semicolons) is refused rather than escaped.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,126}$")
-
-
-class SyncInputError(ValueError):
-    """The sync was asked for something it cannot do; the message names the argument and the fix."""
 
 
 def identifier(value: str, argument: str) -> str:

@@ -11,15 +11,10 @@ from urllib.parse import quote
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from aporia_provider.client import (
-    MODEL_VERSION_SCHEMA,
-    AporiaClient,
-    AporiaError,
-    LogResult,
-    iter_version_schema,
-)
+from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, LogResult, iter_version_schema
 from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
+from aporia_provider.exceptions import AporiaError
 from aporia_provider.schema import VersionSchema, check_model_type
 from aporia_provider.vocabulary import DATASET_NAMES, FIELD_GROUPS
 

@@ -9,10 +9,10 @@ from airflow.sdk import BaseOperator
 
 from aporia_provider.assets.aporia import model_version_asset
 from aporia_provider.compat import AirflowFailException
-from aporia_provider.extraction.sql import SyncInputError
+from aporia_provider.exceptions import InputError
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.hooks.redshift import RedshiftIAMHook
-from aporia_provider.schema import SchemaError, VersionSchema
+from aporia_provider.schema import VersionSchema
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -63,7 +63,7 @@ class AporiaBaseOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         try:
             return self.run(context)
-        except (SchemaError, SyncInputError) as exc:
+        except InputError as exc:
             raise AirflowFailException(str(exc)) from None
 
     def run(self, context: Context) -> Any:

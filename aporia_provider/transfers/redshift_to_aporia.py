@@ -171,7 +171,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
-        from aporia_provider.extraction.failures import SyncFailed
+        from aporia_provider.exceptions import SyncFailed
         from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import Redshift, run_sync
         from aporia_provider.extraction.spark import spark_session

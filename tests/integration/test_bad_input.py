@@ -18,9 +18,9 @@ import pytest
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import MASTER_USER, LocalStack
-from aporia_provider.client import AporiaError
 from aporia_provider.compat import AirflowException, AirflowFailException
-from aporia_provider.datasources import DataSourceError, JDBCDataSource
+from aporia_provider.datasources import JDBCDataSource
+from aporia_provider.exceptions import AporiaError, DataSourceError
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from aporia_provider.client import AporiaClient, AporiaError
+from aporia_provider.client import AporiaClient
+from aporia_provider.exceptions import AporiaError
 from aporia_provider.hooks.aporia import AporiaHook
 
 LOGIN_PAGE = (

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from aporia_local.stack import CLUSTER_ID, DATABASE, DB_USER, IAM_USER, LocalStack
-from aporia_provider.client import AporiaError
 from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
+from aporia_provider.exceptions import AporiaError, SchemaError
 from aporia_provider.hooks.aporia import AporiaHook
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
-from aporia_provider.schema import SchemaError
 from tests.helpers import AporiaProbe
 
 pytestmark = pytest.mark.usefixtures("airflow_env")

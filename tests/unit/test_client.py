@@ -9,14 +9,8 @@ import pytest
 import requests
 import responses
 
-from aporia_provider.client import (
-    LOG_PREDICTIONS,
-    MODEL_VERSION_SCHEMA,
-    AporiaClient,
-    AporiaError,
-    LogResult,
-    iter_version_schema,
-)
+from aporia_provider.client import LOG_PREDICTIONS, MODEL_VERSION_SCHEMA, AporiaClient, LogResult, iter_version_schema
+from aporia_provider.exceptions import AporiaError
 from tests.unit.conftest import BASE_URL, GRAPHQL_URL, TOKEN, request_json
 
 MODELS_URL = BASE_URL + "/v1beta/models"

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import responses
 
-from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, AporiaError
+from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient
+from aporia_provider.exceptions import AporiaError
 
 BASE_URL = "http://aporia.test:8080"
 CAPABILITIES_URL = BASE_URL + "/v1beta/capabilities/"

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from aporia_provider.datasources import DataSourceError, JDBCDataSource, PostgresJDBCDataSource
+from aporia_provider.datasources import JDBCDataSource, PostgresJDBCDataSource
+from aporia_provider.exceptions import DataSourceError
 
 URL = "jdbc:redshift:iam://examplecluster.abc123.us-west-2.redshift.amazonaws.com:5439/dev?SecretAccessKey=s3cr3t"
 NO_HOST = (

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 import responses
 
-from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, AporiaError, LogResult
+from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, LogResult
 from aporia_provider.compat import AirflowException
 from aporia_provider.datasources import JDBCDataSource
+from aporia_provider.exceptions import AporiaError, SchemaError
 from aporia_provider.hooks.aporia import AporiaHook
-from aporia_provider.schema import FieldSpec, SchemaError, VersionSchema
+from aporia_provider.schema import FieldSpec, VersionSchema
 from tests.unit.conftest import BASE_URL, GRAPHQL_URL, TOKEN, ConnectionFactory, request_json
 
 MODELS_URL = BASE_URL + "/v1beta/models"

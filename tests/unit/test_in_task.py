@@ -20,8 +20,8 @@ from typing import Any, cast
 import pytest
 
 from aporia_provider.client import AporiaClient, LogResult
+from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
 from aporia_provider.extraction import in_task
-from aporia_provider.extraction.failures import SyncFailed
 from aporia_provider.extraction.fields import ColumnType
 from aporia_provider.extraction.in_task import (
     TaskRows,
@@ -31,8 +31,8 @@ from aporia_provider.extraction.in_task import (
     read_in_task,
     row_id,
 )
-from aporia_provider.extraction.plan import InvalidRowsError, SyncPlan
-from aporia_provider.extraction.sql import SyncInputError, Window, windowed
+from aporia_provider.extraction.plan import SyncPlan
+from aporia_provider.extraction.sql import Window, windowed
 from aporia_provider.schema import VersionSchema
 
 UTC = timezone.utc

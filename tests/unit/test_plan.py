@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from aporia_provider.extraction.plan import InvalidRowsError, SyncPlan, SyncSummary
-from aporia_provider.extraction.sql import SyncInputError
+from aporia_provider.exceptions import InvalidRowsError, SyncInputError
+from aporia_provider.extraction.plan import SyncPlan, SyncSummary
 from aporia_provider.schema import FieldSpec, VersionSchema
 
 SCHEMA = VersionSchema.parse(

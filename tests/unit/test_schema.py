@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from aporia_provider.schema import FieldSpec, SchemaError, VersionSchema, check_model_type, parse_field
+from aporia_provider.exceptions import SchemaError
+from aporia_provider.schema import FieldSpec, VersionSchema, check_model_type, parse_field
 
 ALL_TYPES = "numeric, categorical, string, boolean, datetime, vector, text, dict, tensor"
 TENSOR_HINT = '{"type": "tensor", "dimensions": [768]} with positive integer sizes.'

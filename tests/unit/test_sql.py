@@ -7,15 +7,8 @@ from typing import Any
 
 import pytest
 
-from aporia_provider.extraction.sql import (
-    SyncInputError,
-    Window,
-    derived,
-    identifier,
-    single_statement,
-    table_query,
-    windowed,
-)
+from aporia_provider.exceptions import SyncInputError
+from aporia_provider.extraction.sql import Window, derived, identifier, single_statement, table_query, windowed
 
 UTC = timezone.utc
 PLUS_TWO = timezone(timedelta(hours=2))

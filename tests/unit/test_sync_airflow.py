@@ -14,7 +14,8 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from aporia_provider.assets.aporia import create_asset, model_version_asset
 from aporia_provider.compat import AirflowFailException
-from aporia_provider.extraction.sql import SyncInputError, Window
+from aporia_provider.exceptions import SyncInputError
+from aporia_provider.extraction.sql import Window
 from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
 UTC = timezone.utc
