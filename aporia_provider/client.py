@@ -98,9 +98,16 @@ class AporiaClient:
         is_sync: bool = True,
     ) -> LogResult:
         """Send fragments in batches; fragments with the same id merge in Aporia, so a resent batch is harmless."""
+        batches = ([json.dumps(f) for f in batch] for batch in _batches(fragments, batch_size))
+        return self.log_batches(model_id, model_version, batches, is_sync)
+
+    def log_batches(
+        self, model_id: str, model_version: str, batches: Iterable[list[str]], is_sync: bool = True
+    ) -> LogResult:
+        """Send each batch of fragments serialised as JSON objects, one request each, and add up what it cost."""
         result = LogResult()
-        for batch in _batches(fragments, batch_size):
-            result.add(self.log_fragment_json(model_id, model_version, [json.dumps(f) for f in batch], is_sync))
+        for batch in batches:
+            result.add(self.log_fragment_json(model_id, model_version, batch, is_sync))
         return result
 
     def log_fragment_json(

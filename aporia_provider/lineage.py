@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
+    from aporia_provider.extraction.warehouse import Warehouse
     from aporia_provider.hooks.aporia import AporiaHook
-    from aporia_provider.hooks.redshift import RedshiftIAMHook
 
 # Redshift's search_path starts with the user's own schema, then public; unqualified tables are read as public.
 DEFAULT_SCHEMA = "public"
@@ -34,20 +34,15 @@ def aporia_dataset(aporia_hook: AporiaHook, model_id: str, model_version: str, r
     return OutputDataset(namespace=f"aporia://{netloc}", name=f"{model_id}/{model_version}", outputFacets=facets)
 
 
-def redshift_lineage(
-    redshift_hook: RedshiftIAMHook,
-    queries: Iterable[str],
-    outputs: list[Any],
-) -> OperatorLineage:
-    """The tables the queries read, in Redshift's namespace, and the given outputs. A query the SQL parser cannot
+def warehouse_lineage(warehouse: Warehouse, queries: Iterable[str], outputs: list[Any]) -> OperatorLineage:
+    """The tables the queries read, in the warehouse's namespace, and the given outputs. A query the SQL parser cannot
     read is reported in an extractionError run facet instead of failing."""
     from airflow.providers.common.compat.openlineage.facet import Error, ExtractionErrorRunFacet
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.providers.openlineage.sqlparser import SQLParser, from_table_meta
 
-    conn = redshift_hook.conn
-    namespace = f"redshift://{redshift_hook.get_openlineage_database_info(conn).authority}"
-    parser = SQLParser(dialect="redshift", default_schema=DEFAULT_SCHEMA)
+    namespace = warehouse.lineage_namespace()
+    parser = SQLParser(dialect=warehouse.lineage_dialect, default_schema=DEFAULT_SCHEMA)
     inputs: dict[str, Any] = {}
     errors: list[Any] = []
     for query in queries:
@@ -55,7 +50,7 @@ def redshift_lineage(
         if parsed is None:
             continue
         for table in parsed.in_tables:
-            dataset = from_table_meta(table, conn.schema, namespace, False)
+            dataset = from_table_meta(table, warehouse.database, namespace, False)
             inputs.setdefault(dataset.name, dataset)
         errors += [
             Error(errorMessage=e.message, stackTrace=None, task=e.origin_statement, taskNumber=e.index)

@@ -6,75 +6,65 @@ Works the same for classic sessions (the JVM's throwable chain) and Spark Connec
 from __future__ import annotations
 
 import re
-import struct
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aporia_provider.exceptions import SyncFailed, SyncInputError, SyncRefused
+from aporia_provider.exceptions import AporiaError, SyncFailed, SyncInputError, SyncRefused
+
+if TYPE_CHECKING:
+    from aporia_provider.extraction.warehouse import Warehouse
 
 _PYTHON_ERROR_LINE = re.compile(r"^[\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
 _JAVA_CAUSE = re.compile(r"((?:[a-z]\w*\.)+[A-Z]\w*(?:Exception|Error)): ?([^\n]*)")
-# Redshift (PostgreSQL) error classes that no retry fixes: syntax or access rule violation, data exception,
-# feature not supported, invalid schema/catalog, insufficient privilege is inside 42.
-_REFUSED_SQLSTATE_CLASSES = ("42", "22", "0A", "3F", "3D", "2B")
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40", "28")
-_SERVER_ERROR = re.compile(r"\bERROR: (.+?)(?:\n|$| Position:| Where:| Hint:)")
 _MISSING_DRIVER = re.compile(r"ClassNotFoundException: ([\w.]+)|No suitable driver")
 
 
 @contextmanager
-def failures_of(stage: str, subject: str, argument: str) -> Iterator[None]:
-    """Turn a Redshift, Spark or Aporia failure in `stage` into SyncRefused (naming `argument`) or SyncFailed."""
+def failures_of(warehouse: Warehouse, stage: str, subject: str, argument: str) -> Iterator[None]:
+    """Turn a warehouse, Spark or Aporia failure in `stage` into SyncRefused (naming `argument`) or SyncFailed."""
     try:
         yield
     except (SyncInputError, SyncFailed):
         raise
     except Exception as exc:
-        failure = _sorted(exc, stage, subject, argument)
+        failure = _sorted(exc, warehouse, stage, subject, argument)
         if failure is None:
             raise
         raise failure from None
 
 
-def _sorted(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused | None:
-    """SyncFailed or SyncRefused for a failure this module knows, else None. Spark and redshift_connector are
-    only looked at when already imported: a sync that never started Spark does not load it to sort a failure."""
-    from aporia_provider.exceptions import AporiaError
-
+def _sorted(
+    exc: Exception, warehouse: Warehouse, stage: str, subject: str, argument: str
+) -> SyncFailed | SyncRefused | None:
+    """SyncFailed or SyncRefused for a failure this module knows, else None. Spark is only looked at when already
+    imported: a sync that never started Spark does not load it to sort a failure."""
     if isinstance(exc, AporiaError):
         return SyncFailed(f"{stage} for {subject} failed: {_clean(str(exc))}; {_RETRY_NOTE}")
-    if isinstance(exc, struct.error | EOFError):
-        # redshift_connector reading an answer cut short: the connection broke mid-message.
-        return SyncFailed(f"{stage} for {subject} failed: the connection to Redshift broke mid-answer; {_RETRY_NOTE}")
+    driver = warehouse.driver_failure(exc)
+    if driver is not None:
+        refused, reason = driver
+        if refused:
+            return _refused(warehouse, subject, argument, reason)
+        return SyncFailed(f"{stage} for {subject} failed: {_clean(reason)}; {_RETRY_NOTE}")
     if isinstance(exc, OSError):  # a socket error or timeout
         reason = _clean(str(exc)) or type(exc).__name__
         return SyncFailed(f"{stage} for {subject} failed: {reason}; {_RETRY_NOTE}")
-    if "redshift_connector" in sys.modules:
-        import redshift_connector
-
-        if isinstance(exc, redshift_connector.Error):
-            return _redshift_failure(exc, stage, subject, argument)
     if "pyspark" in sys.modules:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
 
         if isinstance(exc, PySparkException | Py4JJavaError):
-            return classify(exc, stage, subject, argument)
+            return classify(exc, warehouse, stage, subject, argument)
     return None
 
 
-def _redshift_failure(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused:
-    """A redshift_connector error: the server's fields (SQLSTATE `C`, message `M`) when it answered."""
-    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    state, reason = str(fields.get("C") or ""), str(fields.get("M") or exc)
-    if state[:2] in _REFUSED_SQLSTATE_CLASSES or (state and state[:2] not in _TRANSIENT_SQLSTATE_CLASSES):
-        return SyncRefused(f"Redshift refused the {argument} for {subject}: {_clean(reason)}; fix {argument}.")
-    return SyncFailed(f"{stage} for {subject} failed: {_clean(reason)}; {_RETRY_NOTE}")
+def _refused(warehouse: Warehouse, subject: str, argument: str, reason: str) -> SyncRefused:
+    return SyncRefused(f"{warehouse.name} refused the {argument} for {subject}: {_clean(reason)}; fix {argument}.")
 
 
-def classify(exc: Exception, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused:
+def classify(exc: Exception, warehouse: Warehouse, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused:
     causes = _causes(exc)
     text = "\n".join(f"{name}: {message}" for name, message, _ in causes) or str(exc)
     states = [state for _, _, state in causes if state]
@@ -89,13 +79,12 @@ def classify(exc: Exception, stage: str, subject: str, argument: str) -> SyncFai
             f"{stage} for {subject} failed: the JDBC driver {name} is not on Spark's class path; add its jar with "
             "spark_conf {'spark.jars': '/path/driver.jar'} or spark.jars.packages, or install it on the cluster."
         )
-    server_error = _SERVER_ERROR.search(text)
-    state = states[0] if states else None
-    if state and state[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+    server_error = warehouse.server_error(text)
+    verdict = warehouse.sql_state_refused(states[0]) if states else None
+    if verdict is False:
         return SyncFailed(f"{stage} for {subject} failed: {_clean(_first_reason(causes, text))}; {_RETRY_NOTE}")
-    if (state and state[:2] in _REFUSED_SQLSTATE_CLASSES) or (server_error and not _looks_transient(text)):
-        reason = server_error.group(1) if server_error else _first_reason(causes, text)
-        return SyncRefused(f"Redshift refused the {argument} for {subject}: {_clean(reason)}; fix {argument}.")
+    if verdict or (server_error and not _looks_transient(text)):
+        return _refused(warehouse, subject, argument, server_error or _first_reason(causes, text))
     if _is_analysis_error(exc, text):
         return SyncRefused(
             f"Spark could not plan the read for {subject}: {_clean(_analysis_reason(exc))}; fix select_expr, "

@@ -2,33 +2,28 @@
 
 DataFrame API only, so it runs unchanged on local[*], a cluster and Spark Connect. Rows never pass through
 the task: Spark reads partitions over JDBC (the window predicate pushed down), builds each fragment's JSON
-and each row's verdict in the JVM (`columns`), keeps the read on its disk between the check and the send,
-and Spark tasks post batches to Aporia themselves (`mapInArrow`); only counts and a few examples come back.
+and each row's verdict in the JVM from the layout and its fields' rulebook entries (as the task's path does in
+Python), keeps the read on its disk between the check and the send, and Spark tasks post batches to Aporia
+themselves (`mapInArrow`); only counts and a few examples come back.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial, reduce
 from typing import TYPE_CHECKING
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.exceptions import InvalidRowsError, SyncInputError
-from aporia_provider.extraction.columns import last_of_each_name, project, spark_column_type
-from aporia_provider.extraction.fields import (
-    duplicate_id,
-    rejected_example,
-    require_columns,
-    timestamp_problem,
-    too_many_repeated_ids,
-)
-from aporia_provider.extraction.plan import MAX_DUPLICATES_LISTED, MAX_EXAMPLES, Source, SyncPlan
+from aporia_provider.extraction.layout import MAX_EXAMPLES, SourceLayout
+from aporia_provider.extraction.rulebook import OCCURRED_AT_FORMAT, ColumnType
 from aporia_provider.extraction.sql import Window, derived, windowed
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType
 
 DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
 # Read options that only tune Spark's JDBC reads; any other (sessionInitStatement, customSchema, ...) changes
@@ -43,61 +38,57 @@ ROWS_PER_READ = 2_000_000
 _DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
 
 
+@dataclass(frozen=True)
+class SparkReads:
+    """How Spark reaches the warehouse: JDBC options (fresh credentials each call), the user's, and select_expr."""
+
+    spark: SparkSession
+    jdbc_options: Callable[[], Mapping[str, str]]
+    read_options: Mapping[str, str]
+    select_expr: tuple[str, ...]
+
+    def options(self) -> dict[str, str]:
+        return {**DEFAULT_READ_OPTIONS, **self.read_options, **self.jdbc_options()}
+
+    def column_types(self, query: str) -> dict[str, ColumnType | None]:
+        """The query's columns as Spark's JDBC reader types them (it may know types the task's driver does not)."""
+        probe = self.spark.read.format("jdbc").options(**self.options(), dbtable=derived(query)).load()
+        return {column.name: spark_column_type(column.dataType) for column in probe.schema.fields}
+
+    def count(self, query: str, timestamp_column: str, window: Window) -> int:
+        counted = f"(SELECT count(*) AS n FROM {windowed(query, timestamp_column, window)}) AS counted"
+        row = self.spark.read.format("jdbc").options(**self.options(), dbtable=counted).load().first()
+        assert row is not None
+        return int(row[0])
+
+
 def read_with_spark(
-    spark: SparkSession,
-    plan: SyncPlan,
-    window: Window,
-    whole_days: bool,
-    jdbc_options: Callable[[], Mapping[str, str]],
-    source: Source,
-    total: int | None,
-    num_partitions: int | None,
+    reads: SparkReads, layout: SourceLayout, window: Window, total: int, dates: bool, num_partitions: int | None
 ) -> list[DataFrame]:
     """Read the source's window once, in parts when it is large, each part projected and kept on disk."""
     from pyspark import StorageLevel
-    from pyspark.sql import types as T
 
-    timestamp_column = source.timestamp_column
-    options = _connection(plan, jdbc_options)
-    # Spark names the columns' types itself (the task's probe may not know them all): check them its way.
-    probe = spark.read.format("jdbc").options(**options, dbtable=derived(source.query)).load()
-    require_columns(probe.columns, plan, {source.timestamp_argument: [timestamp_column]})
-    timestamp_type = probe.schema[timestamp_column].dataType
-    problem = timestamp_problem(
-        source.timestamp_argument, timestamp_column, spark_column_type(timestamp_type), whole_days
-    )
-    if problem:
-        raise SyncInputError(problem)
-    if total is None:
-        counted = f"(SELECT count(*) AS n FROM {windowed(source.query, timestamp_column, window)}) AS counted"
-        total = int(spark.read.format("jdbc").options(**options, dbtable=counted).load().first()[0])  # type: ignore[index]
     parts = window.split(max(1, math.ceil(total / ROWS_PER_READ)))
     kept: list[DataFrame] = []
-    for number, part in enumerate(parts, 1):
+    for part in parts:
         partitions = num_partitions or max(1, math.ceil(total / len(parts) / ROWS_PER_PARTITION))
-        connection = options if number == 1 else _connection(plan, jdbc_options)
-        frame = _read(spark, connection, part, partitions, source, dates=isinstance(timestamp_type, T.DateType))
-        frame = last_of_each_name(frame.selectExpr(*plan.select_expr)) if plan.select_expr else frame
-        projected = project(frame, plan, source.kind).persist(StorageLevel.DISK_ONLY)
+        frame = _read(reads, part, partitions, layout, dates)
+        frame = last_of_each_name(frame.selectExpr(*reads.select_expr)) if reads.select_expr else frame
+        projected = project(frame, layout).persist(StorageLevel.DISK_ONLY)
         kept.append(projected)
         if len(parts) > 1:
             projected.count()  # read this part now, while its credentials are fresh
     return kept
 
 
-def _connection(plan: SyncPlan, jdbc_options: Callable[[], Mapping[str, str]]) -> dict[str, str]:
-    return {**DEFAULT_READ_OPTIONS, **plan.read_options, **jdbc_options()}
-
-
-def _read(
-    spark: SparkSession, options: Mapping[str, str], window: Window, partitions: int, source: Source, dates: bool
-) -> DataFrame:
+def _read(reads: SparkReads, window: Window, partitions: int, layout: SourceLayout, dates: bool) -> DataFrame:
     """The window of the source's query over JDBC, in partitions of its timestamp range."""
     bound = "%Y-%m-%d" if dates else "%Y-%m-%d %H:%M:%S"
+    source = layout.source
     return (
-        spark.read.format("jdbc")
+        reads.spark.read.format("jdbc")
         .options(
-            **options,
+            **reads.options(),
             dbtable=windowed(source.query, source.timestamp_column, window),
             partitionColumn=source.timestamp_column,
             lowerBound=window.start.strftime(bound),
@@ -108,7 +99,38 @@ def _read(
     )
 
 
-def check_with_spark(kept: list[DataFrame], plan: SyncPlan, kind: str) -> tuple[DataFrame, int, int, list[str]]:
+def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
+    """Each row as (__id, __fragment JSON, __problem or null); rows that are no row (no actual yet) dropped."""
+    from pyspark.sql import functions as F
+
+    layout.require(frame.columns)
+    source = layout.source
+    problems: list[Column] = []
+    if layout.null_timestamp is not None:
+        problems.append(F.when(F.col(source.timestamp_column).isNull(), F.lit(layout.null_timestamp)))
+    groups: dict[str, list[Column]] = {group: [] for group in layout.wire_groups}
+    for slot in layout.fields:
+        data_type = frame.schema[slot.column].dataType
+        value, problem = slot.fit(spark_column_type(data_type)).spark_value(slot.spec, F.col(slot.column), data_type)
+        groups[slot.wire_group].append(value.alias(slot.spec.name))
+        if problem is not None:
+            problems.append(problem)
+    row_id = F.col(layout.id_column).cast("string")
+    members = [row_id.alias("id"), *(F.struct(*values).alias(group) for group, values in groups.items())]
+    if layout.carries_timestamp:
+        members.append(F.date_format(F.col(source.timestamp_column), OCCURRED_AT_FORMAT).alias("occurredAt"))
+    fragment = F.to_json(F.struct(*members))
+    if layout.presence_columns:
+        fragment = F.when(reduce(lambda a, b: a | b, [F.col(c).isNotNull() for c in layout.presence_columns]), fragment)
+    problem = F.coalesce(*problems) if problems else F.lit(None).cast("string")
+    return frame.select(
+        row_id.alias("__id"),
+        fragment.alias("__fragment"),
+        F.when(row_id.isNull(), F.lit(layout.null_id)).otherwise(problem).alias("__problem"),
+    ).where(F.col("__fragment").isNotNull())
+
+
+def check_with_spark(kept: list[DataFrame], layout: SourceLayout) -> tuple[DataFrame, int, int, list[str]]:
     """Count rows and rejects (problems and repeated ids) in one Spark job; more only when rows are rejected.
 
     Returns the fragments to send, the rows, the rejected rows and a few examples of them.
@@ -124,29 +146,28 @@ def check_with_spark(kept: list[DataFrame], plan: SyncPlan, kind: str) -> tuple[
         F.count(F.when(repeated_id, 1)).alias("repeated_ids"),
     ).first()
     assert totals is not None
-    if totals["repeated_ids"] > MAX_DUPLICATES_LISTED:
-        raise InvalidRowsError(too_many_repeated_ids(plan.id_column, MAX_DUPLICATES_LISTED))
+    layout.refuse_many_repeats(totals["repeated_ids"])
     problem = F.col("__problem")
     if totals["repeated_ids"]:
         duplicates = [row["__id"] for row in per_id.where(repeated_id).select("__id").collect()]
         repeated = F.col("__id").isin(duplicates)
-        problem = F.when(repeated, F.concat(F.lit(duplicate_id(plan.id_column)), F.col("__id"))).otherwise(problem)
+        problem = F.when(repeated, F.concat(F.lit(layout.repeated_id("")), F.col("__id"))).otherwise(problem)
     verdict = frame.select("__id", "__fragment", problem.alias("__problem"))
     examples = []
     if totals["rejected"]:
         examples = [
-            rejected_example(kind, row["__id"], row["__problem"])
+            layout.rejected_example(row["__id"], row["__problem"])
             for row in verdict.where(problem.isNotNull()).limit(MAX_EXAMPLES).collect()
         ]
     return verdict.where(problem.isNull()).select("__fragment"), totals["rows"], totals["rejected"], examples
 
 
-def deliver_with_spark(frame: DataFrame, client: AporiaClient, plan: SyncPlan, batch_size: int) -> LogResult:
+def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str, str], batch_size: int) -> LogResult:
     """Spark tasks post their partitions' fragments; each task answers with one row of what it cost."""
     # Arrow hands each task its rows in batches of this size and the task posts each as it comes, so a
     # cancelled task stops at its next batch instead of posting a whole prefetched partition.
     frame.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-    send = partial(_send_partition, client, plan.model_id, plan.model_version)
+    send = partial(_send_partition, client, model)
     total = LogResult()
     for row in frame.mapInArrow(send, _DELIVERY_SCHEMA).collect():
         total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
@@ -154,15 +175,13 @@ def deliver_with_spark(frame: DataFrame, client: AporiaClient, plan: SyncPlan, b
 
 
 def _send_partition(
-    client: AporiaClient, model_id: str, model_version: str, batches: Iterator[pa.RecordBatch]
+    client: AporiaClient, model: tuple[str, str], batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
     """Runs in a Spark task: post each batch of this partition's fragments, report what it cost."""
     import pyarrow as pa
 
-    result = LogResult()
-    for record_batch in batches:
-        if record_batch.num_rows:
-            result.add(client.log_fragment_json(model_id, model_version, record_batch.column(0).to_pylist()))
+    fragments = (batch.column(0).to_pylist() for batch in batches if batch.num_rows)
+    result = client.log_batches(*model, fragments)
     yield pa.RecordBatch.from_pylist(
         [
             {
@@ -173,3 +192,42 @@ def _send_partition(
             }
         ]
     )
+
+
+def last_of_each_name(frame: DataFrame) -> DataFrame:
+    """Keep the last column of each name: select_expr's `*, expr AS col` redefines col, it does not add one."""
+    names = frame.columns
+    if len(set(names)) == len(names):
+        return frame
+    last = {name: index for index, name in enumerate(names)}
+    renamed = [name if last[name] == index else f"__replaced_{index}" for index, name in enumerate(names)]
+    return frame.toDF(*renamed).drop(*[name for name in renamed if name.startswith("__replaced_")])
+
+
+def spark_column_type(data_type: DataType) -> ColumnType:
+    """A Spark column type as the rulebook sees it."""
+    from pyspark.sql import types as T
+
+    element: ColumnType | None = None
+    if isinstance(data_type, T.ByteType | T.ShortType | T.IntegerType | T.LongType):
+        category = "integral"
+    elif isinstance(data_type, T.FloatType | T.DoubleType):
+        category = "fractional"
+    elif isinstance(data_type, T.DecimalType):
+        # Named without precision: the task's reads do not learn it, and messages must read alike.
+        return ColumnType("decimal", "decimal")
+    elif isinstance(data_type, T.StringType):
+        category = "string"
+    elif isinstance(data_type, T.BooleanType):
+        category = "boolean"
+    elif isinstance(data_type, T.TimestampType | T.TimestampNTZType):
+        category = "timestamp"
+    elif isinstance(data_type, T.DateType):
+        category = "date"
+    elif isinstance(data_type, T.ArrayType):
+        category, element = "array", spark_column_type(data_type.elementType)
+    elif isinstance(data_type, T.MapType):
+        category, element = "map", spark_column_type(data_type.valueType)
+    else:
+        category = "other"
+    return ColumnType(category, data_type.simpleString(), element)

@@ -1,13 +1,14 @@
-"""The sync run: read a window from Redshift, check it, and deliver fragments to Aporia.
+"""The sync run: read a window from the warehouse, check it, and deliver fragments to Aporia.
 
-It knows nothing of Airflow. Each source (predictions, actuals) is probed and counted over the Redshift
-connection first. A small window is read, judged and sent by the task itself (`in_task`). A large one goes
-to Spark, with the DataFrame API only, so it runs unchanged on local[*], a cluster and Spark Connect: Spark
-reads partitions over JDBC (the window predicate pushed down), builds each fragment's JSON and each row's
-verdict in the JVM (`columns`), and Spark tasks post batches to Aporia themselves (`mapInArrow`); only
+It knows nothing of Airflow, nor of Redshift: the warehouse is a `Warehouse`. The plan's layout (`layout`) says
+what each source (predictions, actuals) needs; each source's timestamp column is checked and its window counted
+over the warehouse's connection first. A small window is read, judged and sent by the task itself (`in_task`). A
+large one goes to Spark, with the DataFrame API only, so it runs unchanged on local[*], a cluster and Spark
+Connect: Spark reads partitions over JDBC (the window predicate pushed down), builds each fragment's JSON and each
+row's verdict in the JVM (`in_spark`), and Spark tasks post batches to Aporia themselves (`mapInArrow`); only
 counts and a few examples come back.
 
-Either way each source is read from Redshift once and every row is judged before anything is sent, so
+Either way each source is read once and every row is judged before anything is sent, so
 `on_invalid_rows="fail"` sends nothing when any row is invalid. With Spark the read is kept on its disk
 between the check and the send, and large windows are read in parts, each with credentials fetched just
 before it.
@@ -18,22 +19,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
 from aporia_provider.extraction.failures import failures_of
-from aporia_provider.extraction.fields import ColumnType, require_columns, timestamp_problem
-from aporia_provider.extraction.in_spark import TASK_READ_OPTIONS, check_with_spark, deliver_with_spark, read_with_spark
-from aporia_provider.extraction.in_task import column_types, deliver_in_task, needed_columns, read_in_task
-from aporia_provider.extraction.plan import MAX_EXAMPLES, SPARK_MIN_ROWS, Source, SyncPlan, SyncSummary
+from aporia_provider.extraction.in_spark import (
+    TASK_READ_OPTIONS,
+    SparkReads,
+    check_with_spark,
+    deliver_with_spark,
+    read_with_spark,
+)
+from aporia_provider.extraction.in_task import deliver_in_task, read_in_task
+from aporia_provider.extraction.layout import MAX_EXAMPLES, SourceLayout, layout_of
+from aporia_provider.extraction.options import SyncOptions
+from aporia_provider.extraction.plan import SyncPlan, SyncSummary
+from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.spark import is_connect, tagged
 from aporia_provider.extraction.sql import Window, derived, windowed
+from aporia_provider.extraction.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -42,14 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class Redshift:
-    """How a sync reaches Redshift; both fetch fresh credentials when called."""
-
-    connect: Callable[[], Any]  # a DB-API connection, for probes, counts and the task's own reads
-    jdbc_options: Callable[[], Mapping[str, str]]  # for Spark's JDBC reads
 
 
 @dataclass
@@ -67,31 +69,24 @@ class _Checked:
 def run_sync(
     plan: SyncPlan,
     window: Window,
-    redshift: Redshift,
+    warehouse: Warehouse,
     spark: Callable[[], SparkSession],
     client: AporiaClient,
-    lookback: timedelta = timedelta(0),
-    dry_run: bool = False,
-    batch_size: int = 5000,
-    num_partitions: int | None = None,
-    spark_min_rows: int = SPARK_MIN_ROWS,
+    options: SyncOptions,
     tag: str | None = None,
     stop: threading.Event | None = None,
 ) -> SyncSummary:
-    """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by lookback).
+    """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by the lookback).
 
-    A source's window of fewer than `spark_min_rows` rows is read and sent by this process; a larger one (or any,
-    with select_expr) by Spark, whose session `spark` starts on first use. The Spark jobs carry `tag` (when
-    given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`; `stop` ends the
+    A source's window of fewer than `options.spark_min_rows` rows is read and sent by this process; a larger one
+    (or any, with select_expr) by Spark, whose session `spark` starts on first use. The Spark jobs carry `tag`
+    (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`; `stop` ends the
     task's own delivery before its next batch.
     """
     started = time.monotonic()
-    summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=dry_run)
+    summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=options.dry_run)
     subject = f"{plan.model_id} {plan.model_version}"
-    sources = [Source("predictions", plan.query, "timestamp_column", plan.timestamp_column, "query")]
-    if plan.actuals_timestamp_column and plan.actuals:
-        query, argument = (plan.actuals_query, "actuals_query") if plan.actuals_query else (plan.query, "query")
-        sources.append(Source("actuals", query, "actuals_timestamp_column", plan.actuals_timestamp_column, argument))
+    layouts = layout_of(plan, warehouse.identifier)
     progress = _Progress(subject)
     checked: list[_Checked] = []
     with ExitStack() as stack:
@@ -109,27 +104,26 @@ def run_sync(
 
         reader = _Reader(
             plan=plan,
-            window=window.widened(lookback),
+            options=options,
+            window=window.widened(options.lookback),
             whole_days=window.whole_days(),
-            redshift=redshift,
+            warehouse=warehouse,
             spark=started_spark,
             client=client,
             progress=progress,
             stack=stack,
-            num_partitions=num_partitions,
-            spark_min_rows=spark_min_rows,
-            batch_size=batch_size,
             stop=stop,
         )
-        for source in sources:
-            with failures_of("Reading the window from Redshift", subject, source.query_argument):
-                read = reader.read(source)
+        reading = f"Reading the window from {warehouse.name}"
+        for layout in layouts:
+            with failures_of(warehouse, reading, subject, layout.source.query_argument):
+                read = reader.read(layout)
             checked.append(read)
             log.info(
-                "Checked %s of %s: %s, %d rejected.", source.kind, subject, _counted(read.rows, "row"), read.rejected
+                "Checked %s of %s: %s, %d rejected.", layout.kind, subject, _counted(read.rows, "row"), read.rejected
             )
-        _decide(summary, plan, checked)
-        if not dry_run:
+        _decide(summary, plan, options, checked)
+        if not options.dry_run:
             sent = LogResult()
             for rows in checked:
                 if stop is not None and stop.is_set():
@@ -138,7 +132,7 @@ def run_sync(
                         "deliver them (delivery is idempotent: nothing is duplicated)."
                     )
                 progress.phase = f"sending {rows.kind}"
-                with failures_of("Delivering the window to Aporia", subject, "query"):
+                with failures_of(warehouse, "Delivering the window to Aporia", subject, "query"):
                     delivered = rows.send()
                 log.info(
                     "Sent %s of %s in %s.",
@@ -173,7 +167,7 @@ def _unpersist(kept: list[DataFrame]) -> None:
         frame.unpersist()
 
 
-def _decide(summary: SyncSummary, plan: SyncPlan, checked: list[_Checked]) -> None:
+def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked: list[_Checked]) -> None:
     """Fill in what was read; fail before anything is sent when rows are invalid and the policy says so."""
     by_kind = {rows.kind: rows for rows in checked}
     summary.rows_read = by_kind["predictions"].rows
@@ -186,11 +180,35 @@ def _decide(summary: SyncSummary, plan: SyncPlan, checked: list[_Checked]) -> No
         f"{summary.rows_rejected} of {summary.rows_read + summary.actuals_read} rows in the window do not "
         f"fit the schema of {plan.model_id} {plan.model_version} (e.g. {'; '.join(summary.rejected_examples)})"
     )
-    if plan.on_invalid_rows == "fail":
+    if options.on_invalid_rows == "fail":
         raise InvalidRowsError(
             message + "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
         )
     log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
+
+
+class _Probe(Protocol):
+    """Who learns a query's column types and counts a window: the task's connection, or Spark."""
+
+    def column_types(self, query: str) -> dict[str, ColumnType | None]: ...
+
+    def count(self, query: str, timestamp_column: str, window: Window) -> int: ...
+
+
+@dataclass
+class _TaskProbe:
+    cursor: Callable[[], Any]
+    warehouse: Warehouse
+
+    def column_types(self, query: str) -> dict[str, ColumnType | None]:
+        cursor = self.cursor()
+        cursor.execute(f"SELECT * FROM {derived(query)} LIMIT 0")
+        return self.warehouse.column_types(cursor.description)
+
+    def count(self, query: str, timestamp_column: str, window: Window) -> int:
+        cursor = self.cursor()
+        cursor.execute(f"SELECT count(*) FROM {windowed(query, timestamp_column, window)}")
+        return int(cursor.fetchone()[0])
 
 
 @dataclass
@@ -198,92 +216,92 @@ class _Reader:
     """Reads each source's window once: in this process when it is small, with Spark otherwise."""
 
     plan: SyncPlan
+    options: SyncOptions
     window: Window  # already widened by the lookback
     whole_days: bool  # the run's window (before the lookback) is whole days: what a DATE column can serve
-    redshift: Redshift
+    warehouse: Warehouse
     spark: Callable[[], SparkSession]
     client: AporiaClient
     progress: _Progress
     stack: ExitStack
-    num_partitions: int | None
-    spark_min_rows: int
-    batch_size: int
     stop: threading.Event | None
     _cursor: Any = None
-    _columns: dict[str, dict[str, ColumnType | None]] = field(default_factory=dict)  # by query: one probe each
+    _types: dict[str, dict[str, ColumnType | None]] = field(default_factory=dict)  # by query: one probe each
 
     def cursor(self) -> Any:
         if self._cursor is None:
-            connection = self.stack.enter_context(closing(self.redshift.connect()))
-            # Each statement its own transaction, so no lock on the source tables outlives its query; bounds
-            # compared in UTC, as Spark's JDBC sessions compare them, whatever the user's time zone.
-            connection.autocommit = True
-            self._cursor = connection.cursor()
-            self._cursor.execute("SET TIME ZONE 'UTC'")
+            self._cursor = self.stack.enter_context(closing(self.warehouse.connect())).cursor()
         return self._cursor
 
-    def read(self, source: Source) -> _Checked:
-        plan, subject = self.plan, f"{self.plan.model_id} {self.plan.model_version}"
-        spark_min_rows = self.spark_min_rows
-        if plan.select_expr or set(plan.read_options) - TASK_READ_OPTIONS:
-            # Spark SQL expressions, or JDBC options (a session init statement, a custom schema): only Spark
-            # applies them.
-            return self._with_spark(source, None)
-        # The window predicate names the timestamp column inside Redshift: make sure it is there, and of a type
-        # the window can be compared with, before anything is counted or read.
-        cursor = self.cursor()
-        self.progress.phase = f"counting {source.kind}"
-        if source.query not in self._columns:
-            cursor.execute(f"SELECT * FROM {derived(source.query)} LIMIT 0")
-            self._columns[source.query] = column_types(cursor.description)
-        types = self._columns[source.query]
-        require_columns(list(types), plan, {source.timestamp_argument: [source.timestamp_column]})
+    def spark_reads(self) -> SparkReads:
+        plan = self.plan
+        return SparkReads(self.spark(), self.warehouse.jdbc_options, plan.read_options, plan.select_expr)
+
+    def read(self, layout: SourceLayout) -> _Checked:
+        """Check the source's timestamp column, count its window, and read it the way its size and types ask."""
+        source, options = layout.source, self.options
+        # JDBC options that change what is read (a session init statement, a custom schema): only Spark applies
+        # them, so only Spark can say what the query returns.
+        spark_only = bool(set(self.plan.read_options) - TASK_READ_OPTIONS)
+        probe: _Probe = self.spark_reads() if spark_only else _TaskProbe(self.cursor, self.warehouse)
+        self.progress.phase = f"counting {layout.kind}"
+        types = self._column_types(probe, source.query)
+        layout.require_timestamp(list(types))
+        if types[source.timestamp_column] is None:  # a type only Spark reads: Spark names it, in its own words
+            probe = self.spark_reads()
+            types = probe.column_types(source.query)
         timestamp_type = types[source.timestamp_column]
-        if timestamp_type is None:  # a type only Spark reads: Spark judges it, in its own words
-            return self._with_spark(source, None)
-        problem = timestamp_problem(source.timestamp_argument, source.timestamp_column, timestamp_type, self.whole_days)
+        assert timestamp_type is not None
+        problem = layout.timestamp_problem(timestamp_type, self.whole_days)
         if problem:
             raise SyncInputError(problem)
-        cursor.execute(f"SELECT count(*) FROM {windowed(source.query, source.timestamp_column, self.window)}")
-        total = int(cursor.fetchone()[0])
-        needed = needed_columns(plan, source.kind, list(types))
-        unread = [column for column in needed if types[column] is None]
-        if total >= spark_min_rows or unread:
-            why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {spark_min_rows:,}"
-            log.info("Reading %s of %s with Spark: %s, %s.", source.kind, subject, _counted(total, "row"), why)
-            return self._with_spark(source, total)
+        total = probe.count(source.query, source.timestamp_column, self.window)
+        dates = timestamp_type.category == "date"
+        if self.plan.select_expr or isinstance(probe, SparkReads):
+            # Spark SQL expressions, JDBC options and column types only Spark applies or reads.
+            return self._with_spark(layout, total, dates)
+        layout.require(list(types))
+        unread = [column for column in layout.columns if types[column] is None]
+        subject = layout.subject
+        if total >= options.spark_min_rows or unread:
+            why = (
+                f"of a type only Spark reads ({', '.join(unread)})"
+                if unread
+                else f"at least {options.spark_min_rows:,}"
+            )
+            log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
+            return self._with_spark(layout, total, dates)
         log.info(
             "Reading %s of %s in this task: %s, under %s.",
-            source.kind,
+            layout.kind,
             subject,
             _counted(total, "row"),
-            f"{spark_min_rows:,}",
+            f"{options.spark_min_rows:,}",
         )
-        self.progress.phase = f"reading {source.kind}"
-        rows = read_in_task(cursor, plan, source.kind, source.query, source.timestamp_column, self.window, types)
-        send = partial(deliver_in_task, rows.fragments, self.client, plan, self.batch_size, self.stop)
-        return _Checked(source.kind, rows.rows, rows.rejected, rows.examples, send)
+        self.progress.phase = f"reading {layout.kind}"
+        rows = read_in_task(self.cursor(), layout, self.window, types)
+        model = (self.plan.model_id, self.plan.model_version)
+        send = partial(deliver_in_task, rows.fragments, self.client, subject, model, options.batch_size, self.stop)
+        return _Checked(layout.kind, rows.rows, rows.rejected, rows.examples, send)
 
-    def _with_spark(self, source: Source, total: int | None) -> _Checked:
-        spark = self.spark()
-        read = read_with_spark(
-            spark,
-            self.plan,
-            self.window,
-            self.whole_days,
-            self.redshift.jdbc_options,
-            source,
-            total,
-            self.num_partitions,
-        )
-        self.progress.phase = f"checking {source.kind}"
-        frame, rows, rejected, examples = check_with_spark(read, self.plan, source.kind)
+    def _column_types(self, probe: _Probe, query: str) -> dict[str, ColumnType | None]:
+        if isinstance(probe, SparkReads):
+            return probe.column_types(query)
+        if query not in self._types:
+            self._types[query] = probe.column_types(query)
+        return self._types[query]
+
+    def _with_spark(self, layout: SourceLayout, total: int, dates: bool) -> _Checked:
+        read = read_with_spark(self.spark_reads(), layout, self.window, total, dates, self.options.num_partitions)
+        self.progress.phase = f"checking {layout.kind}"
+        frame, rows, rejected, examples = check_with_spark(read, layout)
+        model = (self.plan.model_id, self.plan.model_version)
         return _Checked(
-            source.kind,
+            layout.kind,
             rows,
             rejected,
             examples,
-            send=partial(deliver_with_spark, frame, self.client, self.plan, self.batch_size),
+            send=partial(deliver_with_spark, frame, self.client, model, self.options.batch_size),
             release=partial(_unpersist, read),
         )
 

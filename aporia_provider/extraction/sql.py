@@ -1,40 +1,16 @@
-"""SQL the sync pushes down to Redshift: validated identifiers and the window predicate."""
+"""SQL the sync pushes down to the warehouse: the user's single statement, the window and its predicate.
+
+Column names are checked by the warehouse's identifier rule before they get here, and quoted here as standard SQL.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from itertools import pairwise
 from typing import Any
 
 from aporia_provider.exceptions import SyncInputError
-
-# Plain Redshift identifiers; anything else (quotes, spaces, semicolons) is refused rather than escaped.
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,126}$")
-
-
-def identifier(value: str, argument: str) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
-        raise SyncInputError(
-            f"{argument} {value!r} is not a plain column name; use letters, digits and underscores "
-            "(rename the column in the query with AS if needed)."
-        )
-    return value
-
-
-def table_query(table: str) -> str:
-    """SELECT * from a `table` or `schema.table` name, validated part by part."""
-    parts = table.split(".") if isinstance(table, str) else [table]
-    if not 1 <= len(parts) <= 2:
-        raise SyncInputError(f"table {table!r} is not a table name; use table or schema.table.")
-    for part in parts:
-        if not isinstance(part, str) or not _IDENTIFIER.match(part):
-            raise SyncInputError(
-                f"table {table!r} is not a plain table name; use letters, digits and underscores, "
-                "or pass a query instead."
-            )
-    return "SELECT * FROM " + ".".join(f'"{part}"' for part in parts)
 
 
 def single_statement(query: str, argument: str = "query") -> str:
@@ -99,8 +75,13 @@ class Window:
 
     def predicate(self, column: str) -> str:
         """The pushed-down filter; the bounds are rendered from datetimes, never from user text."""
-        quoted = f'"{identifier(column, "timestamp column")}"'
-        return f"{quoted} >= '{_literal(self.start)}' AND {quoted} < '{_literal(self.end)}'"
+        name = quoted(column)
+        return f"{name} >= '{_literal(self.start)}' AND {name} < '{_literal(self.end)}'"
+
+
+def quoted(column: str) -> str:
+    """A column name as a quoted SQL identifier."""
+    return '"' + column.replace('"', '""') + '"'
 
 
 def windowed(query: str, column: str, window: Window) -> str:

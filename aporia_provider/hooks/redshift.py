@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
+from functools import cached_property, partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -20,6 +20,7 @@ from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
 from airflow.sdk.log import mask_secret
 
 from aporia_provider.compat import AirflowException
+from aporia_provider.redshift import JDBC_DRIVERS, RedshiftWarehouse, jdbc_driver
 
 if TYPE_CHECKING:
     import redshift_connector
@@ -269,16 +270,24 @@ class RedshiftIAMHook(RedshiftSQLHook):
             socket.create_connection((creds.host, creds.port), timeout=min(self.timeout, 10)).close()
         except OSError:
             raise self._unreachable(creds) from None
-        if driver == "redshift":
+        if jdbc_driver(driver) == "redshift":
             url = f"jdbc:redshift://{creds.host}:{creds.port}/{creds.database}?ssl={str(creds.ssl).lower()}"
-            driver_class = "com.amazon.redshift.jdbc42.Driver"
-        elif driver == "postgresql":
+        else:
             sslmode = "require" if creds.ssl else "disable"
             url = f"jdbc:postgresql://{creds.host}:{creds.port}/{creds.database}?sslmode={sslmode}"
-            driver_class = "org.postgresql.Driver"
-        else:
-            raise AirflowException(f"JDBC driver {driver!r} is not supported; use 'postgresql' or 'redshift'.")
+        driver_class = JDBC_DRIVERS[driver]
         return {"url": url, "user": creds.user, "password": creds.password, "driver": driver_class}
+
+    def warehouse(self, driver: str = "postgresql") -> RedshiftWarehouse:
+        """Redshift for the sync engine: sessions and Spark's JDBC options (with `driver`) on this hook's
+        credentials, and the lineage namespace of the Amazon provider."""
+        jdbc_driver(driver)
+        return RedshiftWarehouse(
+            open_connection=self.get_conn,
+            spark_options=partial(self.spark_jdbc_options, driver),
+            namespace=lambda: f"redshift://{self.get_openlineage_database_info(self.conn).authority}",
+            database=self.conn.schema or "",
+        )
 
     def iam_jdbc_url(self) -> str:
         """The JDBC URL Aporia uses to read Redshift with IAM, built from the AWS and Redshift connections.

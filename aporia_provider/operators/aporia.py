@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from warnings import warn
 
 from aporia_provider.compat import AirflowFailException
-from aporia_provider.extraction.sql import derived, identifier, single_statement
+from aporia_provider.extraction.layout import mapped_fields
+from aporia_provider.extraction.sql import derived, single_statement
 from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.operators.base import (
     ALL_CONNECTIONS,
@@ -18,6 +19,7 @@ from aporia_provider.operators.base import (
     AporiaBaseOperator,
     model_version_asset,
 )
+from aporia_provider.redshift import identifier
 from aporia_provider.schema import VersionSchema, check_model_type
 
 if TYPE_CHECKING:
@@ -309,21 +311,17 @@ class AporiaConnectDatasetOperator(AporiaBaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the Redshift tables the data set's query reads, and the Aporia model version it feeds.
         A data source passed in (not the Redshift connection) has no Redshift input to name."""
-        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+        from aporia_provider.lineage import aporia_dataset, warehouse_lineage
 
         output = aporia_dataset(self.aporia_hook, self.model_id, self.model_version)
         queries = [] if self.data_source is not None else [single_statement(self.query)]
-        return redshift_lineage(self.redshift_hook, queries, [output])
+        return warehouse_lineage(self.redshift_hook.warehouse(), queries, [output])
 
     def _needed_columns(self, schema: VersionSchema) -> set[str]:
         needed = {identifier(self.id_column, "id_column"), identifier(self.timestamp_column, "timestamp_column")}
-        for group, mapping in (
-            ("features", self.features),
-            ("predictions", self.predictions),
-            ("raw_inputs", self.raw_inputs),
-        ):
-            for spec in schema.group(group):
-                needed.add(identifier((mapping or {}).get(spec.name, spec.name), f"{group} mapping for {spec.name!r}"))
+        mappings = {"features": self.features, "predictions": self.predictions, "raw_inputs": self.raw_inputs}
+        for group, spec, column in mapped_fields(schema.group, {g: m or {} for g, m in mappings.items()}):
+            needed.add(identifier(column, f"{group} mapping for {spec.name!r}"))
         for name, column in (self.labels or {}).items():
             needed.add(identifier(column, f"labels mapping for {name!r}"))
         return needed

@@ -6,15 +6,16 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 
-from aporia_provider.extraction.plan import SPARK_MIN_ROWS
-from aporia_provider.extraction.sql import Window, table_query
+from aporia_provider.extraction.options import DEFAULT_BATCH_SIZE, SPARK_MIN_ROWS, SyncOptions
+from aporia_provider.extraction.sql import Window
 from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
+from aporia_provider.redshift import jdbc_driver as checked_jdbc_driver
+from aporia_provider.redshift import table_query
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -128,7 +129,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         lookback: timedelta | None = None,
         on_invalid_rows: str = "fail",
         validate_only: bool = False,
-        batch_size: int = 5000,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         num_partitions: int | None = None,
         spark_conf: Mapping[str, str] | None = None,
         spark_conn_id: str | None = None,
@@ -164,6 +165,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.spark_conn_id = spark_conn_id
         self.spark_min_rows = spark_min_rows
         self.jdbc_driver = jdbc_driver
+        # A bad literal fails the DAG's parse here, in one sentence naming the argument. (Mapped arguments are
+        # known only when Airflow builds the task to run it, and this then runs at the start of the run.)
+        self._sync_options()
         # The session and tag of the running sync's Spark jobs, and its own delivery's stop, for on_kill.
         self._running: tuple[SparkSession, str] | None = None
         self._stop: threading.Event | None = None  # made per run: an Event cannot be deep-copied with the task
@@ -173,10 +177,11 @@ class AporiaSyncOperator(AporiaBaseOperator):
     def run(self, context: Context) -> dict[str, Any]:
         from aporia_provider.exceptions import SyncFailed
         from aporia_provider.extraction.plan import SyncPlan
-        from aporia_provider.extraction.run import Redshift, run_sync
+        from aporia_provider.extraction.run import run_sync
         from aporia_provider.extraction.spark import spark_session
         from aporia_provider.hooks.spark import spark_target
 
+        options = self._sync_options()
         window = self._resolve_window(context)
         schema = self.existing_schema(self.model_id, self.model_version)
         plan = SyncPlan(
@@ -196,7 +201,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
             # A string is one expression, not a sequence of characters.
             select_expr=(self.select_expr,) if isinstance(self.select_expr, str) else tuple(self.select_expr or ()),
             read_options=dict(self.read_options or {}),
-            on_invalid_rows=self.on_invalid_rows,
         )
         target = spark_target(self.spark_conn_id, self.spark_conf)
         self.log.info(
@@ -207,7 +211,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             window.end.isoformat(),
             f" with lookback {self.lookback}" if self.lookback else "",
             " (validate only: nothing is sent)" if self.validate_only else "",
-            f"{self.spark_min_rows:,}",
+            f"{options.spark_min_rows:,}",
             target.describe(),
         )
         tag = f"aporia-sync-{uuid.uuid4().hex}"
@@ -227,17 +231,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
             summary = run_sync(
                 plan,
                 window,
-                Redshift(
-                    connect=self.redshift_hook.get_conn,
-                    jdbc_options=partial(self.redshift_hook.spark_jdbc_options, self.jdbc_driver),
-                ),
+                self.redshift_hook.warehouse(self.jdbc_driver),
                 start_spark,
                 self.aporia_hook.client,
-                lookback=self.lookback,
-                dry_run=self.validate_only,
-                batch_size=self.batch_size,
-                num_partitions=self.num_partitions,
-                spark_min_rows=self.spark_min_rows,
+                options,
                 tag=tag,
                 stop=self._stop,
             )
@@ -250,6 +247,19 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
         self._after_sync(context, window, result)
         return result
+
+    def _sync_options(self) -> SyncOptions:
+        """The sync's settings, each checked: an InputError naming the argument (at run time, a failure that Airflow
+        does not retry)."""
+        checked_jdbc_driver(self.jdbc_driver)
+        return SyncOptions(
+            batch_size=self.batch_size,
+            num_partitions=self.num_partitions,
+            spark_min_rows=self.spark_min_rows,
+            lookback=self.lookback,
+            on_invalid_rows=self.on_invalid_rows,
+            dry_run=self.validate_only,
+        )
 
     def on_kill(self) -> None:
         """Stop the sync's Spark jobs and its own delivery, so nothing goes on posting to Aporia after the task."""
@@ -274,7 +284,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the Redshift tables the query (and actuals query) read, and the Aporia model version
         they went to, with the predictions delivered as its row count."""
-        from aporia_provider.lineage import aporia_dataset, redshift_lineage
+        from aporia_provider.lineage import aporia_dataset, warehouse_lineage
 
         rows = self._synced.get("fragments_sent") if self._synced else None
         # A validate-only sync reads, but writes nothing to Aporia.
@@ -284,7 +294,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         queries = [table_query(self.table) if self.table else self.query or ""]
         if self.actuals_query:
             queries.append(self.actuals_query)
-        return redshift_lineage(self.redshift_hook, queries, outputs)
+        return warehouse_lineage(self.redshift_hook.warehouse(self.jdbc_driver), queries, outputs)
 
     # ------------------------------------------------------------------ the window
 

@@ -19,7 +19,7 @@ import pytest
 
 from aporia_local.credentials import issue_password
 from aporia_local.stack import LocalStack
-from aporia_provider.extraction.plan import SPARK_MIN_ROWS
+from aporia_provider.extraction.options import SPARK_MIN_ROWS
 from tests.helpers import MODEL, AirflowCli, AporiaProbe, assert_delivered_exactly, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")

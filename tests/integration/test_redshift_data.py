@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import DATABASE, LocalStack
 from aporia_provider.exceptions import SyncFailed
-from aporia_provider.extraction.plan import SPARK_MIN_ROWS
+from aporia_provider.extraction.options import SPARK_MIN_ROWS
 from tests.helpers import (
     MODEL,
     NOTHING_SENT,

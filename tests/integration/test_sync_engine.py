@@ -15,7 +15,7 @@ from aporia_local.credentials import issue_password
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
 from aporia_provider.extraction import in_spark
-from aporia_provider.extraction.plan import SPARK_MIN_ROWS
+from aporia_provider.extraction.options import SPARK_MIN_ROWS
 from aporia_provider.hooks import redshift
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
 from tests.helpers import LOUD, MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator

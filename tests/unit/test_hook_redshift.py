@@ -13,6 +13,7 @@ from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
 from botocore.exceptions import ClientError, NoCredentialsError
 
 from aporia_provider.compat import AirflowException
+from aporia_provider.exceptions import SyncInputError
 from aporia_provider.hooks.redshift import (
     DEFAULT_CREDENTIAL_SECONDS,
     REFRESH_MARGIN,
@@ -210,9 +211,9 @@ def test_spark_jdbc_options_redshift_driver_with_ssl(connection: ConnectionFacto
 
 
 def test_spark_jdbc_options_unknown_driver(connection: ConnectionFactory, listening_port: int) -> None:
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(SyncInputError) as raised:
         static(connection, port=listening_port).spark_jdbc_options("mysql")
-    assert str(raised.value) == "JDBC driver 'mysql' is not supported; use 'postgresql' or 'redshift'."
+    assert str(raised.value) == "jdbc_driver 'mysql' is not supported; use 'postgresql' or 'redshift'."
 
 
 def unreachable(port: int) -> str:

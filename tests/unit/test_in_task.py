@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
@@ -22,17 +22,13 @@ import pytest
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
 from aporia_provider.extraction import in_task
-from aporia_provider.extraction.fields import ColumnType
-from aporia_provider.extraction.in_task import (
-    TaskRows,
-    column_types,
-    deliver_in_task,
-    occurred_at,
-    read_in_task,
-    row_id,
-)
+from aporia_provider.extraction import layout as layout_module
+from aporia_provider.extraction.in_task import TaskRows, deliver_in_task, read_in_task, row_id
+from aporia_provider.extraction.layout import SourceLayout, layout_of
 from aporia_provider.extraction.plan import SyncPlan
+from aporia_provider.extraction.rulebook import ColumnType, occurred_at
 from aporia_provider.extraction.sql import Window, windowed
+from aporia_provider.redshift import column_types, identifier
 from aporia_provider.schema import VersionSchema
 
 UTC = timezone.utc
@@ -40,6 +36,8 @@ PLUS_TWO = timezone(timedelta(hours=2))
 WINDOW = Window(datetime(2026, 11, 20, 10, tzinfo=UTC), datetime(2026, 11, 20, 11, tzinfo=UTC))
 QUERY = "SELECT * FROM ml.predictions"
 ACTUALS_QUERY = "SELECT * FROM ml.actuals"
+MODEL = ("fraud", "v1")
+SUBJECT = "fraud v1"
 
 SCHEMA = VersionSchema.parse(
     {
@@ -172,6 +170,12 @@ class FakeClient:
         self.warnings = list(warnings)
         self.on_call: Any = None
 
+    def log_batches(self, model_id: str, model_version: str, batches: Iterable[list[str]]) -> LogResult:
+        result = LogResult()
+        for batch in batches:
+            result.add(self.log_fragment_json(model_id, model_version, batch))
+        return result
+
     def log_fragment_json(self, model_id: str, model_version: str, fragments: list[str]) -> LogResult:
         self.calls.append((model_id, model_version, list(fragments)))
         if self.on_call is not None:
@@ -197,12 +201,13 @@ def read(
     plan: SyncPlan = PLAN,
 ) -> tuple[TaskRows, FakeCursor]:
     cursor = FakeCursor(rows)
-    if kind == "predictions":
-        query, column, codes = plan.query, plan.timestamp_column, types or PREDICTION_TYPES
-    else:
-        assert plan.actuals_query is not None and plan.actuals_timestamp_column is not None
-        query, column, codes = plan.actuals_query, plan.actuals_timestamp_column, types or ACTUAL_TYPES
-    return read_in_task(cursor, plan, kind, query, column, WINDOW, column_types(description(codes))), cursor
+    codes = types or (PREDICTION_TYPES if kind == "predictions" else ACTUAL_TYPES)
+    return read_in_task(cursor, layout(plan, kind), WINDOW, column_types(description(codes))), cursor
+
+
+def layout(plan: SyncPlan, kind: str) -> SourceLayout:
+    """The layout of the plan's source of this kind, as the sync derives it."""
+    return next(source for source in layout_of(plan, identifier) if source.kind == kind)
 
 
 def verdict(**changes: Any) -> TaskRows:
@@ -550,7 +555,7 @@ def test_examples_are_capped_and_counts_are_not() -> None:
 
 
 def test_too_many_repeated_ids_call_the_query_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(in_task, "MAX_DUPLICATES_LISTED", 2)
+    monkeypatch.setattr(layout_module, "MAX_DUPLICATES_LISTED", 2)
     twice = [prediction(prediction_id=f"p{n}") for n in (1, 1, 2, 2)]
     result, _ = read(twice)
     assert result.rejected == 4
@@ -673,15 +678,7 @@ def test_only_rows_with_actuals_count_as_repeats() -> None:
 def test_a_column_of_the_wrong_type_is_refused(types: dict[str, int], message: str) -> None:
     cursor = FakeCursor([prediction()])
     with pytest.raises(SyncInputError) as raised:
-        read_in_task(
-            cursor,
-            PLAN,
-            "predictions",
-            QUERY,
-            "predicted_at",
-            WINDOW,
-            column_types(description(PREDICTION_TYPES | types)),
-        )
+        read_in_task(cursor, layout(PLAN, "predictions"), WINDOW, column_types(description(PREDICTION_TYPES | types)))
     assert str(raised.value) == message
     assert cursor.executed == []  # refused before anything is read
 
@@ -710,7 +707,7 @@ def test_a_missing_column_is_refused_naming_the_argument(missing: str, role: str
     types = {name: code for name, code in PREDICTION_TYPES.items() if name != missing}
     cursor = FakeCursor([])
     with pytest.raises(SyncInputError) as raised:
-        read_in_task(cursor, PLAN, "predictions", QUERY, "predicted_at", WINDOW, column_types(description(types)))
+        read_in_task(cursor, layout(PLAN, "predictions"), WINDOW, column_types(description(types)))
     assert str(raised.value) == (
         f"The query for fraud v1 has no column {missing!r} {role}; it returns {', '.join(types)}; "
         f"add the column to the query or select_expr, or {fix}."
@@ -808,7 +805,7 @@ def test_occurred_at_pads_the_year_to_four_digits(moment: datetime | date, text:
 def test_fragments_are_delivered_in_batches() -> None:
     client = FakeClient(retries=1, warnings=["slow"])
     fragments = [f'{{"id":"p{n}"}}' for n in range(5)]
-    result = deliver_in_task(fragments, cast(AporiaClient, client), PLAN, 2)
+    result = deliver_in_task(fragments, cast(AporiaClient, client), SUBJECT, MODEL, 2)
     assert client.calls == [
         ("fraud", "v1", fragments[0:2]),
         ("fraud", "v1", fragments[2:4]),
@@ -819,7 +816,7 @@ def test_fragments_are_delivered_in_batches() -> None:
 
 def test_nothing_to_deliver_posts_nothing() -> None:
     client = FakeClient()
-    result = deliver_in_task([], cast(AporiaClient, client), PLAN, 2, threading.Event())
+    result = deliver_in_task([], cast(AporiaClient, client), SUBJECT, MODEL, 2, threading.Event())
     assert client.calls == []
     assert (result.fragments, result.batches) == (0, 0)
 
@@ -834,7 +831,7 @@ def test_a_stop_before_delivery_sends_nothing() -> None:
     client, stop = FakeClient(), threading.Event()
     stop.set()
     with pytest.raises(SyncFailed) as raised:
-        deliver_in_task(['{"id":"p1"}'], cast(AporiaClient, client), PLAN, 2, stop)
+        deliver_in_task(['{"id":"p1"}'], cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
     assert str(raised.value) == STOPPED.format(0)
     assert client.calls == []
 
@@ -844,7 +841,7 @@ def test_a_stop_ends_delivery_before_the_next_batch() -> None:
     client.on_call = lambda calls: stop.set() if calls == 2 else None
     fragments = [f'{{"id":"p{n}"}}' for n in range(7)]
     with pytest.raises(SyncFailed) as raised:
-        deliver_in_task(fragments, cast(AporiaClient, client), PLAN, 2, stop)
+        deliver_in_task(fragments, cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
     assert str(raised.value) == STOPPED.format(4)
     assert [batch for _, _, batch in client.calls] == [fragments[0:2], fragments[2:4]]
 
@@ -852,7 +849,7 @@ def test_a_stop_ends_delivery_before_the_next_batch() -> None:
 def test_a_stop_after_the_last_batch_is_not_a_failure() -> None:
     client, stop = FakeClient(), threading.Event()
     client.on_call = lambda calls: stop.set()
-    result = deliver_in_task(['{"id":"p1"}', '{"id":"p2"}'], cast(AporiaClient, client), PLAN, 2, stop)
+    result = deliver_in_task(['{"id":"p1"}', '{"id":"p2"}'], cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
     assert (result.fragments, result.batches) == (2, 1)
 
 

@@ -12,6 +12,7 @@ from airflow.sdk import Asset, AssetAlias
 
 import aporia_provider.operators.aporia as operators_module
 from aporia_provider.compat import AirflowFailException
+from aporia_provider.exceptions import SyncInputError
 from aporia_provider.operators.aporia import (
     AporiaConnectActualsOperator,
     AporiaConnectDatasetOperator,
@@ -107,6 +108,34 @@ def test_sync_needs_exactly_one_of_query_and_table() -> None:
         with pytest.raises(ValueError) as raised:
             sync_operator(**changes)
         assert str(raised.value) == "Pass exactly one of query and table to AporiaSyncOperator."
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"batch_size": 0}, "batch_size 0 is not allowed; give a whole number of at least 1 (default 5,000)."),
+        (
+            {"num_partitions": 0},
+            "num_partitions 0 is not allowed; give a whole number of at least 1 (or None to size them by the window).",
+        ),
+        (
+            {"spark_min_rows": -1},
+            "spark_min_rows -1 is not allowed; give a whole number of at least 0 (0 sends every window to Spark; "
+            "default 20,000).",
+        ),
+        ({"jdbc_driver": "mysql"}, "jdbc_driver 'mysql' is not supported; use 'postgresql' or 'redshift'."),
+        (
+            {"lookback": timedelta(minutes=-5)},
+            "lookback is negative (-300 seconds); give a timedelta of zero or more, e.g. timedelta(minutes=15).",
+        ),
+        ({"on_invalid_rows": "drop"}, "on_invalid_rows 'drop' is not supported; use 'fail' or 'skip'."),
+    ],
+)
+def test_a_bad_sync_option_fails_the_dag_parse_in_one_sentence(option: dict[str, Any], message: str) -> None:
+    # Nothing runs: the operator refuses the value when it is constructed, naming the argument and what it takes.
+    with pytest.raises(SyncInputError) as raised:
+        sync_operator(**option)
+    assert str(raised.value) == message
 
 
 def test_sync_with_a_table() -> None:

@@ -1,4 +1,4 @@
-"""The sync plan: checked when it is made, before Spark starts."""
+"""The sync plan: checked when it is made, before Spark starts; its column names when the sync derives its layout."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from aporia_provider.exceptions import InvalidRowsError, SyncInputError
+from aporia_provider.extraction.layout import layout_of, mapped_fields
 from aporia_provider.extraction.plan import SyncPlan, SyncSummary
-from aporia_provider.schema import FieldSpec, VersionSchema
+from aporia_provider.redshift import identifier
+from aporia_provider.schema import VersionSchema
 
 SCHEMA = VersionSchema.parse(
     {"amount": "numeric", "owner": "string"},
@@ -43,16 +45,19 @@ def test_a_valid_plan_keeps_the_trimmed_query_and_defaults() -> None:
     made = plan(query="  SELECT * FROM ml.predictions;  ", actuals_query="SELECT * FROM ml.actuals;")
     assert made.query == "SELECT * FROM ml.predictions"
     assert made.actuals_query == "SELECT * FROM ml.actuals"
-    assert made.on_invalid_rows == "fail"
     assert (made.features, made.predictions, made.raw_inputs, made.actuals) == ({}, {}, {}, {})
 
 
-def test_column_for_uses_the_mapping_or_the_field_name() -> None:
-    made = plan(features={"amount": "amount_usd"}, raw_inputs={"raw_text": "text_col"})
-    assert made.column_for("features", FieldSpec("amount", "numeric")) == "amount_usd"
-    assert made.column_for("features", FieldSpec("owner", "string")) == "owner"
-    assert made.column_for("raw_inputs", FieldSpec("raw_text", "text")) == "text_col"
-    assert made.column_for("predictions", FieldSpec("proba", "numeric")) == "proba"
+def test_a_field_reads_its_mapped_column_or_the_column_of_its_name() -> None:
+    mappings = {"features": {"amount": "amount_usd"}, "raw_inputs": {"raw_text": "text_col"}}
+    columns = {(group, spec.name): column for group, spec, column in mapped_fields(SCHEMA.group, mappings)}
+    assert columns == {
+        ("features", "amount"): "amount_usd",
+        ("features", "owner"): "owner",
+        ("predictions", "will_buy"): "will_buy",
+        ("predictions", "proba"): "proba",
+        ("raw_inputs", "raw_text"): "text_col",
+    }
 
 
 def test_query_with_two_statements() -> None:
@@ -82,13 +87,11 @@ def test_empty_actuals_query() -> None:
         ),
     ],
 )
-def test_identifiers_are_validated(changes: dict[str, Any], message: str) -> None:
-    assert refusal(**changes) == message
-
-
-def test_on_invalid_rows_policy() -> None:
-    assert refusal(on_invalid_rows="drop") == "on_invalid_rows 'drop' is not supported; use 'fail' or 'skip'."
-    assert plan(on_invalid_rows="skip").on_invalid_rows == "skip"
+def test_identifiers_are_validated_by_the_warehouse_rule(changes: dict[str, Any], message: str) -> None:
+    made = plan(**changes)
+    with pytest.raises(SyncInputError) as raised:
+        layout_of(made, identifier)
+    assert str(raised.value) == message
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,8 @@ def test_the_product_never_imports_the_local_stand_ins() -> None:
         "aporia_provider.extraction.run",
         "aporia_provider.extraction.in_spark",
         "aporia_provider.extraction.in_task",
-        "aporia_provider.extraction.columns",
+        "aporia_provider.extraction.rulebook",
+        "aporia_provider.redshift",
         "aporia_provider.client",
     ]
     script = (
