@@ -58,8 +58,9 @@ test: setup lint
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-# The declared minimum Airflow (3.1.0) in .venv-min: the unit tier and `airflow dags test` of the example sync DAG
-# against the local stack (about 3 minutes; the venv is built once, from uv's cache).
+# The built wheel at the declared floors (Airflow 3.1.0, PySpark 4.0.0, ...) in .venv-min: the unit tier and
+# `airflow dags test` of the example sync DAG through Spark against the local stack (about a minute once the venv
+# is built, from uv's cache).
 min-airflow: setup
 	scripts/min_airflow.sh
 
