@@ -116,7 +116,7 @@ def run_sync(
             stack=stack,
             stop=stop,
         )
-        reading = f"Reading the window from {warehouse.name}"
+        reading = f"reading the window from {warehouse.name}"
         for layout in layouts:
             with failures_of(warehouse, reading, subject, layout.source.query_argument):
                 read = reader.read(layout)
@@ -130,11 +130,11 @@ def run_sync(
             for rows in checked:
                 if stop is not None and stop.is_set():
                     raise SyncFailed(
-                        f"The sync of {subject} was stopped before sending its {rows.kind}; re-run the task to "
-                        "deliver them (delivery is idempotent: nothing is duplicated)."
+                        f"Stopped (the task was killed) before sending the {rows.kind} of {subject}; re-run the "
+                        "task to deliver them (delivery is idempotent: nothing is duplicated)."
                     )
                 progress.phase = f"sending {rows.kind}"
-                with failures_of(warehouse, "Delivering the window to Aporia", subject, "query"):
+                with failures_of(warehouse, "delivering the window to Aporia", subject, "query"):
                     delivered = rows.send()
                 log.info(
                     "Sent %s of %s in %s.",
@@ -178,9 +178,10 @@ def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked:
     summary.rejected_examples = [e for rows in checked for e in rows.examples][:MAX_EXAMPLES]
     if not summary.rows_rejected:
         return
+    invalid = "1 invalid row" if summary.rows_rejected == 1 else f"{summary.rows_rejected:,} invalid rows"
     message = (
-        f"{summary.rows_rejected} of {summary.rows_read + summary.actuals_read} rows in the window do not "
-        f"fit the schema of {plan.model_id} {plan.model_version} (e.g. {'; '.join(summary.rejected_examples)})"
+        f"{invalid} of {summary.rows_read + summary.actuals_read:,} (e.g. {'; '.join(summary.rejected_examples)}) "
+        f"in the window of {plan.model_id} {plan.model_version}"
     )
     if options.on_invalid_rows == "fail":
         raise InvalidRowsError(

@@ -229,8 +229,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
                 raise SyncFailed(
-                    f"The sync of {self.model_id} {self.model_version} was stopped before Spark ran; re-run the task "
-                    "to deliver the window (delivery is idempotent: nothing is duplicated)."
+                    f"Stopped (the task was killed) before Spark ran for {self.model_id} {self.model_version}; re-run "
+                    "the task to deliver the window (delivery is idempotent: nothing is duplicated)."
                 )
             return spark
 
