@@ -208,6 +208,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         options = for_spark(options, target.is_local)
         if options.spark_min_rows is None:
             paths = f"every window in this task (Spark, on {target.describe()}, only for what only it reads)"
+        elif options.spark_min_rows == 0:
+            paths = f"every window on {target.describe()} (spark_min_rows=0)"
         else:
             rows = f"{options.spark_min_rows:,}"
             paths = f"windows of {rows} rows or more on {target.describe()}, smaller ones in this task"
