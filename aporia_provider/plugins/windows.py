@@ -215,8 +215,11 @@ def _in_window(summary: Mapping[str, Any] | None, in_window: str, sent: str) -> 
 def window_row(record: SyncRecord) -> WindowRow:
     state = record.state or "none"
     failure = record.failure if isinstance(record.failure, Mapping) and state != SUCCESS else None
-    # A sync that did not return a summary says how far it got in its failure's.
-    summary = record.summary if isinstance(record.summary, Mapping) else failure
+    returned = record.summary if isinstance(record.summary, Mapping) else None
+    # A sync that did not return a summary says how far it got in its failure's; of what it read, only what it
+    # had sent when it failed (if anything) reached Aporia.
+    summary = returned or failure
+    in_window = returned is not None
     start, end = window_of(record)
     ended_at = parse_time(record.end_date)
     delivered_at = ended_at if state == SUCCESS else None
@@ -234,11 +237,15 @@ def window_row(record: SyncRecord) -> WindowRow:
         map_index=record.map_index,
         rows_read=_int(summary, "rows_read"),
         fragments_sent=_int(summary, "fragments_sent"),
-        predictions_sent=_in_window(summary, "predictions_in_window", "fragments_sent"),
-        predictions_reread=_int(summary, "predictions_reread"),
+        predictions_sent=_in_window(returned, "predictions_in_window", "fragments_sent")
+        if in_window
+        else _int(summary, "fragments_sent"),
+        predictions_reread=_int(returned, "predictions_reread"),
         actuals_read=_int(summary, "actuals_read"),
-        actuals_sent=_in_window(summary, "actuals_in_window", "actuals_sent"),
-        actuals_reread=_int(summary, "actuals_reread"),
+        actuals_sent=_in_window(returned, "actuals_in_window", "actuals_sent")
+        if in_window
+        else _int(summary, "actuals_sent"),
+        actuals_reread=_int(returned, "actuals_reread"),
         rows_rejected=_int(summary, "rows_rejected"),
         rejected_examples=tuple(str(e) for e in examples) if isinstance(examples, list) else (),
         failure=_text(failure.get("error")) if failure else None,

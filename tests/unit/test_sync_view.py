@@ -270,6 +270,7 @@ def test_a_failed_window_shows_why_and_what_it_rejected() -> None:
     [view] = build_views([record(0), failed])
     row = view.windows[1]
     assert (row.start, row.failed, row.failure, row.rows_rejected) == (T0 + HOUR, True, sentence, 1)
+    assert (row.rows_read, row.predictions_sent, row.actuals_sent, row.reread) == (125, 0, 0, None)  # sent nothing
     assert view.failed == [row]
     assert (view.total("rows_rejected"), view.total("predictions_sent")) == (1, 8)  # nothing of it reached Aporia
     assert (view.model_id, view.model_version) == ("insurance-propensity", "v1")  # named by the failure
