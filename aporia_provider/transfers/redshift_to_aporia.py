@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 
+from aporia_provider.compat import AirflowFailException
+from aporia_provider.exceptions import InputError
 from aporia_provider.extraction.options import DEFAULT_BATCH_SIZE, SyncOptions, for_spark
 from aporia_provider.extraction.sql import Window
 from aporia_provider.links.aporia import AporiaModelVersionLink
+from aporia_provider.metrics import emit_sync_metrics
 from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
 from aporia_provider.redshift import jdbc_driver as checked_jdbc_driver
 from aporia_provider.redshift import table_query
@@ -23,14 +27,18 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from pyspark.sql import SparkSession
 
+    from aporia_provider.extraction.plan import SyncSummary
+
 
 class AporiaSyncOperator(AporiaBaseOperator):
     """Sync one window of predictions, and the delayed actuals that arrived in it, from Redshift to Aporia.
 
     The window is the run's data interval unless ``window_start``/``window_end`` are given; it is half-open,
     in UTC, and pushed down to Redshift. Delivery is idempotent by prediction id, so retries, backfills and
-    ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent,
-    rows rejected, batches, retries, seconds) to XCom.
+    ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent, of them
+    those in the window and those the lookback re-read, rows rejected, batches, retries, seconds) to XCom and
+    Airflow's metrics (`aporia_provider.metrics`). A failing sync logs its reason in one ERROR line and pushes it,
+    with its counts so far, to the XCom ``aporia_sync_failure`` (where the sync view reads it) before it raises.
 
     :param model_id: the model's id in Aporia (templated).
     :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
@@ -190,6 +198,21 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
+        from aporia_provider.extraction.plan import SyncSummary
+
+        started = time.monotonic()
+        summary = SyncSummary()
+        try:
+            result = self._sync(context, summary)
+        except Exception as exc:
+            summary.seconds = round(time.monotonic() - started, 3)
+            self._failed(context, exc, summary)
+            raise
+        lag = datetime.now(timezone.utc) - datetime.fromisoformat(summary.window_end)
+        emit_sync_metrics(self.model_id, self.model_version, result, failed=False, lag=lag)
+        return result
+
+    def _sync(self, context: Context, summary: SyncSummary) -> dict[str, Any]:
         from aporia_provider.exceptions import SyncFailed
         from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import run_sync
@@ -251,7 +274,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
         rejected_rows = self._rejected_rows_file(context, window)
         try:
-            summary = run_sync(
+            run_sync(
                 plan,
                 window,
                 self.redshift_hook.warehouse(self.jdbc_driver),
@@ -262,6 +285,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 stop=self._stop,
                 spark_where=target.describe(),
                 rejected_rows=rejected_rows,
+                summary=summary,
             )
         finally:
             if rejected_rows is not None:
@@ -276,6 +300,41 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
         self._after_sync(context, window, result)
         return result
+
+    def _failed(self, context: Context, exc: Exception, summary: SyncSummary) -> None:
+        """Say why the sync failed, in the task's log (one ERROR line), its failure XCom and its metrics."""
+        from aporia_provider.plugins.windows import FAILURE_XCOM_KEY
+
+        sentence = str(exc) or type(exc).__name__
+        ti = context.get("ti")
+        next_step = self._after_failure(exc, ti)
+        self.log.error("%s", f"{sentence.rstrip('.')}. {next_step}" if next_step else sentence)
+        record = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
+        emit_sync_metrics(self.model_id, self.model_version, record, failed=True, lag=None)
+        if ti is None:  # run outside a task instance (a test, a script): no XCom to push to
+            return
+        record |= {"error": sentence, "next_step": next_step, "try_number": ti.try_number}
+        try:
+            ti.xcom_push(key=FAILURE_XCOM_KEY, value=record)
+        except Exception as push_error:  # the failure itself matters more: it is raised all the same
+            self.log.warning("Could not record the failure for the sync view: %s", push_error)
+
+    def _after_failure(self, exc: Exception, ti: Any) -> str:
+        """What happens next and what to check, for a failure a later try can fix; nothing for bad input, which the
+        sentence itself says how to fix (Airflow does not retry it)."""
+        if isinstance(exc, InputError | AirflowFailException):
+            return ""
+        connections = [c for c in (self.aporia_conn_id, self.redshift_conn_id, self.aws_conn_id) if c]
+        check = f"check what the error names and the connections {', '.join(connections)}"
+        if ti is None:
+            return f"A later try can succeed; if it keeps failing, {check}."
+        tries = f"try {ti.try_number} of up to {ti.max_tries + 1}"
+        if ti.try_number <= ti.max_tries:
+            return f"Airflow will retry the task ({tries}); if it keeps failing, {check}."
+        return (
+            f"That was the last try ({tries}): {check}, then clear the task to run it again (delivery is "
+            "idempotent: nothing is duplicated)."
+        )
 
     def _sync_options(self) -> SyncOptions:
         """The sync's settings, each checked: an InputError naming the argument (at run time, a failure that Airflow
