@@ -84,6 +84,9 @@ class SyncSummary:
     actuals_reread: int = 0
     rows_rejected: int = 0
     rejected_examples: list[str] = field(default_factory=list)
+    # The volume expectation (min_rows) and whether the window fell short of it.
+    min_rows: int | None = None
+    low_volume: bool = False
     batches: int = 0
     retries: int = 0
     warnings: int = 0

@@ -136,6 +136,7 @@ def run_sync(
                 "Checked %s of %s: %s, %d rejected.", layout.kind, subject, _counted(read.rows, "row"), read.rejected
             )
         _decide(summary, plan, options, checked)
+        _expect_volume(summary, subject, options)
         if not options.dry_run:
             sent = LogResult()
             for rows in checked:
@@ -215,6 +216,22 @@ def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked:
         log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
     else:
         log.warning("%s; left out, within max_invalid_rows=%r (%s).", message, options.max_invalid_rows, f"{allowed:,}")
+
+
+def _expect_volume(summary: SyncSummary, subject: str, options: SyncOptions) -> None:
+    """Turn a window with fewer predictions than min_rows (a silent upstream outage) into a failure or a warning."""
+    summary.min_rows = options.min_rows
+    if options.min_rows is None or summary.predictions_in_window >= options.min_rows:
+        return
+    summary.low_volume = True
+    found = "No predictions" if not summary.predictions_in_window else f"Only {summary.predictions_in_window:,}"
+    message = (
+        f"{found} in the window [{summary.window_start}, {summary.window_end}) of {subject}, fewer than "
+        f"min_rows={options.min_rows:,}: check that the upstream job wrote this window's predictions"
+    )
+    if options.on_low_volume == "fail":
+        raise SyncFailed(f"{message}; nothing was sent (on_low_volume='warn' would send what there is).")
+    log.warning("%s; sending what there is, as on_low_volume='warn' asks.", message)
 
 
 class _Probe(Protocol):

@@ -72,6 +72,8 @@ class WindowRow:
     rows_rejected: int | None
     rejected_examples: tuple[str, ...]
     failure: str | None  # the sentence the sync failed with
+    min_rows: int | None  # the volume the window was expected to deliver, when one was set
+    low_volume: bool  # it delivered fewer predictions than that
     task_retries: int
     delivery_retries: int | None
     warnings: int | None
@@ -249,6 +251,8 @@ def window_row(record: SyncRecord) -> WindowRow:
         rows_rejected=_int(summary, "rows_rejected"),
         rejected_examples=tuple(str(e) for e in examples) if isinstance(examples, list) else (),
         failure=_text(failure.get("error")) if failure else None,
+        min_rows=_int(summary, "min_rows"),
+        low_volume=bool(summary.get("low_volume")) if summary else False,
         task_retries=max(record.try_number - 1, 0),
         delivery_retries=_int(summary, "retries"),
         warnings=_int(summary, "warnings"),

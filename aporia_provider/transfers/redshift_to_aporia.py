@@ -72,6 +72,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
         ObjectStoragePath URL (templated): ``s3://bucket/prefix`` through ``aws_conn_id`` (the Amazon provider's
         ``s3fs`` extra), or ``file:///dir``. Each window and try that rejects rows writes one JSON-lines object,
         ``<model id>/<version>/<window start>--<window end>/try-<n>.jsonl``; the summary names it.
+    :param min_rows: the fewest predictions each window should deliver (its own, not the lookback's re-reads): a
+        window with fewer — a silent upstream outage — fails (retried: the rows may still come) or, with
+        ``on_low_volume="warn"``, logs a WARNING and sends what there is.
+    :param on_low_volume: ``fail`` (default) or ``warn``.
     :param validate_only: read, validate and count, but send nothing (a dry run; ``dry_run`` is taken by
         BaseOperator). Emits no Asset event.
     :param batch_size: fragments per request to Aporia (default 5,000).
@@ -149,6 +153,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         on_invalid_rows: str = "fail",
         max_invalid_rows: int | float | None = None,
         rejected_rows_path: str | None = None,
+        min_rows: int | None = None,
+        on_low_volume: str = "fail",
         validate_only: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         num_partitions: int | None = None,
@@ -180,6 +186,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.lookback = lookback or timedelta(0)
         self.on_invalid_rows = on_invalid_rows
         self.max_invalid_rows = max_invalid_rows
+        self.min_rows = min_rows
+        self.on_low_volume = on_low_volume
         self.rejected_rows_path = rejected_rows_path
         self.validate_only = validate_only
         self.batch_size = batch_size
@@ -347,6 +355,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
             lookback=self.lookback,
             on_invalid_rows=self.on_invalid_rows,
             max_invalid_rows=self.max_invalid_rows,
+            min_rows=self.min_rows,
+            on_low_volume=self.on_low_volume,
             dry_run=self.validate_only,
         )
 

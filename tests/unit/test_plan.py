@@ -149,6 +149,8 @@ def test_summary_to_dict() -> None:
         "actuals_reread": 0,
         "rows_rejected": 0,
         "rejected_examples": ["row 7: amount: expected a number"],
+        "min_rows": None,
+        "low_volume": False,
         "batches": 0,
         "retries": 0,
         "warnings": 0,

@@ -426,3 +426,9 @@ def test_anonymous_requests_get_401(path: str) -> None:
 
     response = TestClient(app).get(path)
     assert (response.status_code, response.json()) == (401, {"detail": "Not authenticated"})
+
+
+def test_a_window_below_its_volume_expectation_says_so() -> None:
+    html = page(record(0, summary=summary(0, min_rows=20, low_volume=True)), record(1, summary=summary(1, min_rows=5)))
+    assert html.count('data-col="low_volume"') == 1
+    assert '<div class="reason" data-col="low_volume">below min_rows 20</div>' in html
