@@ -30,14 +30,14 @@ with DAG(
             description="Leave both empty to sync the last complete hour before the trigger.",
         ),
         "window_end": Param(None, type=["null", "string"], format="date-time", title="Window end"),
-        # With a Spark connection, windows of 1,000,000 rows or more (spark_min_rows' default) go to its cluster or
-        # Connect server; smaller ones, like the demo's hourly windows, are read by the task itself.
+        # The task reads every window itself (it is faster than Spark on a worker's few cores); the Spark connection
+        # serves what only Spark applies (select_expr), or large windows once spark_min_rows is set.
         "spark_conn_id": Param(
             "spark_connect_default",
             type=["null", "string"],
             title="Spark connection",
-            description="Where windows of 1,000,000 rows or more run: a spark or spark_connect connection; empty: "
-            "the task reads every window itself. Smaller windows are read by the task without Spark.",
+            description="Where Spark runs when a sync needs it (select_expr, or spark_min_rows): a spark or "
+            "spark_connect connection; empty: Spark in the task (local[*]). Windows are read by the task itself.",
         ),
     },
 ):

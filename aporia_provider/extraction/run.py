@@ -325,7 +325,7 @@ class _Reader:
                 why = f"at least {threshold:,}"
             log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
             return self._with_spark(layout, total, dates)
-        why = f"under {threshold:,}" if threshold is not None else "as Spark would run on this worker"
+        why = f"under {threshold:,}" if threshold is not None else "as every window (spark_min_rows is not set)"
         log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
         self.progress.phase = f"reading and checking {layout.kind}"
         stream = self.warehouse.stream(self.cursor(), select, FETCH_ROWS)

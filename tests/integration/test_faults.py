@@ -19,7 +19,6 @@ import pytest
 
 from aporia_local.credentials import issue_password
 from aporia_local.stack import LocalStack
-from aporia_provider.extraction.options import SPARK_MIN_ROWS
 from tests.helpers import MODEL, AirflowCli, AporiaProbe, assert_delivered_exactly, sync, sync_operator
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded", "version")
@@ -82,9 +81,9 @@ def test_aporia_killed_mid_sync_then_restarted_and_rerun(stack: LocalStack, apor
     assert_delivered_exactly(stack, aporia, *day_two())
 
 
-@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
+@pytest.mark.parametrize("spark_min_rows", [0, None], ids=["spark", "in-task"])
 def test_redshift_drops_the_connection_mid_read_then_rerun(
-    stack: LocalStack, aporia: AporiaProbe, spark_min_rows: int
+    stack: LocalStack, aporia: AporiaProbe, spark_min_rows: int | None
 ) -> None:
     stack.processes["redshift"].send_signal(signal.SIGUSR2)  # cut the next large result part-way
     with pytest.raises(RuntimeError) as error:

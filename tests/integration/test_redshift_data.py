@@ -17,7 +17,6 @@ from airflow.sdk.exceptions import AirflowFailException
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import DATABASE, LocalStack
 from aporia_provider.exceptions import SyncFailed
-from aporia_provider.extraction.options import SPARK_MIN_ROWS
 from tests.helpers import (
     MODEL,
     NOTHING_SENT,
@@ -196,8 +195,10 @@ def test_a_bad_spark_setting_is_not_retried(version: str, aporia: AporiaProbe) -
     assert str(error.value).endswith("; check spark_conf and the Spark connection (spark_conn_id).")
 
 
-@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
-def test_a_connection_cut_is_retried(version: str, aporia: AporiaProbe, stack: LocalStack, spark_min_rows: int) -> None:
+@pytest.mark.parametrize("spark_min_rows", [0, None], ids=["spark", "in-task"])
+def test_a_connection_cut_is_retried(
+    version: str, aporia: AporiaProbe, stack: LocalStack, spark_min_rows: int | None
+) -> None:
     import signal
 
     stack.processes["redshift"].send_signal(signal.SIGUSR2)  # cut the next large result part-way
@@ -206,9 +207,9 @@ def test_a_connection_cut_is_retried(version: str, aporia: AporiaProbe, stack: L
     assert aporia.count(MODEL, "v1")["total"] == 0
 
 
-@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
+@pytest.mark.parametrize("spark_min_rows", [0, None], ids=["spark", "in-task"])
 def test_windows_are_compared_in_utc_whatever_the_session_time_zone(
-    version: str, aporia: AporiaProbe, stack: LocalStack, spark_min_rows: int
+    version: str, aporia: AporiaProbe, stack: LocalStack, spark_min_rows: int | None
 ) -> None:
     """A database (or user) whose sessions default to another zone must not shift the window's bounds."""
     window = (T0 + 30 * HOUR, T0 + 33 * HOUR)

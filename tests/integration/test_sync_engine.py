@@ -15,7 +15,6 @@ from aporia_local.credentials import issue_password
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
 from aporia_provider.extraction import in_spark, run
-from aporia_provider.extraction.options import SPARK_MIN_ROWS
 from aporia_provider.hooks import redshift
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
 from tests.helpers import (
@@ -56,15 +55,19 @@ def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
     # warns about its own httpx use; the real task runner has no such client.
     loud = [line for line in log.splitlines() if LOUD.search(line) and "starlette.testclient" not in line]
     assert loud == []
-    # With the DAG's Spark Connect connection, windows under 1,000,000 rows are read by the task.
-    reading = r"Reading predictions of insurance-propensity v1 in this task: [\d,]+ rows?, under 1,000,000\."
+    reading = (
+        r"Reading predictions of insurance-propensity v1 in this task: [\d,]+ rows?, as every window "
+        r"\(spark_min_rows is not set\)\."
+    )
     assert re.search(reading, log)
     assert re.search(r"Checked predictions of insurance-propensity v1: [\d,]+ rows?, 0 rejected\.", log)
     assert re.search(r"Sent [\d,]+ predictions? of insurance-propensity v1 in [\d,]+ batch(es)?\.", log)
 
 
-@pytest.mark.parametrize("spark_min_rows", [0, SPARK_MIN_ROWS], ids=["spark", "in-task"])
-def test_on_kill_stops_the_sync_posting_to_aporia(version: str, aporia: AporiaProbe, spark_min_rows: int) -> None:
+@pytest.mark.parametrize("spark_min_rows", [0, None], ids=["spark", "in-task"])
+def test_on_kill_stops_the_sync_posting_to_aporia(
+    version: str, aporia: AporiaProbe, spark_min_rows: int | None
+) -> None:
     """Spark's jobs are cancelled; the task's own delivery stops before its next batch."""
     aporia.fail_next(10_000, delay=0.3, operation="logPredictions")  # every batch takes a while
     operator = sync_operator(
