@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -102,12 +103,32 @@ class AporiaClient:
         return self.log_batches(model_id, model_version, batches, is_sync)
 
     def log_batches(
-        self, model_id: str, model_version: str, batches: Iterable[list[str]], is_sync: bool = True
+        self,
+        model_id: str,
+        model_version: str,
+        batches: Iterable[list[str]],
+        is_sync: bool = True,
+        in_flight: int = 1,
     ) -> LogResult:
-        """Send each batch of fragments serialised as JSON objects, one request each, and add up what it cost."""
+        """Send each batch of fragments serialised as JSON objects, one request each, up to `in_flight` at once, and
+        add up what it cost. Fragments merge by id in Aporia, so the order they arrive in does not matter. When a
+        request fails, or taking the next batch raises, the requests under way finish first, then that is raised."""
         result = LogResult()
-        for batch in batches:
-            result.add(self.log_fragment_json(model_id, model_version, batch, is_sync))
+        if in_flight <= 1:
+            for batch in batches:
+                result.add(self.log_fragment_json(model_id, model_version, batch, is_sync))
+            return result
+        with ThreadPoolExecutor(in_flight, thread_name_prefix="aporia-delivery") as pool:
+            pending: set[Future[LogResult]] = set()
+            try:
+                for batch in batches:
+                    if len(pending) >= in_flight:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        _add_all(result, done)
+                    pending.add(pool.submit(self.log_fragment_json, model_id, model_version, batch, is_sync))
+            finally:
+                done, pending = wait(pending)
+                _add_all(result, done)
         return result
 
     def log_fragment_json(
@@ -202,6 +223,18 @@ class AporiaClient:
             "a proxy or login page in front of Aporia, or the wrong host, is the likely cause: "
             f"check that {self.base_url} serves the Aporia API (the host, port and schema of the Aporia connection)."
         )
+
+
+def _add_all(result: LogResult, done: Iterable[Future[LogResult]]) -> None:
+    """Add up finished requests; the first that failed raises (after the others were added)."""
+    failures = []
+    for future in done:
+        if future.exception() is None:
+            result.add(future.result())
+        else:
+            failures.append(future.exception())
+    if failures:
+        raise failures[0]  # type: ignore[misc]
 
 
 def iter_version_schema(data: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any] | str]]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 import struct
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
+from itertools import count
 from typing import Any
 
 from aporia_provider.exceptions import SyncInputError
@@ -46,6 +48,7 @@ JDBC_DRIVERS = {"postgresql": "org.postgresql.Driver", "redshift": "com.amazon.r
 # feature not supported, invalid schema/catalog, insufficient privilege is inside 42.
 _REFUSED_SQLSTATE_CLASSES = ("42", "22", "0A", "3F", "3D", "2B")
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40", "28")
+_STREAMS = count(1)
 _SERVER_ERROR = re.compile(r"\bERROR: (.+?)(?:\n|$| Position:| Where:| Hint:)")
 
 
@@ -106,6 +109,29 @@ class RedshiftWarehouse:
 
     def jdbc_options(self) -> Mapping[str, str]:
         return self.spark_options()
+
+    def stream(self, cursor: Any, query: str, rows_per_fetch: int) -> Iterator[Sequence[Sequence[Any]]]:
+        # redshift_connector keeps a whole result in memory when it is executed; a cursor declared on the server
+        # hands it out a chunk at a time. Redshift allows one only inside a transaction block. Each stream names
+        # its cursor anew: the driver caches a statement's result columns by its text, and FETCH FROM the same name
+        # would be taken for the previous query's.
+        name = f"aporia_sync_rows_{next(_STREAMS)}"
+        fetch = f"FETCH FORWARD {int(rows_per_fetch)} FROM {name}"
+        cursor.execute("BEGIN")
+        try:
+            cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {query}")
+            while True:
+                cursor.execute(fetch)
+                rows: Sequence[Sequence[Any]] = cursor.fetchall()
+                if not rows:
+                    break
+                yield rows
+            cursor.execute(f"CLOSE {name}")
+        except BaseException:
+            with suppress(Exception):  # the original failure is the one to report
+                cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
 
     def column_types(self, description: Sequence[Sequence[Any]]) -> dict[str, ColumnType | None]:
         return column_types(description)

@@ -30,14 +30,14 @@ with DAG(
             description="Leave both empty to sync the last complete hour before the trigger.",
         ),
         "window_end": Param(None, type=["null", "string"], format="date-time", title="Window end"),
-        # Windows of spark_min_rows (20,000) rows or more go to the local stack's shared Spark Connect server rather
-        # than a JVM of their own; the demo's hourly windows are smaller and are read by the task itself.
+        # With a Spark connection, windows of 1,000,000 rows or more (spark_min_rows' default) go to its cluster or
+        # Connect server; smaller ones, like the demo's hourly windows, are read by the task itself.
         "spark_conn_id": Param(
             "spark_connect_default",
             type=["null", "string"],
             title="Spark connection",
-            description="Where windows of 20,000 rows or more run: a spark or spark_connect connection; empty runs "
-            "Spark in the task (local[*]). Smaller windows are read by the task without Spark.",
+            description="Where windows of 1,000,000 rows or more run: a spark or spark_connect connection; empty: "
+            "the task reads every window itself. Smaller windows are read by the task without Spark.",
         ),
     },
 ):

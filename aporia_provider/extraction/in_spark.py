@@ -29,8 +29,8 @@ DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
 # Read options that only tune Spark's JDBC reads; any other (sessionInitStatement, customSchema, ...) changes
 # what is read, so a window with one goes to Spark whatever its size.
 TASK_READ_OPTIONS = frozenset({"fetchsize", "queryTimeout", "pushDownPredicate"})
-# One read partition per this many rows: a small window is one task (no scheduling overhead), a large one
-# spreads over the cores and keeps each task's share of the kept copy small.
+# A large window is read in a partition per this many rows at least, keeping each task's share of the kept copy
+# small.
 ROWS_PER_PARTITION = 50_000
 # Windows larger than this are read in parts, each part with credentials fetched just before its read,
 # so a read longer than the credentials' lifetime still completes.
@@ -69,9 +69,10 @@ def read_with_spark(
     from pyspark import StorageLevel
 
     parts = window.split(max(1, math.ceil(total / ROWS_PER_READ)))
+    # At least one partition per core the executors offer, and more for a large window.
+    partitions = num_partitions or max(cores(reads.spark), math.ceil(total / len(parts) / ROWS_PER_PARTITION))
     kept: list[DataFrame] = []
     for part in parts:
-        partitions = num_partitions or max(1, math.ceil(total / len(parts) / ROWS_PER_PARTITION))
         frame = _read(reads, part, partitions, layout, dates)
         frame = last_of_each_name(frame.selectExpr(*reads.select_expr)) if reads.select_expr else frame
         projected = project(frame, layout).persist(StorageLevel.DISK_ONLY)
@@ -79,6 +80,16 @@ def read_with_spark(
         if len(parts) > 1:
             projected.count()  # read this part now, while its credentials are fresh
     return kept
+
+
+def cores(spark: SparkSession) -> int:
+    """The cores Spark's executors offer now (its default parallelism: what a range is split into), asked with the
+    DataFrame API so that it works on a Connect server too."""
+    from pyspark.sql import functions as F
+
+    row = spark.range(0, 1 << 16).agg(F.max(F.spark_partition_id())).first()
+    assert row is not None
+    return int(row[0]) + 1
 
 
 def _read(reads: SparkReads, window: Window, partitions: int, layout: SourceLayout, dates: bool) -> DataFrame:
@@ -108,10 +119,18 @@ def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
     problems: list[Column] = []
     if layout.null_timestamp is not None:
         problems.append(F.when(F.col(source.timestamp_column).isNull(), F.lit(layout.null_timestamp)))
-    groups: dict[str, list[Column]] = {group: [] for group in layout.wire_groups}
-    for slot in layout.fields:
+    fitted = []
+    for index, slot in enumerate(layout.fields):
         data_type = frame.schema[slot.column].dataType
-        value, problem = slot.fit(spark_column_type(data_type)).spark_value(slot.spec, F.col(slot.column), data_type)
+        rule = slot.fit(spark_column_type(data_type))
+        fitted.append((slot, rule, data_type, rule.spark_parse(slot.spec, F.col(slot.column), data_type), index))
+    # Parsed in a projection of its own: Spark does not fold an expensive expression into one that reads it twice.
+    parses = [parse.alias(f"__parsed_{index}") for _, _, _, parse, index in fitted if parse is not None]
+    frame = frame.select("*", *parses) if parses else frame
+    groups: dict[str, list[Column]] = {group: [] for group in layout.wire_groups}
+    for slot, rule, data_type, parse, index in fitted:
+        parsed = F.col(f"__parsed_{index}") if parse is not None else None
+        value, problem = rule.spark_value(slot.spec, F.col(slot.column), data_type, parsed)
         groups[slot.wire_group].append(value.alias(slot.spec.name))
         if problem is not None:
             problems.append(problem)

@@ -1,21 +1,30 @@
-"""A small window read, checked and sent by the task itself, over the warehouse's DB-API connection: no Spark.
+"""A window read, checked and sent by the task itself, over the warehouse's DB-API connection: no Spark.
 
-Most hourly windows are small, and Spark's fixed costs (a JVM, or a session and a Python worker on a shared
-server, and several jobs) dwarf them. Below `spark_min_rows` a source's window is read with one query naming only
-the columns its layout needs, each row judged by the layout's rules and its fields' rulebook entries (the same as
-Spark's path), and its fragment JSON built here. Vectors and tensors that arrive as JSON text (SUPER) are checked
-by a typed decoder and sent as the text they are, never re-encoded.
+Spark's fixed costs (a JVM, or a session and a Python worker on a shared server, and several jobs) and its
+hand-offs (JDBC rows to JVM objects, JSON, Arrow, Python workers) only pay where it scales out over a cluster's
+cores; on the worker's own few cores the task reads faster itself, at any size. A source's window is streamed
+from the warehouse in chunks (`Warehouse.stream`), each row judged by the layout's rules and its fields'
+rulebook entries (the same as Spark's path), and its fragment JSON built here. Vectors and tensors that arrive
+as JSON text (SUPER) are checked by a typed decoder and sent as the text they are, never re-encoded.
+
+Every row is judged before anything is sent (with ``fail``, one invalid row means nothing is sent, and a repeated
+id rejects rows read long before it), so the judged rows wait in a spool on local disk, not in memory: the
+task's memory stays flat whatever the window's size (8 bytes of id hash per row, for the repeated-id rule).
 """
 
 from __future__ import annotations
 
 import math
+import struct
+import tempfile
 import threading
+from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from itertools import pairwise
+from typing import IO, Any
 
 import msgspec
 
@@ -26,69 +35,151 @@ from aporia_provider.extraction.rulebook import Check, ColumnType, occurred_at
 from aporia_provider.extraction.sql import Window, quoted, windowed
 
 FETCH_ROWS = 10_000
+# Requests to Aporia in flight at once while the task delivers (fragments merge by id: order does not matter).
+DELIVERY_CONCURRENCY = 4
+# A spooled row: the lengths of its id (-1: no id), problem and fragment, then their bytes.
+_RECORD = struct.Struct("<iII")
 
-Judged = tuple[str | None, str, str | None]  # (id, fragment JSON, problem)
+
+class Spool:
+    """Judged rows on local disk, in read order, and what the repeated-id rule needs of them."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="aporia-sync-")
+        self.rows = 0
+        self.problems = 0  # rows with a problem of their own
+        self._id_hashes = array("q")
+
+    def add(self, identity: str | None, problem: str | None, fragment: bytes) -> None:
+        id_bytes = b"" if identity is None else identity.encode()
+        problem_bytes = b"" if problem is None else problem.encode()
+        self._file.write(_RECORD.pack(-1 if identity is None else len(id_bytes), len(problem_bytes), len(fragment)))
+        self._file.write(id_bytes + problem_bytes + fragment)
+        self.rows += 1
+        self.problems += problem is not None
+        if identity is not None:
+            self._id_hashes.append(hash(identity))
+
+    def records(self, fragments: bool = False) -> Iterator[tuple[str | None, str | None, bytes]]:
+        """(id, problem, fragment) of each row in read order; the fragment only when asked (else b"")."""
+        self._file.flush()
+        self._file.seek(0)
+        read = self._file.read
+        while header := read(_RECORD.size):
+            id_length, problem_length, fragment_length = _RECORD.unpack(header)
+            identity = read(id_length).decode() if id_length >= 0 else None
+            problem = read(problem_length).decode() if problem_length else None
+            if fragments:
+                fragment = read(fragment_length)
+            else:
+                self._file.seek(fragment_length, 1)
+                fragment = b""
+            yield identity, problem, fragment
+
+    def repeated_ids(self, layout: SourceLayout) -> set[str]:
+        """The ids that repeat: rows whose id hashes repeat are looked at again, by their ids themselves."""
+        hashes = sorted(self._id_hashes)
+        candidates = {a for a, b in pairwise(hashes) if a == b}
+        del hashes
+        if not candidates:
+            return set()
+        counts = Counter(
+            identity for identity, _, _ in self.records() if identity is not None and hash(identity) in candidates
+        )
+        repeated = {identity for identity, n in counts.items() if n > 1}
+        layout.refuse_many_repeats(len(repeated))
+        return repeated
+
+    def size(self) -> int:
+        """Bytes spooled so far."""
+        self._file.flush()
+        return self._file.seek(0, 2)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass
 class TaskRows:
-    """A source's window as read in the task: counts, examples and the fragments to send."""
+    """A source's window as read in the task: counts, examples, and the spool the passed fragments are sent from."""
 
     rows: int = 0
     rejected: int = 0
     examples: list[str] = field(default_factory=list)
-    fragments: list[str] = field(default_factory=list)
+    spool: Spool | None = None
+    repeated: set[str] = field(default_factory=set)
+
+    def fragments(self) -> Iterator[bytes]:
+        """The fragments of the rows that passed, in read order."""
+        if self.spool is None:
+            return
+        for identity, problem, fragment in self.spool.records(fragments=True):
+            if problem is None and identity not in self.repeated:
+                yield fragment
+
+    def release(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
 
-def read_in_task(cursor: Any, layout: SourceLayout, window: Window, types: dict[str, ColumnType | None]) -> TaskRows:
-    """Read the window of one source with `cursor`, judge every row, and build the fragments to send."""
-    layout.require(list(types))
-    columns = layout.columns
+def read_in_task(
+    rows: Iterable[Sequence[Sequence[Any]]],
+    layout: SourceLayout,
+    columns: list[str],
+    types: dict[str, ColumnType | None],
+) -> TaskRows:
+    """Judge every row of one source's window (chunks of rows of `columns`, as `select_columns` selects them) into
+    a spool, and count what passed."""
     position = {column: index for index, column in enumerate(columns)}
     checks = [
-        (
-            slot.wire_group,
-            slot.spec.name,
-            position[slot.column],
-            _fitted(slot, types[slot.column]),
-        )
+        (slot.wire_group, slot.spec.name, position[slot.column], _fitted(slot, types[slot.column]))
         for slot in layout.fields
     ]
-    source = layout.source
-    cursor.execute(
-        f"SELECT {', '.join(quoted(c) for c in columns)} FROM {windowed(source.query, source.timestamp_column, window)}"
-    )
     id_index = position[layout.id_column]
-    timestamp_index = position[source.timestamp_column] if layout.carries_timestamp else None
+    timestamp_index = position[layout.source.timestamp_column] if layout.carries_timestamp else None
     presence = [position[column] for column in layout.presence_columns]
     wire_groups = layout.wire_groups
+    encode = msgspec.json.Encoder().encode
+    spool = Spool()
+    try:
+        for chunk in rows:
+            for row in chunk:
+                if presence and all(row[index] is None for index in presence):
+                    continue  # no actual has arrived for this row
+                identity = row_id(row[id_index])
+                problem = None
+                moment = None if timestamp_index is None else row[timestamp_index]
+                if timestamp_index is not None and moment is None:
+                    problem = layout.null_timestamp
+                fragment: dict[str, Any] = {"id": identity}
+                groups = {group: fragment.setdefault(group, {}) for group in wire_groups}
+                for group, name, index, check in checks:
+                    value = row[index]
+                    if value is None:
+                        continue
+                    sent, wrong = check(value)
+                    if sent is not None:
+                        groups[group][name] = sent
+                    problem = problem or wrong
+                if moment is not None:
+                    fragment["occurredAt"] = occurred_at(moment)
+                if identity is None:
+                    problem = layout.null_id
+                spool.add(identity, problem, b"" if problem else encode(fragment))
+        return _verdicts(layout, spool)
+    except BaseException:
+        spool.close()
+        raise
 
-    def judge(row: Sequence[Any]) -> Judged | None:
-        if presence and all(row[index] is None for index in presence):
-            return None  # no actual has arrived for this row
-        identity = row_id(row[id_index])
-        problem = None
-        moment = None if timestamp_index is None else row[timestamp_index]
-        if timestamp_index is not None and moment is None:
-            problem = layout.null_timestamp
-        fragment: dict[str, Any] = {"id": identity}
-        groups = {group: fragment.setdefault(group, {}) for group in wire_groups}
-        for group, name, index, check in checks:
-            value = row[index]
-            if value is None:
-                continue
-            sent, wrong = check(value)
-            if sent is not None:
-                groups[group][name] = sent
-            problem = problem or wrong
-        if moment is not None:
-            fragment["occurredAt"] = occurred_at(moment)
-        if identity is None:
-            problem = layout.null_id
-        return identity, msgspec.json.encode(fragment).decode(), problem
 
-    judged = [verdict for row in _rows(cursor) if (verdict := judge(row)) is not None]
-    return _verdicts(layout, judged)
+def select_columns(layout: SourceLayout, types: dict[str, ColumnType | None], window: Window) -> tuple[list[str], str]:
+    """The columns the source's rows need (refusing any the query lacks) and the query selecting them in the
+    window."""
+    layout.require(list(types))
+    columns = layout.columns
+    source = layout.source
+    selected = ", ".join(quoted(column) for column in columns)
+    return columns, f"SELECT {selected} FROM {windowed(source.query, source.timestamp_column, window)}"
 
 
 def _fitted(slot: FieldSlot, column_type: ColumnType | None) -> Check:
@@ -97,31 +188,38 @@ def _fitted(slot: FieldSlot, column_type: ColumnType | None) -> Check:
     return slot.fit(column_type).task_check(slot.spec)
 
 
-def _rows(cursor: Any) -> Iterator[Sequence[Any]]:
-    while batch := cursor.fetchmany(FETCH_ROWS):
-        yield from batch
-
-
 def deliver_in_task(
-    fragments: list[str],
+    rows: TaskRows,
     client: AporiaClient,
     subject: str,
     model: tuple[str, str],
     batch_size: int,
     stop: threading.Event | None = None,
 ) -> LogResult:
-    """Post the fragments in batches; a stop request ends the delivery before its next batch."""
+    """Post the fragments that passed in batches, a few requests in flight; a stop request ends the delivery before
+    its next batch."""
 
     def batches() -> Iterator[list[str]]:
-        for start in range(0, len(fragments), batch_size):
-            if stop is not None and stop.is_set():
-                raise SyncFailed(
-                    f"The sync of {subject} was stopped after {start} fragments; re-run the task to deliver the rest "
-                    "(delivery is idempotent: nothing is duplicated)."
-                )
-            yield fragments[start : start + batch_size]
+        batch: list[str] = []
+        sent = 0
+        for fragment in rows.fragments():
+            batch.append(fragment.decode())
+            if len(batch) == batch_size:
+                yield from _unless_stopped(batch, sent)
+                sent += len(batch)
+                batch = []
+        if batch:
+            yield from _unless_stopped(batch, sent)
 
-    return client.log_batches(*model, batches())
+    def _unless_stopped(batch: list[str], sent: int) -> Iterator[list[str]]:
+        if stop is not None and stop.is_set():
+            raise SyncFailed(
+                f"The sync of {subject} was stopped after {sent} fragments; re-run the task to deliver the rest "
+                "(delivery is idempotent: nothing is duplicated)."
+            )
+        yield batch
+
+    return client.log_batches(*model, batches(), in_flight=DELIVERY_CONCURRENCY)
 
 
 def row_id(value: Any) -> str | None:
@@ -145,17 +243,16 @@ def _java_double(value: float) -> str:
     return f"{'-' if sign else ''}{mantissa}E{len(digits) + exponent - 1}"
 
 
-def _verdicts(layout: SourceLayout, judged: list[Judged]) -> TaskRows:
+def _verdicts(layout: SourceLayout, spool: Spool) -> TaskRows:
     """Counts and examples; rows whose id repeats within the window are rejected, every one of them."""
-    counts = Counter(identity for identity, _, _ in judged if identity is not None)
-    repeated = {identity for identity, n in counts.items() if n > 1}
-    layout.refuse_many_repeats(len(repeated))
-    result = TaskRows(rows=len(judged))
-    for identity, fragment, problem in judged:
+    repeated = spool.repeated_ids(layout)
+    result = TaskRows(rows=spool.rows, spool=spool, repeated=repeated)
+    if not spool.problems and not repeated:
+        return result
+    for identity, problem, _ in spool.records():
         if identity in repeated:
             problem = layout.repeated_id(identity)
         if problem is None:
-            result.fragments.append(fragment)
             continue
         result.rejected += 1
         if len(result.examples) < MAX_EXAMPLES:

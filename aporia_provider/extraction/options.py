@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from aporia_provider.exceptions import SyncInputError
 
-# Windows of fewer rows are read and sent by the task itself (no Spark): most hourly windows, whose rows fit
-# in a task's memory many times over (20,000 rows of 768-dim vectors are ~150 MB of JSON text).
-SPARK_MIN_ROWS = 20_000
+# With a Spark cluster or Connect server, windows of this many rows or more go to Spark; smaller ones, and every
+# window when Spark would run on the worker itself (local[*]), are read by the task (see `for_spark`).
+SPARK_MIN_ROWS = 1_000_000
 DEFAULT_BATCH_SIZE = 5000
 INVALID_ROW_POLICIES = ("fail", "skip")
 
@@ -20,7 +20,8 @@ class SyncOptions:
 
     :param batch_size: fragments per request to Aporia.
     :param num_partitions: JDBC partitions Spark reads a window in; None: from the window's size.
-    :param spark_min_rows: a source's window of at least this many rows is read by Spark; 0 sends every one there.
+    :param spark_min_rows: a source's window of at least this many rows is read by Spark; 0 sends every one there;
+        None: the rule of `for_spark`.
     :param lookback: how far before the window's start rows are read again (late rows).
     :param on_invalid_rows: ``fail`` (nothing is sent when a row is invalid) or ``skip`` (they are left out).
     :param dry_run: read and check, send nothing.
@@ -28,7 +29,7 @@ class SyncOptions:
 
     batch_size: int = DEFAULT_BATCH_SIZE
     num_partitions: int | None = None
-    spark_min_rows: int = SPARK_MIN_ROWS
+    spark_min_rows: int | None = None
     lookback: timedelta = timedelta(0)
     on_invalid_rows: str = "fail"
     dry_run: bool = False
@@ -37,9 +38,10 @@ class SyncOptions:
         _whole_number("batch_size", self.batch_size, 1, f"default {DEFAULT_BATCH_SIZE:,}")
         if self.num_partitions is not None:
             _whole_number("num_partitions", self.num_partitions, 1, "or None to size them by the window")
-        _whole_number(
-            "spark_min_rows", self.spark_min_rows, 0, f"0 sends every window to Spark; default {SPARK_MIN_ROWS:,}"
-        )
+        if self.spark_min_rows is not None:
+            _whole_number(
+                "spark_min_rows", self.spark_min_rows, 0, "0 sends every window to Spark; None: by where it runs"
+            )
         if not isinstance(self.lookback, timedelta):
             raise SyncInputError(
                 f"lookback {self.lookback!r} is not a timedelta; give one of zero or more, e.g. timedelta(minutes=15)."
@@ -51,6 +53,16 @@ class SyncOptions:
             )
         if self.on_invalid_rows not in INVALID_ROW_POLICIES:
             raise SyncInputError(f"on_invalid_rows {self.on_invalid_rows!r} is not supported; use 'fail' or 'skip'.")
+
+
+def for_spark(options: SyncOptions, local: bool) -> SyncOptions:
+    """The options for the Spark the sync would run on. Without a given `spark_min_rows`: on a cluster or a Connect
+    server, windows of SPARK_MIN_ROWS rows or more go to Spark; on the worker itself (local[*]) Spark reads only
+    what the task cannot (select_expr, JDBC options and column types only Spark applies or reads), as the task
+    reads a window faster at every size there (make bench)."""
+    if options.spark_min_rows is not None or local:
+        return options
+    return replace(options, spark_min_rows=SPARK_MIN_ROWS)
 
 
 def _whole_number(argument: str, value: object, least: int, note: str) -> None:

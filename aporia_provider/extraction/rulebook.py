@@ -61,8 +61,16 @@ class FieldRule:
         """The task reader's check of the field's non-null values; the value as the driver returns it is sent."""
         return _as_it_is
 
-    def spark_value(self, spec: FieldSpec, col: Column, data_type: DataType) -> tuple[Column, Column | None]:
-        """Spark's value for the wire and its problem (null when fine), or None when the type has no problem."""
+    def spark_parse(self, spec: FieldSpec, col: Column, data_type: DataType) -> Column | None:
+        """A parse the column's values need first (JSON text), or None. The reader projects it once, in a column
+        of its own, so the value and each of its checks read the parsed value instead of parsing it again."""
+        return None
+
+    def spark_value(
+        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
+    ) -> tuple[Column, Column | None]:
+        """Spark's value for the wire and its problem (null when fine), or None when the type has no problem;
+        `parsed` is the column `spark_parse` asked for."""
         return col, None
 
 
@@ -89,7 +97,9 @@ class _Numeric(FieldRule):
 
         return check
 
-    def spark_value(self, spec: FieldSpec, col: Column, data_type: DataType) -> tuple[Column, Column | None]:
+    def spark_value(
+        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
+    ) -> tuple[Column, Column | None]:
         from pyspark.sql import functions as F
 
         return col.cast("double"), F.when(col.isNotNull() & ~_finite(col), F.lit(not_finite(spec.name)))
@@ -103,7 +113,9 @@ class _Datetime(FieldRule):
     def task_check(self, spec: FieldSpec) -> Check:
         return lambda value: (occurred_at(value), None)
 
-    def spark_value(self, spec: FieldSpec, col: Column, data_type: DataType) -> tuple[Column, Column | None]:
+    def spark_value(
+        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
+    ) -> tuple[Column, Column | None]:
         from pyspark.sql import functions as F
 
         return F.date_format(col, OCCURRED_AT_FORMAT), None
@@ -170,14 +182,22 @@ class _JsonNumbers(FieldRule):
             return not_json(spec, self.shape(spec))
         return self.judge_parsed(spec, parsed)
 
-    def spark_value(self, spec: FieldSpec, col: Column, data_type: DataType) -> tuple[Column, Column | None]:
+    def spark_parse(self, spec: FieldSpec, col: Column, data_type: DataType) -> Column | None:
         from pyspark.sql import functions as F
         from pyspark.sql import types as T
 
+        if not isinstance(data_type, T.StringType):
+            return None
+        return F.from_json(col, self.json_type(spec).simpleString())
+
+    def spark_value(
+        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
+    ) -> tuple[Column, Column | None]:
+        from pyspark.sql import functions as F
+
         unparsed = None
-        if isinstance(data_type, T.StringType):
-            text, data_type = col, self.json_type(spec)
-            col = F.from_json(text, data_type.simpleString())
+        if parsed is not None:
+            text, col, data_type = col, parsed, self.json_type(spec)
             is_json_null = F.lower(F.trim(text)) == "null"
             unparsed = F.when(text.isNotNull() & ~is_json_null & col.isNull(), F.lit(not_json(spec, self.shape(spec))))
         problem = self.problem_of(spec, col, data_type)

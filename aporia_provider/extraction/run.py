@@ -36,7 +36,7 @@ from aporia_provider.extraction.in_spark import (
     deliver_with_spark,
     read_with_spark,
 )
-from aporia_provider.extraction.in_task import deliver_in_task, read_in_task
+from aporia_provider.extraction.in_task import FETCH_ROWS, deliver_in_task, read_in_task, select_columns
 from aporia_provider.extraction.layout import MAX_EXAMPLES, SourceLayout, layout_of
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan, SyncSummary
@@ -75,19 +75,20 @@ def run_sync(
     options: SyncOptions,
     tag: str | None = None,
     stop: threading.Event | None = None,
+    spark_where: str = "Spark",
 ) -> SyncSummary:
     """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by the lookback).
 
     A source's window of fewer than `options.spark_min_rows` rows is read and sent by this process; a larger one
     (or any, with select_expr) by Spark, whose session `spark` starts on first use. The Spark jobs carry `tag`
     (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`; `stop` ends the
-    task's own delivery before its next batch.
+    task's own delivery before its next batch. `spark_where` names where Spark runs, for the progress lines.
     """
     started = time.monotonic()
     summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=options.dry_run)
     subject = f"{plan.model_id} {plan.model_version}"
     layouts = layout_of(plan, warehouse.identifier)
-    progress = _Progress(subject)
+    progress = _Progress(subject, spark_where)
     checked: list[_Checked] = []
     with ExitStack() as stack:
         stack.enter_context(progress)
@@ -96,6 +97,7 @@ def run_sync(
 
         def started_spark() -> SparkSession:
             if not session:
+                progress.phase = f"starting Spark on {spark_where}"
                 session.append(spark())
                 if tag:
                     stack.enter_context(tagged(session[0], tag))
@@ -260,28 +262,20 @@ class _Reader:
         if self.plan.select_expr or isinstance(probe, SparkReads):
             # Spark SQL expressions, JDBC options and column types only Spark applies or reads.
             return self._with_spark(layout, total, dates)
-        layout.require(list(types))
-        unread = [column for column in layout.columns if types[column] is None]
-        subject = layout.subject
-        if total >= options.spark_min_rows or unread:
-            why = (
-                f"of a type only Spark reads ({', '.join(unread)})"
-                if unread
-                else f"at least {options.spark_min_rows:,}"
-            )
+        columns, select = select_columns(layout, types, self.window)
+        unread = [column for column in columns if types[column] is None]
+        subject, threshold = layout.subject, options.spark_min_rows
+        if unread or (threshold is not None and total >= threshold):
+            why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {threshold:,}"
             log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
             return self._with_spark(layout, total, dates)
-        log.info(
-            "Reading %s of %s in this task: %s, under %s.",
-            layout.kind,
-            subject,
-            _counted(total, "row"),
-            f"{options.spark_min_rows:,}",
-        )
+        why = f"under {threshold:,}" if threshold is not None else "as Spark would run on this worker"
+        log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
         self.progress.phase = f"reading {layout.kind}"
-        rows = read_in_task(self.cursor(), layout, self.window, types)
+        rows = read_in_task(self.warehouse.stream(self.cursor(), select, FETCH_ROWS), layout, columns, types)
+        self.stack.callback(rows.release)
         model = (self.plan.model_id, self.plan.model_version)
-        send = partial(deliver_in_task, rows.fragments, self.client, subject, model, options.batch_size, self.stop)
+        send = partial(deliver_in_task, rows, self.client, subject, model, options.batch_size, self.stop)
         return _Checked(layout.kind, rows.rows, rows.rejected, rows.examples, send)
 
     def _column_types(self, probe: _Probe, query: str) -> dict[str, ColumnType | None]:
@@ -309,14 +303,15 @@ class _Reader:
 class _Progress:
     """Logs, at most every PROGRESS_SECONDS, what the sync is doing and how far Spark got (once it runs)."""
 
-    def __init__(self, subject: str) -> None:
+    def __init__(self, subject: str, spark_where: str) -> None:
         self.subject = subject
+        self.spark_where = spark_where
         self.phase = "starting"
         self.spark: SparkSession | None = None
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._tick, name="aporia-sync-progress", daemon=True)
-        self._tasks: tuple[int, int] | None = None
+        self._tasks: _Tasks | None = None
 
     def watch(self, spark: SparkSession) -> None:
         self.spark = spark
@@ -337,19 +332,40 @@ class _Progress:
         self, stages: Iterable[Any] | None, inflight_tasks: int, operation_id: str | None, done: bool
     ) -> None:
         known = list(stages or [])
-        self._tasks = (sum(s.num_completed_tasks for s in known), sum(s.num_tasks for s in known))
+        done_tasks, tasks = sum(s.num_completed_tasks for s in known), sum(s.num_tasks for s in known)
+        self._tasks = None if done else _Tasks(done_tasks, tasks, inflight_tasks)
 
-    def _tasks_done(self) -> tuple[int, int] | None:
+    def _tasks_now(self) -> _Tasks | None:
         if self.spark is None or is_connect(self.spark):
             return self._tasks
         tracker = self.spark.sparkContext.statusTracker()
         stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
         known = [s for s in stages if s is not None]
-        return (sum(s.numCompletedTasks for s in known), sum(s.numTasks for s in known)) if known else None
+        if not known:
+            return None
+        return _Tasks(
+            sum(s.numCompletedTasks for s in known),
+            sum(s.numTasks for s in known),
+            sum(s.numActiveTasks for s in known),
+        )
 
     def _tick(self) -> None:
         while not self._stop.wait(PROGRESS_SECONDS):
             elapsed = timedelta(seconds=round(time.monotonic() - self._started))
-            tasks = self._tasks_done()
-            detail = f", {tasks[0]} of {tasks[1]} Spark tasks of this step done" if tasks else ""
-            log.info("Syncing %s: %s, %s elapsed%s.", self.subject, self.phase, elapsed, detail)
+            tasks = self._tasks_now()
+            phase, detail = self.phase, ""
+            if tasks is not None:
+                detail = f", {tasks.done} of {tasks.total} Spark tasks of this step done"
+                if not tasks.running and tasks.done < tasks.total:
+                    # A job with no task running: the cluster has no free core for this sync (yet).
+                    phase = f"waiting for executors on {self.spark_where}"
+            log.info("Syncing %s: %s, %s elapsed%s.", self.subject, phase, elapsed, detail)
+
+
+@dataclass(frozen=True)
+class _Tasks:
+    """The Spark tasks of the running step: done, in all, running now."""
+
+    done: int
+    total: int
+    running: int

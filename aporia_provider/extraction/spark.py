@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 # The Debian package's jar: the default JDBC driver of a local session when the user names none.
 POSTGRES_JDBC_JAR = Path("/usr/share/java/postgresql.jar")
 LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
-# JDBC sessions and timestamp conversion in UTC, whatever the host's zone. C1-only JIT: a sync's JVM lives
-# for minutes, and C2 compilation took more CPU than it saved (make bench, 2 cores). Quiet log4j2 config.
-_DRIVER_JAVA_OPTIONS = f"-Duser.timezone=UTC -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
+# JDBC sessions and timestamp conversion in UTC, whatever the host's zone; a quiet log4j2 config. The JVM's own
+# tiered JIT: limited to C1 (-XX:TieredStopAtLevel=1), a 50,000-row window took 104 s instead of 44 s (issue 19).
+_DRIVER_JAVA_OPTIONS = f"-Duser.timezone=UTC -Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
 DEFAULT_SPARK_CONF = {
     "spark.app.name": "aporia-sync",
     "spark.ui.enabled": "false",
@@ -41,6 +41,10 @@ DEFAULT_SPARK_CONF = {
 # Settings a Connect client may change per session (the server owns everything else).
 SESSION_CONF = {"spark.sql.session.timeZone": "UTC"}
 LOCAL_MASTER = "local[*]"
+# A standalone master gives an application every free core unless capped, so one sync would leave concurrent
+# ones waiting with none: each sync takes at most this many, unless spark.cores.max is set (the connection's
+# extras or spark_conf).
+CORES_PER_SYNC = "4"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ def spark_session(target: SparkTarget) -> SparkSession:
                 session.conf.set(key, value)
             return session
         conf = {**DEFAULT_SPARK_CONF, "spark.master": target.master or LOCAL_MASTER, **target.conf}
+        if conf["spark.master"].startswith("spark://"):
+            conf.setdefault("spark.cores.max", CORES_PER_SYNC)
         if target.is_local:
             # Local Python workers run on this machine: this interpreter has the provider installed. On a
             # cluster the executors' Python is the cluster's own configuration (PYSPARK_PYTHON there).

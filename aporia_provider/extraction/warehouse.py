@@ -7,7 +7,7 @@ tables live for lineage) sits behind this protocol; `aporia_provider.redshift.Re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from aporia_provider.extraction.rulebook import ColumnType
@@ -31,6 +31,9 @@ class Warehouse(Protocol):
 
     def jdbc_options(self) -> Mapping[str, str]:
         """Spark's JDBC options (url, driver, user, password) with fresh credentials."""
+
+    def stream(self, cursor: Any, query: str, rows_per_fetch: int) -> Iterator[Sequence[Sequence[Any]]]:
+        """The rows of `query` in chunks of at most `rows_per_fetch`, never more in this process at once."""
 
     def column_types(self, description: Sequence[Sequence[Any]]) -> dict[str, ColumnType | None]:
         """Name -> type of each column of a cursor description, as Spark names it; None where only Spark reads it."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 
-from aporia_provider.extraction.options import DEFAULT_BATCH_SIZE, SPARK_MIN_ROWS, SyncOptions
+from aporia_provider.extraction.options import DEFAULT_BATCH_SIZE, SyncOptions, for_spark
 from aporia_provider.extraction.sql import Window
 from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
@@ -67,9 +67,11 @@ class AporiaSyncOperator(AporiaBaseOperator):
     :param spark_conf: Spark settings, over those of the connection (templated; ``spark.master`` picks a master
         without a connection). A Spark Connect server keeps its own settings; only session settings apply there.
     :param spark_min_rows: a source's window (predictions, or actuals) of at least this many rows is read by
-        Spark; a smaller one is read, checked and sent by the task itself over the Redshift connection, without
-        starting Spark (same checks, same guarantees). 0 sends every window through Spark; so does
-        ``select_expr`` (Spark SQL). Default 20,000: the task then holds at most that many rows in memory.
+        Spark; a smaller one is streamed, checked and sent by the task itself over the Redshift connection, without
+        starting Spark (same checks, same guarantees; the task's memory does not grow with the window). 0 sends
+        every window through Spark; so does ``select_expr`` (Spark SQL). Default: 1,000,000 on a Spark cluster or
+        Connect server (``spark_conn_id``); without one, every window is read by the task, which reads faster
+        than Spark on the worker's own cores at any size (``make bench``).
     :param jdbc_driver: ``postgresql`` (default, accepted by Redshift) or ``redshift`` when that driver is on
         Spark's class path.
     """
@@ -133,7 +135,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         num_partitions: int | None = None,
         spark_conf: Mapping[str, str] | None = None,
         spark_conn_id: str | None = None,
-        spark_min_rows: int = SPARK_MIN_ROWS,
+        spark_min_rows: int | None = None,
         jdbc_driver: str = "postgresql",
         **kwargs: Any,
     ) -> None:
@@ -203,16 +205,21 @@ class AporiaSyncOperator(AporiaBaseOperator):
             read_options=dict(self.read_options or {}),
         )
         target = spark_target(self.spark_conn_id, self.spark_conf)
+        options = for_spark(options, target.is_local)
+        if options.spark_min_rows is None:
+            paths = f"every window in this task (Spark, on {target.describe()}, only for what only it reads)"
+        else:
+            rows = f"{options.spark_min_rows:,}"
+            paths = f"windows of {rows} rows or more on {target.describe()}, smaller ones in this task"
         self.log.info(
-            "Syncing %s %s for [%s, %s)%s%s; windows of %s rows or more on %s, smaller ones in this task.",
+            "Syncing %s %s for [%s, %s)%s%s; %s.",
             self.model_id,
             self.model_version,
             window.start.isoformat(),
             window.end.isoformat(),
             f" with lookback {self.lookback}" if self.lookback else "",
             " (validate only: nothing is sent)" if self.validate_only else "",
-            f"{options.spark_min_rows:,}",
-            target.describe(),
+            paths,
         )
         tag = f"aporia-sync-{uuid.uuid4().hex}"
         self._stop = threading.Event()
@@ -237,6 +244,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 options,
                 tag=tag,
                 stop=self._stop,
+                spark_where=target.describe(),
             )
         finally:
             running, self._running, self._stop = self._running, None, None

@@ -14,11 +14,20 @@ import pytest
 from aporia_local.credentials import issue_password
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
-from aporia_provider.extraction import in_spark
+from aporia_provider.extraction import in_spark, run
 from aporia_provider.extraction.options import SPARK_MIN_ROWS
 from aporia_provider.hooks import redshift
 from aporia_provider.hooks.redshift import RedshiftCredentials, RedshiftIAMHook
-from tests.helpers import LOUD, MODEL, AirflowCli, AporiaProbe, redshift_sql, sync, sync_operator
+from tests.helpers import (
+    LOUD,
+    MODEL,
+    AirflowCli,
+    AporiaProbe,
+    assert_delivered_exactly,
+    redshift_sql,
+    sync,
+    sync_operator,
+)
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 T0 = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -47,7 +56,9 @@ def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
     # warns about its own httpx use; the real task runner has no such client.
     loud = [line for line in log.splitlines() if LOUD.search(line) and "starlette.testclient" not in line]
     assert loud == []
-    assert re.search(r"Reading predictions of insurance-propensity v1 in this task: [\d,]+ rows?, under 20,000\.", log)
+    # With the DAG's Spark Connect connection, windows under 1,000,000 rows are read by the task.
+    reading = r"Reading predictions of insurance-propensity v1 in this task: [\d,]+ rows?, under 1,000,000\."
+    assert re.search(reading, log)
     assert re.search(r"Checked predictions of insurance-propensity v1: [\d,]+ rows?, 0 rejected\.", log)
     assert re.search(r"Sent [\d,]+ predictions? of insurance-propensity v1 in [\d,]+ batch(es)?\.", log)
 
@@ -116,3 +127,20 @@ def test_a_read_longer_than_the_credentials_completes(
         window,
     )
     assert sorted(f["id"] for f in aporia.fragments(MODEL, "v1")) == sorted(row[0] for row in expected)
+
+
+def test_the_task_streams_a_window_in_chunks_with_batches_in_flight_and_a_rerun_delivers_it_once(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real driver: the window comes from a server-side cursor a few rows at a time, batches go several
+    at once, a 5xx on one of them is retried, and a re-run of the window adds nothing."""
+    monkeypatch.setattr(run, "FETCH_ROWS", 7)
+    window = (T0, T0 + timedelta(hours=24))
+    aporia.fail_next(1, status=503, operation="logPredictions")
+    first = sync(window, batch_size=5)
+    assert first["retries"] == 1
+    assert first["batches"] == -(-first["fragments_sent"] // 5) + -(-first["actuals_sent"] // 5)
+    assert_delivered_exactly(stack, aporia, *window)
+    again = sync(window, batch_size=5)
+    assert (again["fragments_sent"], again["actuals_sent"]) == (first["fragments_sent"], first["actuals_sent"])
+    assert_delivered_exactly(stack, aporia, *window)

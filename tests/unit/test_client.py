@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -349,3 +352,85 @@ def test_the_request_body_is_json_text(client: AporiaClient, http: responses.Req
     body = http.calls[0].request.body
     assert isinstance(body, bytes)
     assert json.loads(body)["variables"]["predictions"] == [{"id": "a"}]
+
+
+# ----------------------------------------------------------------------------------------- concurrent batches
+
+
+class Ingest:
+    """A stubbed logPredictions endpoint that answers from several threads at once and remembers what it took."""
+
+    def __init__(self, failures: dict[str, list[int]] | None = None, hold: float = 0.05) -> None:
+        self.failures = failures or {}  # first id of a batch -> statuses to answer before succeeding
+        self.hold = hold
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+        self.delivered: list[str] = []
+
+    def __call__(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        body = request.body.decode() if isinstance(request.body, bytes) else str(request.body)
+        ids = [fragment["id"] for fragment in json.loads(body)["variables"]["predictions"]]
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            statuses = self.failures.get(ids[0], [])
+            status = statuses.pop(0) if statuses else 200
+        time.sleep(self.hold)
+        with self.lock:
+            self.in_flight -= 1
+            if status == 200:
+                self.delivered += ids
+        return status, {}, json.dumps(graphql_ok({"logPredictions": {"warnings": []}}))
+
+
+def batches_of(count: int, size: int = 2) -> list[list[str]]:
+    return [[json.dumps({"id": f"b{n}-{i}"}) for i in range(size)] for n in range(count)]
+
+
+def test_batches_go_several_at_once_and_each_is_delivered_once(
+    client: AporiaClient, http: responses.RequestsMock
+) -> None:
+    ingest = Ingest()
+    http.add_callback(responses.POST, GRAPHQL_URL, callback=ingest)
+    result = client.log_batches("fraud", "v1", iter(batches_of(9)), in_flight=3)
+    assert result == LogResult(fragments=18, batches=9, retries=0, warnings=[])
+    assert sorted(ingest.delivered) == sorted(json.loads(f)["id"] for batch in batches_of(9) for f in batch)
+    assert ingest.most_in_flight == 3
+
+
+def test_a_5xx_on_one_batch_in_flight_is_retried_and_the_rest_go_on(
+    client: AporiaClient, http: responses.RequestsMock
+) -> None:
+    ingest = Ingest(failures={"b4-0": [503, 502]})
+    http.add_callback(responses.POST, GRAPHQL_URL, callback=ingest)
+    result = client.log_batches("fraud", "v1", iter(batches_of(8)), in_flight=4)
+    assert (result.fragments, result.batches, result.retries) == (16, 8, 2)
+    assert len(ingest.delivered) == len(set(ingest.delivered)) == 16
+
+
+def test_a_batch_that_fails_for_good_fails_the_delivery_after_the_others_in_flight(
+    client: AporiaClient, http: responses.RequestsMock
+) -> None:
+    ingest = Ingest(failures={"b1-0": [401]})
+    http.add_callback(responses.POST, GRAPHQL_URL, callback=ingest)
+    with pytest.raises(AporiaError) as raised:
+        client.log_batches("fraud", "v1", iter(batches_of(20)), in_flight=3)
+    assert str(raised.value).startswith("Aporia logPredictions failed: HTTP 401")
+    assert ingest.in_flight == 0  # nothing was left posting behind the failure
+    assert len(ingest.delivered) < 40  # batches after the failure were not taken
+
+
+def test_when_taking_the_next_batch_raises_the_requests_under_way_finish_first(
+    client: AporiaClient, http: responses.RequestsMock
+) -> None:
+    ingest = Ingest()
+    http.add_callback(responses.POST, GRAPHQL_URL, callback=ingest)
+
+    def stopped_after_five() -> Iterator[list[str]]:
+        yield from batches_of(5)
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        client.log_batches("fraud", "v1", stopped_after_five(), in_flight=3)
+    assert ingest.in_flight == 0
+    assert len(ingest.delivered) == 10

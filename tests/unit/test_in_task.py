@@ -1,18 +1,22 @@
 """A small window read, judged and sent by the task itself: the same rules and words as Spark's path, no Spark.
 
-The rows come from a fake DB-API cursor (execute records the SQL, fetchmany hands out the rows), the fragments go
+The rows come from a fake DB-API cursor (execute records the SQL, a FETCH hands out the next rows), the fragments go
 to a fake client; every expectation is what Spark's path (`extraction.columns`: from_json, to_json, date_format,
 cast to string) gives for the same values.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
@@ -23,12 +27,12 @@ from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
 from aporia_provider.extraction import in_task
 from aporia_provider.extraction import layout as layout_module
-from aporia_provider.extraction.in_task import TaskRows, deliver_in_task, read_in_task, row_id
+from aporia_provider.extraction.in_task import Spool, TaskRows, deliver_in_task, read_in_task, row_id, select_columns
 from aporia_provider.extraction.layout import SourceLayout, layout_of
 from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.rulebook import ColumnType, occurred_at
 from aporia_provider.extraction.sql import Window, windowed
-from aporia_provider.redshift import column_types, identifier
+from aporia_provider.redshift import RedshiftWarehouse, column_types, identifier
 from aporia_provider.schema import VersionSchema
 
 UTC = timezone.utc
@@ -37,6 +41,7 @@ WINDOW = Window(datetime(2026, 11, 20, 10, tzinfo=UTC), datetime(2026, 11, 20, 1
 QUERY = "SELECT * FROM ml.predictions"
 ACTUALS_QUERY = "SELECT * FROM ml.actuals"
 MODEL = ("fraud", "v1")
+WAREHOUSE = RedshiftWarehouse(open_connection=object, spark_options=dict, namespace=str)
 SUBJECT = "fraud v1"
 
 SCHEMA = VersionSchema.parse(
@@ -145,20 +150,44 @@ SCORES_BAD = "scores: holds a null or non-finite value"
 
 
 class FakeCursor:
-    """A DB-API cursor: execute records the SQL, fetchmany(n) hands out up to n rows, then []."""
+    """A DB-API cursor: execute records the SQL; after `FETCH FORWARD n`, fetchall hands out up to n rows."""
 
     def __init__(self, rows: Sequence[Sequence[Any]]) -> None:
         self.rows = [tuple(row) for row in rows]
         self.executed: list[str] = []
         self.fetch_sizes: list[int] = []
+        self.fetched: list[tuple[Any, ...]] = []
+        self.names: set[str] = set()  # of the server-side cursors declared
 
     def execute(self, sql: str) -> None:
-        self.executed.append(sql)
+        if name := re.search(r"aporia_sync_rows_\d+", sql):
+            self.names.add(name.group(0))
+        self.executed.append(re.sub(r"aporia_sync_rows_\d+", "aporia_sync_rows", sql))
+        if fetch := re.match(r"FETCH FORWARD (\d+) FROM ", sql):
+            size = int(fetch.group(1))
+            self.fetch_sizes.append(size)
+            self.fetched, self.rows = self.rows[:size], self.rows[size:]
 
-    def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
-        self.fetch_sizes.append(size)
-        batch, self.rows = self.rows[:size], self.rows[size:]
-        return batch
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.fetched
+
+
+@dataclass
+class Judged:
+    """What the task's reader made of a window: counts, examples, and the fragments it would send."""
+
+    rows: int = 0
+    rejected: int = 0
+    examples: list[str] = field(default_factory=list)
+    fragments: list[str] = field(default_factory=list)
+
+
+def spooled(fragments: list[str]) -> TaskRows:
+    """Rows that passed, spooled as the reader spools them."""
+    spool = Spool()
+    for fragment in fragments:
+        spool.add(json.loads(fragment)["id"], None, fragment.encode())
+    return TaskRows(rows=len(fragments), spool=spool)
 
 
 class FakeClient:
@@ -170,7 +199,9 @@ class FakeClient:
         self.warnings = list(warnings)
         self.on_call: Any = None
 
-    def log_batches(self, model_id: str, model_version: str, batches: Iterable[list[str]]) -> LogResult:
+    def log_batches(
+        self, model_id: str, model_version: str, batches: Iterable[list[str]], in_flight: int = 1
+    ) -> LogResult:
         result = LogResult()
         for batch in batches:
             result.add(self.log_fragment_json(model_id, model_version, batch))
@@ -199,10 +230,26 @@ def read(
     kind: str = "predictions",
     types: dict[str, int] | None = None,
     plan: SyncPlan = PLAN,
-) -> tuple[TaskRows, FakeCursor]:
+) -> tuple[Judged, FakeCursor]:
     cursor = FakeCursor(rows)
     codes = types or (PREDICTION_TYPES if kind == "predictions" else ACTUAL_TYPES)
-    return read_in_task(cursor, layout(plan, kind), WINDOW, column_types(description(codes))), cursor
+    return judged(cursor, layout(plan, kind), column_types(description(codes))), cursor
+
+
+def judged(cursor: FakeCursor, source: SourceLayout, types: dict[str, ColumnType | None]) -> Judged:
+    """The source's window read as the sync reads it: the columns selected, streamed from a server-side cursor."""
+    columns, select = select_columns(source, types, WINDOW)
+    result = read_in_task(WAREHOUSE.stream(cursor, select, in_task.FETCH_ROWS), source, columns, types)
+    try:
+        fragments = [fragment.decode() for fragment in result.fragments()]
+        return Judged(result.rows, result.rejected, result.examples, fragments)
+    finally:
+        result.release()
+
+
+def streamed(select: str) -> list[str]:
+    """The statements that stream one query's rows, once they ran out."""
+    return ["BEGIN", f"DECLARE aporia_sync_rows NO SCROLL CURSOR FOR {select}"]
 
 
 def layout(plan: SyncPlan, kind: str) -> SourceLayout:
@@ -290,29 +337,39 @@ def test_column_types_keep_the_query_order() -> None:
 def test_the_read_selects_only_the_mapped_columns_from_the_window() -> None:
     _, cursor = read([prediction()])
     quoted = ", ".join(f'"{column}"' for column in SELECTED)
-    assert cursor.executed == [f"SELECT {quoted} FROM {windowed(QUERY, 'predicted_at', WINDOW)}"]
-    assert '"unused"' not in cursor.executed[0]
-    assert '"amount"' not in cursor.executed[0]  # read through its mapping, amount_usd
+    assert cursor.executed[:2] == streamed(f"SELECT {quoted} FROM {windowed(QUERY, 'predicted_at', WINDOW)}")
+    assert '"unused"' not in cursor.executed[1]
+    assert '"amount"' not in cursor.executed[1]  # read through its mapping, amount_usd
 
 
 def test_the_actuals_read_selects_the_id_arrival_and_actual_columns() -> None:
     _, cursor = read([], "actuals")
     columns = '"prediction_id", "actual_at", "true_proba", "true_logits"'
-    assert cursor.executed == [f"SELECT {columns} FROM {windowed(ACTUALS_QUERY, 'actual_at', WINDOW)}"]
+    assert cursor.executed[:2] == streamed(f"SELECT {columns} FROM {windowed(ACTUALS_QUERY, 'actual_at', WINDOW)}")
 
 
 def test_rows_are_fetched_until_the_cursor_runs_dry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(in_task, "FETCH_ROWS", 2)
     result, cursor = read([prediction(prediction_id=f"p{n}") for n in range(5)])
     assert cursor.fetch_sizes == [2, 2, 2, 2]
+    assert cursor.executed[-2:] == ["CLOSE aporia_sync_rows", "COMMIT"]
     assert (result.rows, result.rejected, len(result.fragments)) == (5, 0, 5)
     assert [json.loads(f)["id"] for f in result.fragments] == ["p0", "p1", "p2", "p3", "p4"]
 
 
+def test_each_stream_declares_a_cursor_of_its_own_name() -> None:
+    # The driver caches a statement's result columns by its text: a second query fetched FROM the same name would be
+    # read with the first one's columns.
+    cursor = FakeCursor([])
+    judged(cursor, layout(PLAN, "predictions"), column_types(description(PREDICTION_TYPES)))
+    judged(cursor, layout(PLAN, "actuals"), column_types(description(ACTUAL_TYPES)))
+    assert len(cursor.names) == 2
+
+
 def test_an_empty_window_has_nothing_to_send() -> None:
     result, cursor = read([])
-    assert result == TaskRows()
-    assert len(cursor.executed) == 1
+    assert result == Judged()
+    assert cursor.fetch_sizes == [in_task.FETCH_ROWS]
 
 
 # Clean rows: the fragment Spark's to_json would write
@@ -678,7 +735,7 @@ def test_only_rows_with_actuals_count_as_repeats() -> None:
 def test_a_column_of_the_wrong_type_is_refused(types: dict[str, int], message: str) -> None:
     cursor = FakeCursor([prediction()])
     with pytest.raises(SyncInputError) as raised:
-        read_in_task(cursor, layout(PLAN, "predictions"), WINDOW, column_types(description(PREDICTION_TYPES | types)))
+        judged(cursor, layout(PLAN, "predictions"), column_types(description(PREDICTION_TYPES | types)))
     assert str(raised.value) == message
     assert cursor.executed == []  # refused before anything is read
 
@@ -707,7 +764,7 @@ def test_a_missing_column_is_refused_naming_the_argument(missing: str, role: str
     types = {name: code for name, code in PREDICTION_TYPES.items() if name != missing}
     cursor = FakeCursor([])
     with pytest.raises(SyncInputError) as raised:
-        read_in_task(cursor, layout(PLAN, "predictions"), WINDOW, column_types(description(types)))
+        judged(cursor, layout(PLAN, "predictions"), column_types(description(types)))
     assert str(raised.value) == (
         f"The query for fraud v1 has no column {missing!r} {role}; it returns {', '.join(types)}; "
         f"add the column to the query or select_expr, or {fix}."
@@ -805,7 +862,7 @@ def test_occurred_at_pads_the_year_to_four_digits(moment: datetime | date, text:
 def test_fragments_are_delivered_in_batches() -> None:
     client = FakeClient(retries=1, warnings=["slow"])
     fragments = [f'{{"id":"p{n}"}}' for n in range(5)]
-    result = deliver_in_task(fragments, cast(AporiaClient, client), SUBJECT, MODEL, 2)
+    result = deliver_in_task(spooled(fragments), cast(AporiaClient, client), SUBJECT, MODEL, 2)
     assert client.calls == [
         ("fraud", "v1", fragments[0:2]),
         ("fraud", "v1", fragments[2:4]),
@@ -816,7 +873,7 @@ def test_fragments_are_delivered_in_batches() -> None:
 
 def test_nothing_to_deliver_posts_nothing() -> None:
     client = FakeClient()
-    result = deliver_in_task([], cast(AporiaClient, client), SUBJECT, MODEL, 2, threading.Event())
+    result = deliver_in_task(spooled([]), cast(AporiaClient, client), SUBJECT, MODEL, 2, threading.Event())
     assert client.calls == []
     assert (result.fragments, result.batches) == (0, 0)
 
@@ -831,7 +888,7 @@ def test_a_stop_before_delivery_sends_nothing() -> None:
     client, stop = FakeClient(), threading.Event()
     stop.set()
     with pytest.raises(SyncFailed) as raised:
-        deliver_in_task(['{"id":"p1"}'], cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
+        deliver_in_task(spooled(['{"id":"p1"}']), cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
     assert str(raised.value) == STOPPED.format(0)
     assert client.calls == []
 
@@ -841,7 +898,7 @@ def test_a_stop_ends_delivery_before_the_next_batch() -> None:
     client.on_call = lambda calls: stop.set() if calls == 2 else None
     fragments = [f'{{"id":"p{n}"}}' for n in range(7)]
     with pytest.raises(SyncFailed) as raised:
-        deliver_in_task(fragments, cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
+        deliver_in_task(spooled(fragments), cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
     assert str(raised.value) == STOPPED.format(4)
     assert [batch for _, _, batch in client.calls] == [fragments[0:2], fragments[2:4]]
 
@@ -849,7 +906,9 @@ def test_a_stop_ends_delivery_before_the_next_batch() -> None:
 def test_a_stop_after_the_last_batch_is_not_a_failure() -> None:
     client, stop = FakeClient(), threading.Event()
     client.on_call = lambda calls: stop.set()
-    result = deliver_in_task(['{"id":"p1"}', '{"id":"p2"}'], cast(AporiaClient, client), SUBJECT, MODEL, 2, stop)
+    result = deliver_in_task(
+        spooled(['{"id":"p1"}', '{"id":"p2"}']), cast(AporiaClient, client), SUBJECT, MODEL, 2, stop
+    )
     assert (result.fragments, result.batches) == (2, 1)
 
 
@@ -895,3 +954,36 @@ def test_the_log_counts_in_words(number: int, noun: str, words: str) -> None:
     from aporia_provider.extraction.run import _counted
 
     assert _counted(number, noun) == words
+
+
+# Streaming: memory does not grow with the window
+
+
+class Row(list):  # type: ignore[type-arg]
+    """A row the reader can be watched letting go of (tuples cannot be weakly referenced)."""
+
+
+def test_the_reader_holds_no_row_past_its_chunk_and_spools_the_fragments_to_disk() -> None:
+    source = layout(PLAN, "predictions")
+    types = column_types(description(PREDICTION_TYPES))
+    columns, _ = select_columns(source, types, WINDOW)
+    held: list[list[weakref.ref[Row]]] = []
+
+    def chunks() -> Iterator[list[Row]]:
+        for number in range(20):
+            gc.collect()
+            # The reader's loop still names the chunk it just finished while it asks for the next: one chunk back
+            # may be alive, none before it.
+            alive = [ref for refs in held[:-1] for ref in refs if ref() is not None]
+            assert not alive, f"rows of chunks before the last alive at chunk {number}"
+            chunk = [Row(prediction(prediction_id=f"p{number}-{n}")) for n in range(50)]
+            held.append([weakref.ref(row) for row in chunk])
+            yield chunk
+
+    result = read_in_task(chunks(), source, columns, types)
+    try:
+        assert (result.rows, result.rejected) == (1000, 0)
+        assert result.spool is not None and result.spool.size() > 1000 * len(json.dumps(CLEAN_FRAGMENT)) // 2
+        assert sum(1 for _ in result.fragments()) == 1000
+    finally:
+        result.release()

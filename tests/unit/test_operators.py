@@ -121,7 +121,7 @@ def test_sync_needs_exactly_one_of_query_and_table() -> None:
         (
             {"spark_min_rows": -1},
             "spark_min_rows -1 is not allowed; give a whole number of at least 0 (0 sends every window to Spark; "
-            "default 20,000).",
+            "None: by where it runs).",
         ),
         ({"jdbc_driver": "mysql"}, "jdbc_driver 'mysql' is not supported; use 'postgresql' or 'redshift'."),
         (
