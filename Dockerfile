@@ -19,5 +19,6 @@ RUN mkdir -p /stack && chown airflow:0 /stack && chmod 0775 /stack
 
 USER airflow
 COPY --chown=airflow:0 . /opt/aporia-provider
-# Pinning Airflow to the image's own version stops pip from moving it while resolving the provider.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/aporia-provider[local]"
+# Pinning Airflow to the image's own version stops pip from moving it while resolving the provider. The local
+# stand-ins (and their `aporia-local` command) are their own distribution, beside the provider.
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/aporia-provider /opt/aporia-provider/aporia-local

@@ -23,14 +23,18 @@ system-packages:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+# uv's own output (what it resolves, builds and installs, each step timed) stands for a progress bar.
+$(STAMP): pyproject.toml aporia-local/pyproject.toml
+	@echo "setup: $(VENV) with uv"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade uv
+	@echo "setup: the provider (editable) and its stand-ins (aporia-local/) with Airflow, PySpark and the dev tools:"
+	@echo "setup: 2-3 minutes the first time (PySpark builds from its source distribution), seconds from uv's cache"
 	@# Byte-compiled once here: with PYTHONDONTWRITEBYTECODE set, every airflow command and task would compile
 	@# Airflow from source again (a third of a short command's CPU).
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[openlineage]" -e ./aporia-local --group dev
 	@# uv keeps a fresh build of PySpark's source distribution (~2 GB) at every install: drop the ones unused.
-	$(BIN)/uv cache prune -q
+	$(BIN)/uv cache prune
 	touch $(STAMP)
 
 demo: setup
@@ -54,8 +58,9 @@ test: setup lint
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-# The declared minimum Airflow (3.1.0) in .venv-min: the unit tier and `airflow dags test` of the example sync DAG
-# against the local stack (about 3 minutes; the venv is built once, from uv's cache).
+# The built wheel at the declared floors (Airflow 3.1.0, PySpark 4.0.0, ...) in .venv-min: the unit tier and
+# `airflow dags test` of the example sync DAG through Spark against the local stack (about a minute once the venv
+# is built, from uv's cache).
 min-airflow: setup
 	scripts/min_airflow.sh
 

@@ -20,8 +20,10 @@ from aporia_provider.exceptions import SyncInputError
 from aporia_provider.extraction.rulebook import ColumnType
 
 _STRING = ColumnType("string", "string")
+# A time of day, as Spark's JDBC reader marks it too (`logical_time_type`), though it reads it as a timestamp.
+TIME_OF_DAY = ColumnType("time", "time")
 # Redshift's type codes (PostgreSQL's where they agree) as Spark's JDBC reader types them, so a refusal names
-# the type the same way on both paths. Other types (time, varbyte, geometry, arrays) are read only by Spark.
+# the type the same way on both paths. Other types (varbyte, geometry, arrays) are read only by Spark.
 TYPE_CODES: dict[int, ColumnType] = {
     16: ColumnType("boolean", "boolean"),
     20: ColumnType("integral", "bigint"),
@@ -39,6 +41,8 @@ TYPE_CODES: dict[int, ColumnType] = {
     1082: ColumnType("date", "date"),
     1114: ColumnType("timestamp", "timestamp"),
     1184: ColumnType("timestamp", "timestamp"),
+    1083: TIME_OF_DAY,  # time
+    1266: TIME_OF_DAY,  # timetz
 }
 # Plain Redshift identifiers; anything else (quotes, spaces, semicolons) is refused rather than escaped.
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,126}$")

@@ -1,78 +1,152 @@
 #!/usr/bin/env bash
-# The declared minimum Airflow, proved. A second virtual environment, .venv-min, holds Airflow $MIN_AIRFLOW with the
-# Amazon provider and the other packages of that release; in it run the unit tier, then create the example model,
-# version and serving data set with the operators and `airflow dags test` the example sync DAG against the local
-# stack (which the main .venv runs); Aporia must then hold every prediction and actual of the synced window.
+# The provider as built, at its declared floors. The wheel `uv build` makes must hold exactly the files of
+# aporia_provider/ (the product and every file it reads at run time); it is installed, not editable, into a second
+# virtual environment, .venv-min, beside the floor of every runtime dependency (Airflow $MIN_AIRFLOW, the Amazon
+# provider, PySpark 4.0.0, ...; each checked). There run the unit tier, from a copy outside the source tree so that
+# the wheel is what it imports, then the example model, version and serving data set are created with the operators
+# and `airflow dags test` runs the example sync DAG with every window through Spark (local[*] in the task) against
+# the local stack (which the main .venv runs): Aporia must then hold every prediction and actual of the synced
+# window, and the sync's task log no WARNING or ERROR line.
 #
-#   scripts/min_airflow.sh            install (once; uv caches the wheels) and test
+#   scripts/min_airflow.sh            install (the venv once, from uv's cache; the wheel at every run) and test
 #   scripts/min_airflow.sh compile    re-resolve ci/min-airflow-constraints.txt
 #
 # The constraints do what Airflow's own constraint file does for a release: Airflow's requirements have no upper
-# bounds, so Airflow 3.1.0 beside today's libraries does not even import (structlog dropped what it uses). They
-# are resolved as of the day Airflow 3.1.0 was published (uv's --exclude-newer), except for the packages the
-# provider itself pins newer (PySpark 4.2 and what it needs).
+# bounds, so Airflow 3.1.0 beside today's libraries does not even import (structlog dropped what it uses). The
+# provider's own dependencies resolve to their floors (uv's lowest-direct), every other package to its newest
+# release on the day Airflow 3.1.0 was published (uv's --exclude-newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MIN_AIRFLOW=3.1.0
 RELEASED=2025-09-26  # apache-airflow 3.1.0 reached PyPI on 2025-09-25
-NEWER_FOR="pyspark pyspark-client grpcio grpcio-status googleapis-common-protos"
 CONSTRAINTS=ci/min-airflow-constraints.txt
 # What the unit tier needs besides the provider; wtforms lets Airflow 3.1 build the connection form.
-TEST_PACKAGES="pytest responses wtforms"
+TEST_PACKAGES="pytest>=8 responses>=0.25 wtforms>=3.1"
 VENV=.venv-min
 UV=.venv/bin/uv
 WINDOW_END=2026-11-22T13:00:00+00:00  # the sync DAG's run for [12:00, 13:00) of the third seeded day
+SYNC_TASK=sync_predictions_and_actuals
 
 compile() {
-    local overrides=() inputs
-    for package in $NEWER_FOR; do overrides+=(--exclude-newer-package "$package=2026-11-25"); done
+    local inputs
     inputs=$(mktemp --suffix=.in)
+    # shellcheck disable=SC2086
     printf '%s\n' "apache-airflow==$MIN_AIRFLOW" $TEST_PACKAGES >"$inputs"
-    "$UV" pip compile --quiet --python-version 3.11 --exclude-newer "$RELEASED" "${overrides[@]}" \
+    "$UV" pip compile --quiet --upgrade --python-version 3.11 --resolution lowest-direct --exclude-newer "$RELEASED" \
         pyproject.toml --extra openlineage "$inputs" --no-header --no-annotate -o "$CONSTRAINTS"
     rm -f "$inputs"
-    sed -i "1i # Airflow $MIN_AIRFLOW and the packages of its release day; regenerate with scripts/min_airflow.sh compile." \
+    sed -i "1i # Airflow $MIN_AIRFLOW, the provider's floors, the packages of that day; regenerate: scripts/min_airflow.sh compile." \
         "$CONSTRAINTS"
 }
 
+# The venv is made once per pyproject.toml and constraints; the wheel is built and installed into it at every run.
 install() {
-    local stamp
+    local stamp source wheel
     stamp="$VENV/.installed-$(cat pyproject.toml "$CONSTRAINTS" | sha1sum | cut -c1-12)"
-    [ -f "$stamp" ] && return
-    rm -rf "$VENV"
-    "$UV" venv --quiet --python python3 "$VENV"
+    if [ ! -f "$stamp" ]; then
+        rm -rf "$VENV"
+        "$UV" venv --quiet --python python3 "$VENV"
+    fi
+    # Built from a copy of the files git has (or would add), as from a fresh clone: in place, setuptools would also
+    # pack what earlier builds left in build/ (today's wheel passed this check only so).
+    source=$(mktemp -d)
+    git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C "$source"
+    rm -rf "$VENV/dist"
+    "$UV" build --quiet --wheel --out-dir "$VENV/dist" "$source"
+    rm -rf "$source"
+    wheel=$(echo "$VENV"/dist/*.whl)
     # shellcheck disable=SC2086
     "$UV" pip install --quiet --compile-bytecode --python "$VENV/bin/python" -c "$CONSTRAINTS" \
-        "apache-airflow==$MIN_AIRFLOW" -e ".[openlineage]" $TEST_PACKAGES
-    "$UV" cache prune --quiet  # as the Makefile does: the unused PySpark builds
-    touch "$stamp"
+        --reinstall-package aporia-airflow-provider "apache-airflow==$MIN_AIRFLOW" "$wheel[openlineage]" $TEST_PACKAGES
+    if [ ! -f "$stamp" ]; then
+        "$UV" cache prune --quiet  # as the Makefile does: the unused PySpark builds
+        touch "$stamp"
+    fi
+    check_wheel "$wheel"
+    check_floors
+}
+
+# The wheel holds aporia_provider/'s files, Python or not (templates, CSS, the log4j2 config), and nothing else.
+check_wheel() {
+    git ls-files --cached --others --exclude-standard aporia_provider | "$VENV/bin/python" -c '
+import sys, zipfile
+wheel = sys.argv[1]
+names = {name for name in zipfile.ZipFile(wheel).namelist() if ".dist-info/" not in name}
+tracked = set(sys.stdin.read().split())
+if names != tracked:
+    sys.exit(f"{wheel}: missing {sorted(tracked - names)}; not the product: {sorted(names - tracked)}")
+print(f"{wheel}: the {len(names)} files of aporia_provider/, nothing else")
+' "$1"
+}
+
+# Every runtime dependency of the provider is installed at its declared floor, and the wheel is what Python imports.
+check_floors() {
+    (cd /tmp && "$OLDPWD/$VENV/bin/python" - "$MIN_AIRFLOW") <<'EOF'
+import sys
+from importlib import metadata
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+import aporia_provider
+
+installed = []
+for text in metadata.requires("aporia-airflow-provider") or []:
+    requirement = Requirement(text)
+    if requirement.marker is not None:
+        continue  # an extra's
+    floor = next(Version(s.version) for s in requirement.specifier if s.operator == ">=")
+    version = metadata.version(requirement.name)
+    if Version(version) != floor:
+        sys.exit(f"{requirement.name} {version} is installed, not its declared floor {floor}.")
+    installed.append(f"{requirement.name} {version}")
+assert "site-packages" in aporia_provider.__file__, aporia_provider.__file__
+print(f"Airflow {sys.argv[1]}, each runtime dependency at its floor: {', '.join(installed)}")
+EOF
+}
+
+# The unit tier against the installed wheel: run from a copy of the tests, the source tree is not on sys.path.
+unit_tier() {
+    local copy
+    copy=$(mktemp -d)
+    cp -r tests pyproject.toml "$copy"
+    # The stand-ins' rules have unit tests too; their distribution is not installed here, their sources are read.
+    (cd "$copy" && PYTHONPATH="$OLDPWD/aporia-local" "$OLDPWD/$VENV/bin/pytest" -q -p no:cacheprovider tests/unit)
+    rm -rf "$copy"
 }
 
 dags_test() {
-    local work log
+    local repo work log
+    repo=$PWD
     work=$(mktemp -d)
     log="$work/airflow.log"
     # shellcheck disable=SC2064
     trap ".venv/bin/aporia-local down --dir '$work/stack' >/dev/null; rm -rf '$work'" EXIT
     .venv/bin/aporia-local up --detach --dir "$work/stack" --days 3 --rows-per-hour 12 >/dev/null
+    # The example sync DAG unchanged, but every window through Spark, as large ones go (a cluster policy).
+    mkdir -p "$work/airflow-home/config"
+    cat >"$work/airflow-home/config/airflow_local_settings.py" <<EOF
+def task_policy(task):
+    if task.task_id == "$SYNC_TASK":
+        task.spark_min_rows = 0
+EOF
     (
+        # Not the source tree: Python here, and Spark's Python workers, import the provider from the wheel.
+        cd "$work"
         set -a
         # shellcheck disable=SC1091
         source "$work/stack/connections.env"
         AIRFLOW_HOME="$work/airflow-home"
-        AIRFLOW__CORE__DAGS_FOLDER="$PWD/dags"
+        AIRFLOW__CORE__DAGS_FOLDER="$repo/dags"
         # Airflow 3.1's DAG processor and task runner put the bundle on sys.path, its `dags test` does not; the
         # example DAGs import their shared model from beside them.
-        PYTHONPATH="$PWD/dags"
+        PYTHONPATH="$repo/dags"
         AIRFLOW__CORE__LOAD_EXAMPLES=False
         AIRFLOW__CORE__UNIT_TEST_MODE=True
         set +a
         # What the setup DAG does, by its operators on this Airflow, without a second DAG run.
-        if ! "$VENV/bin/python" - >>"$log" 2>&1 <<'SETUP'
-import sys
-
-sys.path.insert(0, "dags")
+        if ! "$repo/$VENV/bin/python" - >>"$log" 2>&1 <<'SETUP'
 import insurance_model as example
 
 from aporia_provider.operators.aporia import (
@@ -94,20 +168,21 @@ SETUP
             echo "Airflow $MIN_AIRFLOW: creating the example model, version and serving data set failed (log above)." >&2
             exit 1
         fi
-        # Spark in the task (the DAG's default is the stack's Connect server): the release-day protobuf of these
-        # constraints is older than the one PySpark 4.2's Connect client was generated with.
+        # Spark in the task, local[*] (the DAG's default is the stack's Connect server, of the main .venv's PySpark).
         for command in "db migrate" "dags test aporia_redshift_sync $WINDOW_END -c {\"spark_conn_id\":\"\"}"; do
             # shellcheck disable=SC2086
-            if ! "$VENV/bin/airflow" $command >>"$log" 2>&1; then
+            if ! "$repo/$VENV/bin/airflow" $command >>"$log" 2>&1; then
                 tail -n 60 "$log"
                 echo "Airflow $MIN_AIRFLOW: \`airflow $command\` failed (log above)." >&2
                 exit 1
             fi
         done
     )
-    .venv/bin/python - "$work/stack" "$WINDOW_END" "$MIN_AIRFLOW" <<'EOF'
-"""Aporia holds every prediction of the synced window (with the DAG's 15-minute lookback) and every actual."""
+    .venv/bin/python - "$work" "$WINDOW_END" "$MIN_AIRFLOW" "$SYNC_TASK" <<'EOF'
+"""Aporia holds every prediction of the synced window (with the DAG's 15-minute lookback) and every actual; the
+sync's task log went through Spark and has no WARNING or ERROR line."""
 import json
+import re
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -115,8 +190,10 @@ from pathlib import Path
 import requests
 
 from aporia_local.stack import LocalStack, StackSettings
+from tests.helpers import LOUD
 
-directory, end = Path(sys.argv[1]), datetime.fromisoformat(sys.argv[2])
+work, end, airflow, task = Path(sys.argv[1]), datetime.fromisoformat(sys.argv[2]), sys.argv[3], sys.argv[4]
+directory = work / "stack"
 stack = LocalStack(directory, StackSettings(**json.loads((directory / "settings.json").read_text())))
 with stack.master_connection() as connection:
     cursor = connection.cursor()
@@ -138,7 +215,16 @@ answer.raise_for_status()
 stored = answer.json()
 if predictions == 0 or (stored["with_predictions"], stored["with_actuals"]) != (predictions, actuals):
     sys.exit(f"Aporia holds {stored}, but the window has {predictions} predictions and {actuals} actuals.")
-print(f"Airflow {sys.argv[3]}: the sync DAG delivered the window's {predictions} predictions and {actuals} actuals.")
+# `airflow dags test` prints the task's log between its own start and end lines.
+output = re.sub(r"\x1b\[[0-9;]*m", "", (work / "airflow.log").read_text()).splitlines()
+start = next(i for i, line in enumerate(output) if f"[DAG TEST] starting task_id={task}" in line)
+end = next(i for i, line in enumerate(output) if f"[DAG TEST] end task task_id={task}" in line)
+task_log = output[start : end + 1]
+loud = [line for line in task_log if LOUD.search(line)]
+if loud or not any("with Spark" in line for line in task_log):
+    sys.exit("The sync's task log must go through Spark without a WARNING or ERROR line:\n" + "\n".join(task_log))
+print(f"Airflow {airflow}: the sync DAG delivered the window's {predictions} predictions and {actuals} actuals"
+      f" through Spark; its task log ({len(task_log)} lines) has no WARNING or ERROR line.")
 EOF
 }
 
@@ -147,7 +233,5 @@ if [ "${1:-}" = compile ]; then
     exit
 fi
 install
-"$VENV/bin/python" -c "import airflow, airflow.providers.amazon as amazon
-print('Minimum Airflow', airflow.__version__, 'with the Amazon provider', amazon.__version__)"
-"$VENV/bin/pytest" -q -p no:cacheprovider tests/unit
+unit_tier
 dags_test

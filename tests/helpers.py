@@ -223,6 +223,13 @@ def assert_delivered_exactly(stack: LocalStack, aporia: AporiaProbe, start: date
 # The seed's first hour (six rows an hour, row n at SEED_START + n * 10 minutes) and seeded prediction ids.
 SEED_START = datetime(2026, 11, 20, tzinfo=timezone.utc)
 NOTHING_SENT = "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
+
+
+def invalid_rows(count: int) -> str:
+    """How a rejection opens: "1 invalid row", "5 invalid rows"."""
+    return "1 invalid row" if count == 1 else f"{count:,} invalid rows"
+
+
 PREDICTIONS_ONLY: dict[str, Any] = {"actuals": None, "actuals_timestamp_column": None, "num_partitions": 1}
 
 

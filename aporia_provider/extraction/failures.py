@@ -1,5 +1,7 @@
-"""Spark failures as one sentence, sorted into those a re-run can fix and those it cannot.
+"""Warehouse, Spark and Aporia failures as one sentence, sorted into those a re-run can fix and those it cannot.
 
+Each sentence opens with the cause (Airflow's log viewer does not wrap: the first ~100 characters are what an
+on-call engineer sees), then what the sync was doing and for which model version, then the fix where one is known.
 Works the same for classic sessions (the JVM's throwable chain) and Spark Connect (the server's message).
 """
 
@@ -41,16 +43,16 @@ def _sorted(
     """SyncFailed or SyncRefused for a failure this module knows, else None. Spark is only looked at when already
     imported: a sync that never started Spark does not load it to sort a failure."""
     if isinstance(exc, AporiaError):
-        return SyncFailed(f"{stage} for {subject} failed: {_clean(str(exc))}; {_RETRY_NOTE}")
+        return transient(str(exc), stage, subject)
     driver = warehouse.driver_failure(exc)
     if driver is not None:
         refused, reason = driver
         if refused:
             return _refused(warehouse, subject, argument, reason)
-        return SyncFailed(f"{stage} for {subject} failed: {_clean(reason)}; {_RETRY_NOTE}")
+        return transient(reason, stage, subject)
     if isinstance(exc, OSError):  # a socket error or timeout
         reason = _clean(str(exc)) or type(exc).__name__
-        return SyncFailed(f"{stage} for {subject} failed: {reason}; {_RETRY_NOTE}")
+        return transient(reason, stage, subject)
     if "pyspark" in sys.modules:
         from py4j.protocol import Py4JJavaError
         from pyspark.errors import PySparkException
@@ -61,7 +63,15 @@ def _sorted(
 
 
 def _refused(warehouse: Warehouse, subject: str, argument: str, reason: str) -> SyncRefused:
-    return SyncRefused(f"{warehouse.name} refused the {argument} for {subject}: {_clean(reason)}; fix {argument}.")
+    return SyncRefused(
+        f"{warehouse.name} refused the {argument}: {_clean(reason)}; fix {argument} (syncing {subject})."
+    )
+
+
+def transient(cause: str, stage: str, subject: str) -> SyncFailed:
+    """A failure a later try can fix: its cause, then what the sync was doing. Delivery is idempotent by id, so the
+    try that follows duplicates nothing; whether Airflow retries is the operator's to say."""
+    return SyncFailed(f"{_clean(cause)} (while {stage} for {subject}).")
 
 
 def classify(exc: Exception, warehouse: Warehouse, stage: str, subject: str, argument: str) -> SyncFailed | SyncRefused:
@@ -71,29 +81,28 @@ def classify(exc: Exception, warehouse: Warehouse, stage: str, subject: str, arg
     if isinstance(exc, _python_exception_types()):
         reasons = _PYTHON_ERROR_LINE.findall(str(exc))
         reason = reasons[-1] if reasons else str(exc).splitlines()[0]
-        return SyncFailed(f"{stage} for {subject} failed: {_clean(reason)}; {_RETRY_NOTE}")
+        return transient(reason, stage, subject)
     driver = _MISSING_DRIVER.search(text)
     if driver:
         name = driver.group(1) or "for the JDBC URL"
         return SyncRefused(
-            f"{stage} for {subject} failed: the JDBC driver {name} is not on Spark's class path; add its jar with "
+            f"The JDBC driver {name} is not on Spark's class path (while {stage} for {subject}); add its jar with "
             "spark_conf {'spark.jars': '/path/driver.jar'} or spark.jars.packages, or install it on the cluster."
         )
     server_error = warehouse.server_error(text)
     verdict = warehouse.sql_state_refused(states[0]) if states else None
     if verdict is False:
-        return SyncFailed(f"{stage} for {subject} failed: {_clean(_first_reason(causes, text))}; {_RETRY_NOTE}")
+        return transient(_first_reason(causes, text), stage, subject)
     if verdict or (server_error and not _looks_transient(text)):
         return _refused(warehouse, subject, argument, server_error or _first_reason(causes, text))
     if _is_analysis_error(exc, text):
         return SyncRefused(
-            f"Spark could not plan the read for {subject}: {_clean(_analysis_reason(exc))}; fix select_expr, "
-            "the column mappings or the query."
+            f"Spark could not plan the read: {_clean(_analysis_reason(exc))}; fix select_expr, the column mappings "
+            f"or the query (syncing {subject})."
         )
-    return SyncFailed(f"{stage} for {subject} failed: {_clean(_first_reason(causes, text))}; {_RETRY_NOTE}")
+    return transient(_first_reason(causes, text), stage, subject)
 
 
-_RETRY_NOTE = "re-run the task once that is fixed (delivery is idempotent: nothing is duplicated)."
 _TRANSIENT_WORDS = ("connection", "i/o error", "timed out", "terminating", "reset", "refused", "password")
 
 

@@ -23,7 +23,7 @@ from aporia_provider.extraction.sql import Window, derived, windowed
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import Column, DataFrame, SparkSession
-    from pyspark.sql.types import DataType
+    from pyspark.sql.types import DataType, StructField
 
 DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
 # Read options that only tune Spark's JDBC reads; any other (sessionInitStatement, customSchema, ...) changes
@@ -53,7 +53,7 @@ class SparkReads:
     def column_types(self, query: str) -> dict[str, ColumnType | None]:
         """The query's columns as Spark's JDBC reader types them (it may know types the task's driver does not)."""
         probe = self.spark.read.format("jdbc").options(**self.options(), dbtable=derived(query)).load()
-        return {column.name: spark_column_type(column.dataType) for column in probe.schema.fields}
+        return {column.name: field_type(column) for column in probe.schema.fields}
 
     def count(self, query: str, timestamp_column: str, window: Window) -> int:
         counted = f"(SELECT count(*) AS n FROM {windowed(query, timestamp_column, window)}) AS counted"
@@ -122,7 +122,7 @@ def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
     fitted = []
     for index, slot in enumerate(layout.fields):
         data_type = frame.schema[slot.column].dataType
-        rule = slot.fit(spark_column_type(data_type))
+        rule = slot.fit(field_type(frame.schema[slot.column]))
         fitted.append((slot, rule, data_type, rule.spark_parse(slot.spec, F.col(slot.column), data_type), index))
     # Parsed in a projection of its own: Spark does not fold an expensive expression into one that reads it twice.
     parses = [parse.alias(f"__parsed_{index}") for _, _, _, parse, index in fitted if parse is not None]
@@ -221,6 +221,14 @@ def last_of_each_name(frame: DataFrame) -> DataFrame:
     last = {name: index for index, name in enumerate(names)}
     renamed = [name if last[name] == index else f"__replaced_{index}" for index, name in enumerate(names)]
     return frame.toDF(*renamed).drop(*[name for name in renamed if name.startswith("__replaced_")])
+
+
+def field_type(column: StructField) -> ColumnType:
+    """A column of a Spark schema as the rulebook sees it. Spark reads a JDBC TIME (with or without a zone) as a
+    timestamp on 1970-01-01 and marks it: it is a time of day, which no datetime field or window can use."""
+    if column.metadata.get("logical_time_type"):
+        return ColumnType("time", "time")
+    return spark_column_type(column.dataType)
 
 
 def spark_column_type(data_type: DataType) -> ColumnType:

@@ -214,8 +214,8 @@ def deliver_in_task(
     def _unless_stopped(batch: list[str], sent: int) -> Iterator[list[str]]:
         if stop is not None and stop.is_set():
             raise SyncFailed(
-                f"The sync of {subject} was stopped after {sent} fragments; re-run the task to deliver the rest "
-                "(delivery is idempotent: nothing is duplicated)."
+                f"Stopped (the task was killed) after {sent} fragments of {subject}; re-run the task to deliver the "
+                "rest (delivery is idempotent: nothing is duplicated)."
             )
         yield batch
 

@@ -129,6 +129,11 @@ class SourceLayout:
         argument, column = self.source.timestamp_argument, self.source.timestamp_column
         if column_type.category == "timestamp":
             return None
+        if column_type.category == "time":
+            return (
+                f"{argument} {column!r} is a time of day without a date, which no window can be compared with; name "
+                f"a TIMESTAMP column, or build one in the query (e.g. day + {column} AS moment)."
+            )
         if column_type.category == "date":
             if whole_days:
                 return None

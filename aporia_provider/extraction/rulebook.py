@@ -38,7 +38,7 @@ _NON_FINITE_WORDS = frozenset({"NaN", "Infinity", "+Infinity", "-Infinity", "+IN
 class ColumnType:
     """A column's type as the rules see it: a category and the name messages show (Spark's names)."""
 
-    category: str  # integral, fractional, decimal, string, boolean, timestamp, date, array, map or other
+    category: str  # integral, fractional, decimal, string, boolean, timestamp, date, time, array, map or other
     name: str
     element: ColumnType | None = None  # an array's elements, a map's values
 

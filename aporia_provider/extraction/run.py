@@ -116,7 +116,7 @@ def run_sync(
             stack=stack,
             stop=stop,
         )
-        reading = f"Reading the window from {warehouse.name}"
+        reading = f"reading the window from {warehouse.name}"
         for layout in layouts:
             with failures_of(warehouse, reading, subject, layout.source.query_argument):
                 read = reader.read(layout)
@@ -130,11 +130,11 @@ def run_sync(
             for rows in checked:
                 if stop is not None and stop.is_set():
                     raise SyncFailed(
-                        f"The sync of {subject} was stopped before sending its {rows.kind}; re-run the task to "
-                        "deliver them (delivery is idempotent: nothing is duplicated)."
+                        f"Stopped (the task was killed) before sending the {rows.kind} of {subject}; re-run the "
+                        "task to deliver them (delivery is idempotent: nothing is duplicated)."
                     )
                 progress.phase = f"sending {rows.kind}"
-                with failures_of(warehouse, "Delivering the window to Aporia", subject, "query"):
+                with failures_of(warehouse, "delivering the window to Aporia", subject, "query"):
                     delivered = rows.send()
                 log.info(
                     "Sent %s of %s in %s.",
@@ -178,9 +178,10 @@ def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked:
     summary.rejected_examples = [e for rows in checked for e in rows.examples][:MAX_EXAMPLES]
     if not summary.rows_rejected:
         return
+    invalid = "1 invalid row" if summary.rows_rejected == 1 else f"{summary.rows_rejected:,} invalid rows"
     message = (
-        f"{summary.rows_rejected} of {summary.rows_read + summary.actuals_read} rows in the window do not "
-        f"fit the schema of {plan.model_id} {plan.model_version} (e.g. {'; '.join(summary.rejected_examples)})"
+        f"{invalid} of {summary.rows_read + summary.actuals_read:,} (e.g. {'; '.join(summary.rejected_examples)}) "
+        f"in the window of {plan.model_id} {plan.model_version}"
     )
     if options.on_invalid_rows == "fail":
         raise InvalidRowsError(
@@ -235,9 +236,12 @@ class _Reader:
             self._cursor = self.stack.enter_context(closing(self.warehouse.connect())).cursor()
         return self._cursor
 
-    def spark_reads(self) -> SparkReads:
+    def spark_reads(self, phase: str) -> SparkReads:
+        """Spark's reads (starting Spark on first use, which the progress lines say), then `phase` begins."""
         plan = self.plan
-        return SparkReads(self.spark(), self.warehouse.jdbc_options, plan.read_options, plan.select_expr)
+        reads = SparkReads(self.spark(), self.warehouse.jdbc_options, plan.read_options, plan.select_expr)
+        self.progress.phase = phase
+        return reads
 
     def read(self, layout: SourceLayout) -> _Checked:
         """Check the source's timestamp column, count its window, and read it the way its size and types ask."""
@@ -245,12 +249,13 @@ class _Reader:
         # JDBC options that change what is read (a session init statement, a custom schema): only Spark applies
         # them, so only Spark can say what the query returns.
         spark_only = bool(set(self.plan.read_options) - TASK_READ_OPTIONS)
-        probe: _Probe = self.spark_reads() if spark_only else _TaskProbe(self.cursor, self.warehouse)
-        self.progress.phase = f"counting {layout.kind}"
+        counting = f"counting {layout.kind}"
+        self.progress.phase = counting
+        probe: _Probe = self.spark_reads(counting) if spark_only else _TaskProbe(self.cursor, self.warehouse)
         types = self._column_types(probe, source.query)
         layout.require_timestamp(list(types))
         if types[source.timestamp_column] is None:  # a type only Spark reads: Spark names it, in its own words
-            probe = self.spark_reads()
+            probe = self.spark_reads(counting)
             types = probe.column_types(source.query)
         timestamp_type = types[source.timestamp_column]
         assert timestamp_type is not None
@@ -266,12 +271,17 @@ class _Reader:
         unread = [column for column in columns if types[column] is None]
         subject, threshold = layout.subject, options.spark_min_rows
         if unread or (threshold is not None and total >= threshold):
-            why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {threshold:,}"
+            if unread:
+                why = f"of a type only Spark reads ({', '.join(unread)})"
+            elif threshold == 0:
+                why = "spark_min_rows=0 sends every window to Spark"
+            else:
+                why = f"at least {threshold:,}"
             log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
             return self._with_spark(layout, total, dates)
         why = f"under {threshold:,}" if threshold is not None else "as Spark would run on this worker"
         log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
-        self.progress.phase = f"reading {layout.kind}"
+        self.progress.phase = f"reading and checking {layout.kind}"
         rows = read_in_task(self.warehouse.stream(self.cursor(), select, FETCH_ROWS), layout, columns, types)
         self.stack.callback(rows.release)
         model = (self.plan.model_id, self.plan.model_version)
@@ -286,8 +296,9 @@ class _Reader:
         return self._types[query]
 
     def _with_spark(self, layout: SourceLayout, total: int, dates: bool) -> _Checked:
-        read = read_with_spark(self.spark_reads(), layout, self.window, total, dates, self.options.num_partitions)
-        self.progress.phase = f"checking {layout.kind}"
+        # Spark reads lazily: the check job is what reads the window.
+        reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
+        read = read_with_spark(reads, layout, self.window, total, dates, self.options.num_partitions)
         frame, rows, rejected, examples = check_with_spark(read, layout)
         model = (self.plan.model_id, self.plan.model_version)
         return _Checked(

@@ -117,18 +117,18 @@ def spark_session(target: SparkTarget) -> SparkSession:
 def _jvm_stderr_kept_aside() -> Iterator[None]:
     """Start the JVM with its stderr in a file: it prints start-up notices there that task logs show as errors.
 
-    The JVM inherits the file descriptor at launch, so only the launch needs the redirect.
+    The JVM inherits the file descriptor at launch, so only the launch needs the redirect; the file has no name
+    (its space goes back when the JVM ends), so nothing is left behind in the temp directory.
     """
-    log_file = tempfile.NamedTemporaryFile(prefix="aporia-spark-", suffix=".log", delete=False)
-    saved = os.dup(2)
-    try:
-        sys.stderr.flush()
-        os.dup2(log_file.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        log_file.close()
+    with tempfile.TemporaryFile(prefix="aporia-spark-", suffix=".log") as log_file:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(log_file.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def is_connect(spark: SparkSession) -> bool:

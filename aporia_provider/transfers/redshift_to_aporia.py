@@ -208,6 +208,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         options = for_spark(options, target.is_local)
         if options.spark_min_rows is None:
             paths = f"every window in this task (Spark, on {target.describe()}, only for what only it reads)"
+        elif options.spark_min_rows == 0:
+            paths = f"every window on {target.describe()} (spark_min_rows=0)"
         else:
             rows = f"{options.spark_min_rows:,}"
             paths = f"windows of {rows} rows or more on {target.describe()}, smaller ones in this task"
@@ -229,8 +231,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
                 raise SyncFailed(
-                    f"The sync of {self.model_id} {self.model_version} was stopped before Spark ran; re-run the task "
-                    "to deliver the window (delivery is idempotent: nothing is duplicated)."
+                    f"Stopped (the task was killed) before Spark ran for {self.model_id} {self.model_version}; re-run "
+                    "the task to deliver the window (delivery is idempotent: nothing is duplicated)."
                 )
             return spark
 

@@ -32,6 +32,7 @@ from tests.helpers import (
     PREDICTIONS_ONLY,
     SEED_START,
     AporiaProbe,
+    invalid_rows,
     redshift_sql,
     row_id,
     sync_operator,
@@ -176,7 +177,7 @@ def bad_rows(stack: LocalStack, seeded: SeedPlan) -> Iterator[str]:
 
 
 def _rejected(count: int, examples: str) -> str:
-    return f"{count} of 6 rows in the window do not fit the schema of {MODEL} v1 (e.g. {examples}){NOTHING_SENT}"
+    return f"{invalid_rows(count)} of 6 (e.g. {examples}) in the window of {MODEL} v1{NOTHING_SENT}"
 
 
 @pytest.mark.parametrize(

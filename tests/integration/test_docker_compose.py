@@ -367,8 +367,8 @@ def test_dockerfile_builds_on_airflow_3_and_installs_java_jdbc_and_the_provider(
     assert ("COPY", "--chown=airflow:0 . /opt/aporia-provider") in instructions
     pip = next((i, run) for i, run in runs if run.startswith("pip install"))
     assert user_at(pip[0]) == "airflow"
-    assert '"/opt/aporia-provider[local]"' in pip[1]
-    assert "local" in (metadata.metadata("aporia-airflow-provider").get_all("Provides-Extra") or [])
+    assert {"/opt/aporia-provider", "/opt/aporia-provider/aporia-local"} <= set(pip[1].split())
+    assert metadata.distribution("aporia-local").entry_points.select(group="console_scripts", name="aporia-local")
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in pip[1]
     assert instructions[-1][0] == "RUN" and user_at(len(instructions)) == "airflow", "services run as airflow"
 
@@ -386,8 +386,17 @@ def test_dockerignore_keeps_what_pip_needs() -> None:
         if line.strip() and not line.startswith("#")
     ]
     assert ".venv" in ignored and ".env" in ignored
-    for needed in ("pyproject.toml", "README.md", "aporia_provider", "aporia_provider/__init__.py"):
-        assert not any(fnmatch.fnmatch(needed, pattern) for pattern in ignored), needed
+    needed = (
+        "pyproject.toml",
+        "README.md",
+        "aporia_provider",
+        "aporia_provider/__init__.py",
+        "aporia-local",
+        "aporia-local/pyproject.toml",
+        "aporia-local/aporia_local/__init__.py",
+    )
+    for path in needed:
+        assert not any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path
 
 
 def test_docker_compose_accepts_the_file() -> None:

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import pytest
 
 from aporia_local.stack import LocalStack
 from aporia_provider.operators.aporia import AporiaCreateModelOperator, AporiaCreateModelVersionOperator
-from tests.helpers import NOTHING_SENT, AporiaProbe, redshift_sql, sync
+from tests.helpers import NOTHING_SENT, AporiaProbe, invalid_rows, redshift_sql, sync
 
 pytestmark = pytest.mark.usefixtures("airflow_env")
 
@@ -109,6 +109,7 @@ def columns(json_type: str) -> list[Column]:
         Column("signed_up", "TIMESTAMPTZ", "%s::timestamptz"),
         Column("seen_at", "TIMESTAMP", "%s::timestamp"),
         Column("born", "DATE", "%s::date"),
+        Column("woke_at", "TIMETZ", "%s::timetz"),
         Column("emb", json_type, json_value),
         Column("grid", json_type, json_value),
         Column("vec", "SUPER", "JSON_PARSE(%s)"),
@@ -168,6 +169,7 @@ def clean_row(i: int) -> dict[str, Any]:
         "signed_up": datetime(2027, 2, 1, 10, 11, 12, 345678, tzinfo=UTC) + timedelta(days=i),
         "seen_at": datetime(2027, 2, 2, 3, 4, 5, 1) + timedelta(hours=i),
         "born": date(1990, 5, 17) + timedelta(days=i),
+        "woke_at": time(7, i, tzinfo=timezone(timedelta(hours=1))),
         "emb": [i, 0.5, -0.00125, 123456.789],
         "grid": [[1, 2, 3], [4.5, i, 6e-7]],
         "vec": [0.1 * (k + 1) for k in range(i + 1)],
@@ -227,6 +229,7 @@ GOOD: dict[str, Any] = {
     "signed_up": datetime(2027, 2, 1, tzinfo=UTC),
     "seen_at": datetime(2027, 2, 1),
     "born": date(2000, 1, 1),
+    "woke_at": time(8, 0, tzinfo=UTC),
     "emb": [1, 2, 3, 4],
     "grid": [[1, 2, 3], [4, 5, 6]],
     "vec": [0.5],
@@ -593,15 +596,15 @@ def test_bad_rows_are_rejected_alike(versions: AporiaProbe, bad: str, name: str)
     rows = expected["rows_read"] + expected["actuals_read"]
     assert split_examples(*failed[IN_TASK]) == (
         "AirflowFailException",
-        f"{expected['rows_rejected']} of {rows} rows in the window do not fit the schema of {{subject}}",
+        f"{invalid_rows(expected['rows_rejected'])} of {rows}",
         frozenset(expected["examples"]),
-        NOTHING_SENT,
+        " in the window of {subject}" + NOTHING_SENT,
     )
 
 
 def split_examples(kind: str, message: str) -> tuple[str, str, frozenset[str], str]:
     """A rejection message as (type, head, examples as a set, tail): the examples' order is Spark's to choose."""
-    match = re.fullmatch(r"(.*) \(e\.g\. (.*)\)(; nothing was sent.*)", message, re.DOTALL)
+    match = re.fullmatch(r"(.*?) \(e\.g\. (.*)\)( in the window of .*)", message, re.DOTALL)
     assert match, message
     return kind, match.group(1), frozenset(match.group(2).split("; ")), match.group(3)
 
@@ -653,6 +656,16 @@ REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
         {"actuals": {"will_buy": "actual_proba"}},
         column_refused("actual_proba", "will_buy", "double", "boolean", f"{CAST} a boolean", group="actual"),
     ),
+    # Spark reads a TIME as a timestamp on 1970-01-01 (it sent 1970-01-01T08:00:00Z): a time of day is refused.
+    "timetz-for-datetime": (
+        {"features": {"signed_up": "woke_at"}},
+        column_refused("woke_at", "signed_up", "time", "datetime", f"{CAST} a timestamp"),
+    ),
+    "timetz-timestamp": (
+        {"timestamp_column": "woke_at"},
+        "timestamp_column 'woke_at' is a time of day without a date, which no window can be compared with; name a "
+        "TIMESTAMP column, or build one in the query (e.g. day + woke_at AS moment).",
+    ),
     "missing-mapped-column": (
         {"features": {"amount": "no_such_column"}},
         "The query for {subject} has no column 'no_such_column' needed for features; it returns "
@@ -682,11 +695,11 @@ REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "sql-syntax-error": (
         {"query": "SELECT * FROM parity_clean WHERE"},
-        'Redshift refused the query for {subject}: syntax error at or near ")"; fix query.',
+        'Redshift refused the query: syntax error at or near ")"; fix query (syncing {subject}).',
     ),
     "missing-table": (
         {"query": "SELECT * FROM parity_no_such_table"},
-        'Redshift refused the query for {subject}: relation "parity_no_such_table" does not exist; fix query.',
+        'Redshift refused the query: relation "parity_no_such_table" does not exist; fix query (syncing {subject}).',
     ),
 }
 

@@ -16,7 +16,7 @@ from aporia_provider.operators.aporia import (
     AporiaCreateModelVersionOperator,
 )
 from aporia_provider.sensors.aporia import AporiaSyncStatusSensor
-from tests.helpers import MODEL, AporiaProbe, redshift_sql, sync, version_args
+from tests.helpers import MODEL, NOTHING_SENT, AporiaProbe, redshift_sql, sync, version_args
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 HOUR = timedelta(hours=1)
@@ -173,7 +173,8 @@ def test_invalid_rows_fail_the_sync_before_anything_is_sent(version: str, aporia
     with pytest.raises(AirflowFailException) as error:
         sync(window, query=bad_rows, actuals=None, actuals_timestamp_column=None)
     message = str(error.value)
-    assert message.startswith(f"5 of 6 rows in the window do not fit the schema of {MODEL} v1 (e.g. ")
+    assert message.startswith("5 invalid rows of 6 (e.g. ")
+    assert message.endswith(f") in the window of {MODEL} v1{NOTHING_SENT}")
     for fragment in (
         "pred-0000000001: amount: not a finite number",
         "pred-0000000002: embeddings: expected a tensor of shape [768]",

@@ -70,8 +70,8 @@ def hour(h: int) -> tuple[datetime, datetime]:
 
 def _rejected(n: int, problem: str) -> str:
     return (
-        f"1 of 6 rows in the window do not fit the schema of {MODEL} v1 (e.g. predictions {row_id(n)}: "
-        f"embeddings: {problem}){NOTHING_SENT}"
+        f"1 invalid row of 6 (e.g. predictions {row_id(n)}: embeddings: {problem}) in the window of {MODEL} v1"
+        f"{NOTHING_SENT}"
     )
 
 
@@ -175,16 +175,16 @@ def test_query_text_as_people_write_it(version: str, aporia: AporiaProbe, query:
 def test_a_sql_error_is_not_retried_and_names_the_query(version: str, aporia: AporiaProbe) -> None:
     with pytest.raises(AirflowFailException) as error:
         sync(query="SELECT * FROM model_predictions WHERE")
-    assert str(error.value).startswith(f"Redshift refused the query for {MODEL} v1: syntax error")
-    assert str(error.value).endswith("; fix query.")
+    assert str(error.value).startswith("Redshift refused the query: syntax error")
+    assert str(error.value).endswith(f"; fix query (syncing {MODEL} v1).")
 
 
 def test_a_missing_jdbc_driver_is_not_retried(version: str, aporia: AporiaProbe) -> None:
     with pytest.raises(AirflowFailException) as error:
         sync(jdbc_driver="redshift", spark_min_rows=0)
     assert str(error.value) == (
-        f"Reading the window from Redshift for {MODEL} v1 failed: the JDBC driver com.amazon.redshift.jdbc42.Driver "
-        "is not on Spark's class path; add its jar with spark_conf {'spark.jars': '/path/driver.jar'} or "
+        "The JDBC driver com.amazon.redshift.jdbc42.Driver is not on Spark's class path (while reading the window "
+        f"from Redshift for {MODEL} v1); add its jar with spark_conf {'spark.jars': '/path/driver.jar'} or "
         "spark.jars.packages, or install it on the cluster."
     )
 

@@ -322,9 +322,19 @@ def test_column_types_name_the_types_as_spark_does() -> None:
     }
 
 
-@pytest.mark.parametrize("code", [1022, 1083, 1266, 17, 0])
+@pytest.mark.parametrize("code", [1022, 17, 0])
 def test_column_types_leave_other_types_to_spark(code: int) -> None:
     assert column_types(description({"id": 23, "x": code})) == {"id": ColumnType("integral", "int"), "x": None}
+
+
+@pytest.mark.parametrize("code", [1083, 1266])
+def test_a_time_of_day_is_named_so_no_datetime_field_takes_it(code: int) -> None:
+    # Spark reads TIME and TIMETZ as a timestamp on 1970-01-01; both readers refuse it for a datetime field.
+    assert column_types(description({"x": code})) == {"x": ColumnType("time", "time")}
+    assert refusal_of(seen_at=code) == (
+        "Column 'seen_at' for feature 'seen_at' is time, but the field is datetime; "
+        "cast it in the query or with select_expr to a timestamp."
+    )
 
 
 def test_column_types_keep_the_query_order() -> None:
@@ -879,7 +889,7 @@ def test_nothing_to_deliver_posts_nothing() -> None:
 
 
 STOPPED = (
-    "The sync of fraud v1 was stopped after {} fragments; re-run the task to deliver the rest "
+    "Stopped (the task was killed) after {} fragments of fraud v1; re-run the task to deliver the rest "
     "(delivery is idempotent: nothing is duplicated)."
 )
 

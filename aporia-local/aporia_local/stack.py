@@ -56,6 +56,7 @@ class StackSettings:
     spark_connect_port: int = field(default_factory=free_port)
     aporia_token: str = field(default_factory=lambda: "aporia-local-" + secrets.token_urlsafe(16))
     master_password: str = field(default_factory=lambda: "Master-" + secrets.token_urlsafe(12))
+    # May start with "-": passed as --signing-key=..., never as a separate argument argparse would take for a flag.
     signing_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     aws_access_key_id: str = ""
     aws_secret_access_key: str = ""
@@ -139,8 +140,7 @@ class LocalStack:
                 s.bind_host,
                 "--port",
                 str(s.aws_port),
-                "--signing-key",
-                s.signing_key,
+                f"--signing-key={s.signing_key}",
                 "--redshift-host",
                 s.public_host,
                 "--redshift-port",
@@ -162,8 +162,7 @@ class LocalStack:
                 MASTER_USER,
                 "--master-password",
                 s.master_password,
-                "--signing-key",
-                s.signing_key,
+                f"--signing-key={s.signing_key}",
             ],
             "spark_connect": [
                 "serve-spark-connect",
