@@ -41,7 +41,7 @@ def main(arguments: dict[str, Any]) -> dict[str, Any]:
     logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     result = measured(lambda: operator.execute({}), Sampler())
     result["paths"] = paths.lines
-    result["spark"] = any("Spark" in line for line in paths.lines)
+    result["spark"] = any("with Spark" in line for line in paths.lines)
     from pyspark.sql import SparkSession
 
     with contextlib.suppress(Exception):
