@@ -48,7 +48,8 @@ class TwoWorkerCluster(StandaloneCluster):
         self.start_seconds += time.monotonic() - started
 
     def stop(self) -> None:
-        self.daemon(self.dir.env(self.python), "stop").wait(30)
+        if (self.dir.pids / f"spark-aporia-local-{WORKER_CLASS}-{SECOND_WORKER}.pid").exists():
+            self.daemon(self.dir.env(self.python), "stop").wait(30)
         super().stop()
 
     def daemon(self, env: dict[str, str], action: str, *arguments: str) -> subprocess.Popen[bytes]:
