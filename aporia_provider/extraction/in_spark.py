@@ -16,7 +16,7 @@ from functools import partial, reduce
 from typing import TYPE_CHECKING
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.layout import MAX_EXAMPLES, SourceLayout
+from aporia_provider.extraction.layout import EXCERPT_CHARACTERS, MAX_EXAMPLES, RejectedRows, SourceLayout
 from aporia_provider.extraction.rulebook import OCCURRED_AT_FORMAT, ColumnType
 from aporia_provider.extraction.sql import Window, derived, windowed
 
@@ -111,14 +111,18 @@ def _read(reads: SparkReads, window: Window, partitions: int, layout: SourceLayo
 
 
 def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
-    """Each row as (__id, __fragment JSON, __problem or null); rows that are no row (no actual yet) dropped."""
+    """Each row as (__id, __fragment JSON, __problem or null, __detail: the column at fault and an excerpt of its
+    value); rows that are no row (no actual yet) dropped."""
     from pyspark.sql import functions as F
 
     layout.require(frame.columns)
     source = layout.source
     problems: list[Column] = []
+    details: list[Column] = []  # in step with problems
     if layout.null_timestamp is not None:
-        problems.append(F.when(F.col(source.timestamp_column).isNull(), F.lit(layout.null_timestamp)))
+        missing = F.col(source.timestamp_column).isNull()
+        problems.append(F.when(missing, F.lit(layout.null_timestamp)))
+        details.append(F.when(missing, _detail(source.timestamp_column, None)))
     fitted = []
     for index, slot in enumerate(layout.fields):
         data_type = frame.schema[slot.column].dataType
@@ -134,6 +138,7 @@ def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
         groups[slot.wire_group].append(value.alias(slot.spec.name))
         if problem is not None:
             problems.append(problem)
+            details.append(F.when(problem.isNotNull(), _detail(slot.column, F.col(slot.column))))
     row_id = F.col(layout.id_column).cast("string")
     members = [row_id.alias("id"), *(F.struct(*values).alias(group) for group, values in groups.items())]
     if layout.carries_timestamp:
@@ -142,15 +147,36 @@ def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
     if layout.presence_columns:
         fragment = F.when(reduce(lambda a, b: a | b, [F.col(c).isNotNull() for c in layout.presence_columns]), fragment)
     problem = F.coalesce(*problems) if problems else F.lit(None).cast("string")
+    detail = F.coalesce(*details) if details else F.lit(None).cast(_DETAIL)
     return frame.select(
         row_id.alias("__id"),
         fragment.alias("__fragment"),
         F.when(row_id.isNull(), F.lit(layout.null_id)).otherwise(problem).alias("__problem"),
+        F.when(row_id.isNull(), _detail(layout.id_column, None)).otherwise(detail).alias("__detail"),
     ).where(F.col("__fragment").isNotNull())
 
 
-def check_with_spark(kept: list[DataFrame], layout: SourceLayout) -> tuple[DataFrame, int, int, list[str]]:
-    """Count rows and rejects (problems and repeated ids) in one Spark job; more only when rows are rejected.
+_DETAIL = "struct<column:string,value:string>"
+
+
+def _detail(column: str, value: Column | None) -> Column:
+    """The column at fault and the start of its value, as the rejected-rows file keeps them (see `excerpt`)."""
+    from pyspark.sql import functions as F
+
+    if value is None:
+        return F.struct(F.lit(column).alias("column"), F.lit(None).cast("string").alias("value"))
+    text = value.cast("string")
+    start = F.when(
+        F.length(text) > EXCERPT_CHARACTERS, F.concat(F.substring(text, 1, EXCERPT_CHARACTERS), F.lit("…"))
+    ).otherwise(text)
+    return F.struct(F.lit(column).alias("column"), start.alias("value"))
+
+
+def check_with_spark(
+    kept: list[DataFrame], layout: SourceLayout, rejected_rows: RejectedRows | None = None
+) -> tuple[DataFrame, int, int, list[str]]:
+    """Count rows and rejects (problems and repeated ids) in one Spark job; more only when rows are rejected (and
+    then every rejected row goes to `rejected_rows`, when given).
 
     Returns the fragments to send, the rows, the rejected rows and a few examples of them.
     """
@@ -166,18 +192,23 @@ def check_with_spark(kept: list[DataFrame], layout: SourceLayout) -> tuple[DataF
     ).first()
     assert totals is not None
     layout.refuse_many_repeats(totals["repeated_ids"])
-    problem = F.col("__problem")
+    problem, detail = F.col("__problem"), F.col("__detail")
     if totals["repeated_ids"]:
         duplicates = [row["__id"] for row in per_id.where(repeated_id).select("__id").collect()]
         repeated = F.col("__id").isin(duplicates)
         problem = F.when(repeated, F.concat(F.lit(layout.repeated_id("")), F.col("__id"))).otherwise(problem)
-    verdict = frame.select("__id", "__fragment", problem.alias("__problem"))
+        detail = F.when(repeated, _detail(layout.id_column, F.col("__id"))).otherwise(detail)
+    verdict = frame.select("__id", "__fragment", problem.alias("__problem"), detail.alias("__detail"))
     examples = []
     if totals["rejected"]:
+        rejects = verdict.where(problem.isNotNull())
         examples = [
-            layout.rejected_example(row["__id"], row["__problem"])
-            for row in verdict.where(problem.isNotNull()).limit(MAX_EXAMPLES).collect()
+            layout.rejected_example(row["__id"], row["__problem"]) for row in rejects.limit(MAX_EXAMPLES).collect()
         ]
+        if rejected_rows is not None:
+            for row in rejects.select("__id", "__problem", "__detail").toLocalIterator():
+                column, value = row["__detail"] or (None, None)
+                rejected_rows(layout.rejected_row(row["__id"], row["__problem"], column, value))
     return verdict.where(problem.isNull()).select("__fragment"), totals["rows"], totals["rejected"], examples
 
 

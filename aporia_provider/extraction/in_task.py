@@ -30,7 +30,7 @@ import msgspec
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import SyncFailed
-from aporia_provider.extraction.layout import MAX_EXAMPLES, FieldSlot, SourceLayout
+from aporia_provider.extraction.layout import MAX_EXAMPLES, FieldSlot, RejectedRows, SourceLayout, excerpt
 from aporia_provider.extraction.rulebook import Check, ColumnType, occurred_at
 from aporia_provider.extraction.sql import Window, quoted, windowed
 
@@ -50,31 +50,33 @@ class Spool:
         self.problems = 0  # rows with a problem of their own
         self._id_hashes = array("q")
 
-    def add(self, identity: str | None, problem: str | None, fragment: bytes) -> None:
+    def add(self, identity: str | None, problem: str | None, payload: bytes) -> None:
+        """A judged row: its fragment when it passed, else its problem and the detail of it."""
         id_bytes = b"" if identity is None else identity.encode()
         problem_bytes = b"" if problem is None else problem.encode()
-        self._file.write(_RECORD.pack(-1 if identity is None else len(id_bytes), len(problem_bytes), len(fragment)))
-        self._file.write(id_bytes + problem_bytes + fragment)
+        self._file.write(_RECORD.pack(-1 if identity is None else len(id_bytes), len(problem_bytes), len(payload)))
+        self._file.write(id_bytes + problem_bytes + payload)
         self.rows += 1
         self.problems += problem is not None
         if identity is not None:
             self._id_hashes.append(hash(identity))
 
-    def records(self, fragments: bool = False) -> Iterator[tuple[str | None, str | None, bytes]]:
-        """(id, problem, fragment) of each row in read order; the fragment only when asked (else b"")."""
+    def records(self, fragments: bool = False, details: bool = False) -> Iterator[tuple[str | None, str | None, bytes]]:
+        """(id, problem, payload) of each row in read order. The payload is a passed row's fragment, or a rejected
+        row's detail (the JSON of [column, value excerpt]); read only when asked for (else b"")."""
         self._file.flush()
         self._file.seek(0)
         read = self._file.read
         while header := read(_RECORD.size):
-            id_length, problem_length, fragment_length = _RECORD.unpack(header)
+            id_length, problem_length, payload_length = _RECORD.unpack(header)
             identity = read(id_length).decode() if id_length >= 0 else None
             problem = read(problem_length).decode() if problem_length else None
-            if fragments:
-                fragment = read(fragment_length)
+            if (fragments and problem is None) or (details and problem is not None):
+                payload = read(payload_length)
             else:
-                self._file.seek(fragment_length, 1)
-                fragment = b""
-            yield identity, problem, fragment
+                self._file.seek(payload_length, 1)
+                payload = b""
+            yield identity, problem, payload
 
     def repeated_ids(self, layout: SourceLayout) -> set[str]:
         """The ids that repeat: rows whose id hashes repeat are looked at again, by their ids themselves."""
@@ -127,9 +129,10 @@ def read_in_task(
     layout: SourceLayout,
     columns: list[str],
     types: dict[str, ColumnType | None],
+    rejected: RejectedRows | None = None,
 ) -> TaskRows:
     """Judge every row of one source's window (chunks of rows of `columns`, as `select_columns` selects them) into
-    a spool, and count what passed."""
+    a spool, and count what passed; every rejected row goes to `rejected` too, when given."""
     position = {column: index for index, column in enumerate(columns)}
     checks = [
         (slot.wire_group, slot.spec.name, position[slot.column], _fitted(slot, types[slot.column]))
@@ -147,10 +150,10 @@ def read_in_task(
                 if presence and all(row[index] is None for index in presence):
                     continue  # no actual has arrived for this row
                 identity = row_id(row[id_index])
-                problem = None
+                problem, where = None, -1  # the first problem, and the position of the column it is in
                 moment = None if timestamp_index is None else row[timestamp_index]
                 if timestamp_index is not None and moment is None:
-                    problem = layout.null_timestamp
+                    problem, where = layout.null_timestamp, timestamp_index
                 fragment: dict[str, Any] = {"id": identity}
                 groups = {group: fragment.setdefault(group, {}) for group in wire_groups}
                 for group, name, index, check in checks:
@@ -160,13 +163,17 @@ def read_in_task(
                     sent, wrong = check(value)
                     if sent is not None:
                         groups[group][name] = sent
-                    problem = problem or wrong
+                    if wrong and problem is None:
+                        problem, where = wrong, index
                 if moment is not None:
                     fragment["occurredAt"] = occurred_at(moment)
                 if identity is None:
-                    problem = layout.null_id
-                spool.add(identity, problem, b"" if problem else encode(fragment))
-        return _verdicts(layout, spool)
+                    problem, where = layout.null_id, id_index
+                if problem is None:
+                    spool.add(identity, None, encode(fragment))
+                else:
+                    spool.add(identity, problem, encode([columns[where], excerpt(row[where])]))
+        return _verdicts(layout, spool, rejected)
     except BaseException:
         spool.close()
         raise
@@ -243,18 +250,24 @@ def _java_double(value: float) -> str:
     return f"{'-' if sign else ''}{mantissa}E{len(digits) + exponent - 1}"
 
 
-def _verdicts(layout: SourceLayout, spool: Spool) -> TaskRows:
+def _verdicts(layout: SourceLayout, spool: Spool, rejected: RejectedRows | None) -> TaskRows:
     """Counts and examples; rows whose id repeats within the window are rejected, every one of them."""
     repeated = spool.repeated_ids(layout)
     result = TaskRows(rows=spool.rows, spool=spool, repeated=repeated)
     if not spool.problems and not repeated:
         return result
-    for identity, problem, _ in spool.records():
+    for identity, problem, detail in spool.records(details=rejected is not None):
+        column: str | None
+        value: str | None
         if identity in repeated:
-            problem = layout.repeated_id(identity)
-        if problem is None:
+            problem, column, value = layout.repeated_id(identity), layout.id_column, identity
+        elif problem is None:
             continue
+        else:
+            column, value = msgspec.json.decode(detail) if detail else (None, None)
         result.rejected += 1
         if len(result.examples) < MAX_EXAMPLES:
             result.examples.append(layout.rejected_example(identity, problem))
+        if rejected is not None:
+            rejected(layout.rejected_row(identity, problem, column, value))
     return result

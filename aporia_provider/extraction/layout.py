@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aporia_provider.exceptions import InvalidRowsError, SyncInputError
 from aporia_provider.extraction.plan import SyncPlan
@@ -21,6 +22,11 @@ from aporia_provider.vocabulary import FIELD_GROUPS, wire_group
 MAX_EXAMPLES = 5
 MAX_DUPLICATES_LISTED = 10_000
 ACTUALS = "actuals"
+# How much of a rejected value is kept with it.
+EXCERPT_CHARACTERS = 200
+
+# Where every rejected row goes, as a JSON-ready object (see `SourceLayout.rejected_row`).
+RejectedRows = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,11 @@ class SourceLayout:
         """One rejected row as the summary and the log name it."""
         return f"{self.kind} {identity if identity is not None else '(no id)'}: {problem}"
 
+    def rejected_row(self, identity: str | None, problem: str, column: str | None, value: str | None) -> dict[str, Any]:
+        """One rejected row as the rejected-rows file keeps it: its source, id, the column at fault, the reason and
+        an excerpt of the value."""
+        return {"source": self.kind, "id": identity, "column": column, "reason": problem, "value": value}
+
     def timestamp_problem(self, column_type: ColumnType, whole_days: bool) -> str | None:
         """Why the window cannot be compared with the timestamp column's type, or None when it can."""
         argument, column = self.source.timestamp_argument, self.source.timestamp_column
@@ -205,6 +216,14 @@ def _mappings(plan: SyncPlan) -> dict[str, Mapping[str, str]]:
 def _mapping(plan: SyncPlan, group: str) -> Mapping[str, str]:
     mapping: Mapping[str, str] = getattr(plan, group)
     return mapping
+
+
+def excerpt(value: Any) -> str | None:
+    """The start of a value, as text, for a rejected row's record."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= EXCERPT_CHARACTERS else text[:EXCERPT_CHARACTERS] + "…"
 
 
 def require_columns(present: list[str], subject: str, needed: Mapping[str, list[str]]) -> None:

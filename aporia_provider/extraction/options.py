@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -24,6 +25,8 @@ class SyncOptions:
         None: the rule of `for_spark`.
     :param lookback: how far before the window's start rows are read again (late rows).
     :param on_invalid_rows: ``fail`` (nothing is sent when a row is invalid) or ``skip`` (they are left out).
+    :param max_invalid_rows: with ``fail``, how many invalid rows may be left out while the rest is sent: a count,
+        or a fraction of the window's rows (a float between 0 and 1); one more, and nothing is sent.
     :param dry_run: read and check, send nothing.
     """
 
@@ -32,6 +35,7 @@ class SyncOptions:
     spark_min_rows: int | None = None
     lookback: timedelta = timedelta(0)
     on_invalid_rows: str = "fail"
+    max_invalid_rows: int | float | None = None
     dry_run: bool = False
 
     def __post_init__(self) -> None:
@@ -53,6 +57,26 @@ class SyncOptions:
             )
         if self.on_invalid_rows not in INVALID_ROW_POLICIES:
             raise SyncInputError(f"on_invalid_rows {self.on_invalid_rows!r} is not supported; use 'fail' or 'skip'.")
+        limit = self.max_invalid_rows
+        if limit is not None:
+            if not _is_limit(limit):
+                raise SyncInputError(
+                    f"max_invalid_rows {limit!r} is not allowed; give a count of rows (0 or more) or a fraction of "
+                    "the window's rows between 0 and 1, e.g. 100 or 0.01."
+                )
+            if self.on_invalid_rows == "skip":
+                raise SyncInputError(
+                    "on_invalid_rows='skip' leaves out any number of invalid rows and max_invalid_rows sets a limit; "
+                    "pass one of them."
+                )
+
+    def invalid_rows_allowed(self, rows: int) -> int | None:
+        """How many invalid rows of `rows` may be left out while the rest is sent; None: any number."""
+        if self.max_invalid_rows is None:
+            return None if self.on_invalid_rows == "skip" else 0
+        if isinstance(self.max_invalid_rows, float):
+            return math.floor(self.max_invalid_rows * rows)
+        return self.max_invalid_rows
 
 
 def for_spark(options: SyncOptions, local: bool) -> SyncOptions:
@@ -63,6 +87,13 @@ def for_spark(options: SyncOptions, local: bool) -> SyncOptions:
     if options.spark_min_rows is not None or local:
         return options
     return replace(options, spark_min_rows=SPARK_MIN_ROWS)
+
+
+def _is_limit(value: object) -> bool:
+    """A count of rows (0 or more), or a fraction of them (a float strictly between 0 and 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 < value < 1 if isinstance(value, float) else value >= 0
 
 
 def _whole_number(argument: str, value: object, least: int, note: str) -> None:

@@ -37,7 +37,7 @@ from aporia_provider.extraction.in_spark import (
     read_with_spark,
 )
 from aporia_provider.extraction.in_task import FETCH_ROWS, deliver_in_task, read_in_task, select_columns
-from aporia_provider.extraction.layout import MAX_EXAMPLES, SourceLayout, layout_of
+from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, layout_of
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan, SyncSummary
 from aporia_provider.extraction.rulebook import ColumnType
@@ -76,13 +76,15 @@ def run_sync(
     tag: str | None = None,
     stop: threading.Event | None = None,
     spark_where: str = "Spark",
+    rejected_rows: RejectedRows | None = None,
 ) -> SyncSummary:
     """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by the lookback).
 
     A source's window of fewer than `options.spark_min_rows` rows is read and sent by this process; a larger one
     (or any, with select_expr) by Spark, whose session `spark` starts on first use. The Spark jobs carry `tag`
     (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`; `stop` ends the
-    task's own delivery before its next batch. `spark_where` names where Spark runs, for the progress lines.
+    task's own delivery before its next batch. `spark_where` names where Spark runs, for the progress lines;
+    every rejected row goes to `rejected_rows`, when given.
     """
     started = time.monotonic()
     summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=options.dry_run)
@@ -115,6 +117,7 @@ def run_sync(
             progress=progress,
             stack=stack,
             stop=stop,
+            rejected_rows=rejected_rows,
         )
         reading = f"reading the window from {warehouse.name}"
         for layout in layouts:
@@ -183,11 +186,18 @@ def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked:
         f"{invalid} of {summary.rows_read + summary.actuals_read:,} (e.g. {'; '.join(summary.rejected_examples)}) "
         f"in the window of {plan.model_id} {plan.model_version}"
     )
-    if options.on_invalid_rows == "fail":
-        raise InvalidRowsError(
-            message + "; nothing was sent: fix the rows or the mapping, or pass on_invalid_rows='skip'."
-        )
-    log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
+    allowed = options.invalid_rows_allowed(summary.rows_read + summary.actuals_read)
+    if allowed is not None and summary.rows_rejected > allowed:
+        if options.max_invalid_rows is None:
+            fix = "fix the rows or the mapping, or pass on_invalid_rows='skip'"
+        else:
+            limit = f"max_invalid_rows={options.max_invalid_rows!r}"
+            fix = f"more than {limit} allows ({allowed:,}): fix the rows or the mapping"
+        raise InvalidRowsError(f"{message}; nothing was sent: {fix}.")
+    if allowed is None:
+        log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
+    else:
+        log.warning("%s; left out, within max_invalid_rows=%r (%s).", message, options.max_invalid_rows, f"{allowed:,}")
 
 
 class _Probe(Protocol):
@@ -228,6 +238,7 @@ class _Reader:
     progress: _Progress
     stack: ExitStack
     stop: threading.Event | None
+    rejected_rows: RejectedRows | None
     _cursor: Any = None
     _types: dict[str, dict[str, ColumnType | None]] = field(default_factory=dict)  # by query: one probe each
 
@@ -282,7 +293,8 @@ class _Reader:
         why = f"under {threshold:,}" if threshold is not None else "as Spark would run on this worker"
         log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
         self.progress.phase = f"reading and checking {layout.kind}"
-        rows = read_in_task(self.warehouse.stream(self.cursor(), select, FETCH_ROWS), layout, columns, types)
+        stream = self.warehouse.stream(self.cursor(), select, FETCH_ROWS)
+        rows = read_in_task(stream, layout, columns, types, self.rejected_rows)
         self.stack.callback(rows.release)
         model = (self.plan.model_id, self.plan.model_version)
         send = partial(deliver_in_task, rows, self.client, subject, model, options.batch_size, self.stop)
@@ -299,7 +311,7 @@ class _Reader:
         # Spark reads lazily: the check job is what reads the window.
         reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
         read = read_with_spark(reads, layout, self.window, total, dates, self.options.num_partitions)
-        frame, rows, rejected, examples = check_with_spark(read, layout)
+        frame, rows, rejected, examples = check_with_spark(read, layout, self.rejected_rows)
         model = (self.plan.model_id, self.plan.model_version)
         return _Checked(
             layout.kind,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 
@@ -19,7 +20,7 @@ from aporia_provider.redshift import table_query
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
     from pyspark.sql import SparkSession
 
 
@@ -56,6 +57,13 @@ class AporiaSyncOperator(AporiaBaseOperator):
     :param lookback: also re-read rows this much before the window's start (late rows); idempotent.
     :param on_invalid_rows: ``fail`` (default: nothing is sent) or ``skip`` (invalid rows are counted and left
         out).
+    :param max_invalid_rows: with ``fail``, a limit instead of none at all: a count, or a fraction of the window's
+        rows (a float between 0 and 1). At or under it invalid rows are left out and counted with a WARNING; over
+        it nothing is sent. ``on_invalid_rows="skip"`` is the same with no limit.
+    :param rejected_rows_path: where every rejected row is kept (id, column, reason, an excerpt of the value), an
+        ObjectStoragePath URL (templated): ``s3://bucket/prefix`` through ``aws_conn_id`` (the Amazon provider's
+        ``s3fs`` extra), or ``file:///dir``. Each window and try that rejects rows writes one JSON-lines object,
+        ``<model id>/<version>/<window start>--<window end>/try-<n>.jsonl``; the summary names it.
     :param validate_only: read, validate and count, but send nothing (a dry run; ``dry_run`` is taken by
         BaseOperator). Emits no Asset event.
     :param batch_size: fragments per request to Aporia (default 5,000).
@@ -94,6 +102,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "select_expr",
         "spark_conf",
         "spark_conn_id",
+        "rejected_rows_path",
         *ALL_CONNECTIONS,
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {
@@ -130,6 +139,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         window_end: str | datetime | None = None,
         lookback: timedelta | None = None,
         on_invalid_rows: str = "fail",
+        max_invalid_rows: int | float | None = None,
+        rejected_rows_path: str | None = None,
         validate_only: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         num_partitions: int | None = None,
@@ -160,6 +171,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.window_end = window_end
         self.lookback = lookback or timedelta(0)
         self.on_invalid_rows = on_invalid_rows
+        self.max_invalid_rows = max_invalid_rows
+        self.rejected_rows_path = rejected_rows_path
         self.validate_only = validate_only
         self.batch_size = batch_size
         self.num_partitions = num_partitions
@@ -236,6 +249,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 )
             return spark
 
+        rejected_rows = self._rejected_rows_file(context, window)
         try:
             summary = run_sync(
                 plan,
@@ -247,13 +261,18 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 tag=tag,
                 stop=self._stop,
                 spark_where=target.describe(),
+                rejected_rows=rejected_rows,
             )
         finally:
+            if rejected_rows is not None:
+                rejected_rows.close()
             running, self._running, self._stop = self._running, None, None
             if running and target.remote:
                 running[0].stop()  # release this session on the shared server
         # The model version first: the sync view groups windows by it, and a log reader wants it too.
         result = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
+        if rejected_rows is not None and rejected_rows.rows:
+            result["rejected_rows_file"] = rejected_rows.url
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
         self._after_sync(context, window, result)
         return result
@@ -268,8 +287,23 @@ class AporiaSyncOperator(AporiaBaseOperator):
             spark_min_rows=self.spark_min_rows,
             lookback=self.lookback,
             on_invalid_rows=self.on_invalid_rows,
+            max_invalid_rows=self.max_invalid_rows,
             dry_run=self.validate_only,
         )
+
+    def _rejected_rows_file(self, context: Context, window: Window) -> RejectedRowsFile | None:
+        """Where this window's try keeps its rejected rows, when rejected_rows_path is set."""
+        if not self.rejected_rows_path:
+            return None
+        from airflow.sdk import ObjectStoragePath
+
+        base = ObjectStoragePath(
+            self.rejected_rows_path, conn_id=self.aws_conn_id if self.rejected_rows_path.startswith("s3") else None
+        )
+        ti = context.get("ti")
+        attempt = getattr(ti, "try_number", None) or 1
+        span = f"{window.start.isoformat()}--{window.end.isoformat()}"
+        return RejectedRowsFile(base / self.model_id / self.model_version / span / f"try-{attempt}.jsonl")
 
     def on_kill(self) -> None:
         """Stop the sync's Spark jobs and its own delivery, so nothing goes on posting to Aporia after the task."""
@@ -356,6 +390,32 @@ class AporiaSyncOperator(AporiaBaseOperator):
             events[self.model_version_outlet].add(asset, extra=extra)
         else:
             events[self.model_version_outlet].extra = extra
+
+
+class RejectedRowsFile:
+    """A JSON-lines object of rejected rows, written as they come; created with the first one."""
+
+    def __init__(self, path: ObjectStoragePath) -> None:
+        self.path = path
+        self.rows = 0
+        self._file: IO[str] | None = None
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        if self._file is None:
+            if self.path.protocol == "file":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w")
+        self._file.write(json.dumps(row) + "\n")
+        self.rows += 1
+
+    @property
+    def url(self) -> str:
+        """Where it is, as a URL without the connection id the path carries."""
+        return f"{self.path.protocol}://{self.path.path}"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _given(bound: str | datetime | None) -> str | datetime | None:

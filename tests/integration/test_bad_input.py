@@ -16,6 +16,7 @@ from typing import Any
 import insurance_model as example
 import pytest
 
+from aporia_local.aws import REGION
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import MASTER_USER, LocalStack
 from aporia_provider.compat import AirflowException, AirflowFailException
@@ -222,6 +223,86 @@ def test_the_valid_hours_of_the_same_table_do_sync(version: str, aporia: AporiaP
     summary = sync(hour(0), query=bad_rows, on_invalid_rows="skip")
     assert (summary["rows_read"], summary["rows_rejected"], summary["fragments_sent"]) == (6, 1, 5)
     assert {f["id"] for f in aporia.fragments(MODEL, "v1")} == {row_id(n) for n in range(6)} - {row_id(2)}
+
+
+# Every invalid row of the seven hours: (id, column at fault, reason), as the rejected-rows file keeps them.
+KEPT = sorted(
+    [
+        (row_id(2), "embeddings", "embeddings: expected a tensor of shape [768]"),
+        (None, "prediction_id", "prediction_id is null"),
+        (row_id(14), "prediction_id", f"duplicate prediction_id {row_id(14)}"),
+        (row_id(14), "prediction_id", f"duplicate prediction_id {row_id(14)}"),
+        (row_id(19), "amount", "amount: not a finite number"),
+        (row_id(25), "proba", "proba: not a finite number"),
+        (row_id(31), "amount", "amount: not a finite number"),
+        (row_id(37), "embeddings", "embeddings: holds a null or non-finite element"),
+    ],
+    key=str,
+)
+
+
+def kept_rows(file: str) -> list[tuple[str | None, str, str]]:
+    with open(file.removeprefix("file://")) as lines:
+        rows = [json.loads(line) for line in lines]
+    assert {row["source"] for row in rows} == {"predictions"}
+    return sorted(((row["id"], row["column"], row["reason"]) for row in rows), key=str)
+
+
+@pytest.mark.parametrize("spark_min_rows", [0, None], ids=["spark", "in-task"])
+def test_max_invalid_rows_leaves_them_out_up_to_the_limit_and_keeps_every_one_in_a_file(
+    version: str, aporia: AporiaProbe, bad_rows: str, tmp_path: Path, spark_min_rows: int | None
+) -> None:
+    window = (T0, T0 + 7 * HOUR)
+    arguments: dict[str, Any] = {"query": bad_rows, "spark_min_rows": spark_min_rows}
+    arguments["rejected_rows_path"] = f"file://{tmp_path}"
+    with pytest.raises(AirflowFailException) as error:
+        sync(window, max_invalid_rows=7, **arguments)
+    assert str(error.value).startswith("8 invalid rows of 42 (e.g. ")
+    assert str(error.value).endswith(
+        f"in the window of {MODEL} v1; nothing was sent: more than max_invalid_rows=7 allows (7): fix the rows or "
+        "the mapping."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+    summary = sync(window, max_invalid_rows=0.2, **arguments)  # 8 of 42 is under a fifth
+    assert (summary["rows_read"], summary["rows_rejected"], summary["fragments_sent"]) == (42, 8, 34)
+    assert len(summary["rejected_examples"]) == 5
+    span = f"{window[0].isoformat()}--{window[1].isoformat()}"
+    assert summary["rejected_rows_file"] == f"file://{tmp_path}/{MODEL}/v1/{span}/try-1.jsonl"
+    assert kept_rows(summary["rejected_rows_file"]) == KEPT
+    assert aporia.count(MODEL, "v1")["total"] == 34
+
+
+def test_rejected_rows_go_to_s3_through_the_aws_connection(
+    version: str, aporia: AporiaProbe, bad_rows: str, stack: LocalStack
+) -> None:
+    import boto3
+
+    settings = stack.settings
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings.aws_url,
+        region_name=REGION,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+    )
+    s3.create_bucket(Bucket="aporia-rejects")  # in us-east-1, which takes no location constraint
+    summary = sync(
+        hour(3),
+        query=bad_rows,
+        on_invalid_rows="fail",
+        max_invalid_rows=1,
+        rejected_rows_path="s3://aporia-rejects/syncs",
+    )
+    key = f"syncs/{MODEL}/v1/{hour(3)[0].isoformat()}--{hour(3)[1].isoformat()}/try-1.jsonl"
+    assert summary["rejected_rows_file"] == f"s3://aporia-rejects/{key}"
+    [line] = s3.get_object(Bucket="aporia-rejects", Key=key)["Body"].read().decode().splitlines()
+    assert json.loads(line) == {
+        "source": "predictions",
+        "id": row_id(19),
+        "column": "amount",
+        "reason": "amount: not a finite number",
+        "value": "nan",
+    }
 
 
 # ----------------------------------------------------------------------------------------- columns and mappings

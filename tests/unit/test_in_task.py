@@ -997,3 +997,52 @@ def test_the_reader_holds_no_row_past_its_chunk_and_spools_the_fragments_to_disk
         assert sum(1 for _ in result.fragments()) == 1000
     finally:
         result.release()
+
+
+def test_every_rejected_row_is_handed_on_with_its_column_reason_and_value() -> None:
+    kept: list[dict[str, Any]] = []
+    rows = [
+        prediction(prediction_id="p1", amount_usd=float("nan")),
+        prediction(prediction_id="p2"),
+        prediction(prediction_id="p3", embedding="[" + "1, " * 300 + "1"),
+        prediction(prediction_id=None),
+        prediction(prediction_id="p5", predicted_at=None),
+        prediction(prediction_id="p6"),
+        prediction(prediction_id="p6"),
+    ]
+    source = layout(PLAN, "predictions")
+    types = column_types(description(PREDICTION_TYPES))
+    columns, select = select_columns(source, types, WINDOW)
+    result = read_in_task(WAREHOUSE.stream(FakeCursor(rows), select, 10), source, columns, types, kept.append)
+    result.release()
+    assert result.rejected == len(kept) == 6
+    assert kept[0] == {
+        "source": "predictions",
+        "id": "p1",
+        "column": "amount_usd",
+        "reason": "amount: not a finite number",
+        "value": "nan",
+    }
+    assert kept[1]["column"] == "embedding" and kept[1]["reason"] == VECTOR_NOT_JSON
+    assert kept[1]["value"] == ("[" + "1, " * 300)[:200] + "…"
+    assert kept[2] == {
+        "source": "predictions",
+        "id": None,
+        "column": "prediction_id",
+        "reason": "prediction_id is null",
+        "value": None,
+    }
+    assert kept[3]["column"] == "predicted_at" and kept[3]["reason"] == "predicted_at is null"
+    assert (
+        kept[4:]
+        == [
+            {
+                "source": "predictions",
+                "id": "p6",
+                "column": "prediction_id",
+                "reason": "duplicate prediction_id p6",
+                "value": "p6",
+            }
+        ]
+        * 2
+    )

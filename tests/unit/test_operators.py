@@ -129,6 +129,19 @@ def test_sync_needs_exactly_one_of_query_and_table() -> None:
             "lookback is negative (-300 seconds); give a timedelta of zero or more, e.g. timedelta(minutes=15).",
         ),
         ({"on_invalid_rows": "drop"}, "on_invalid_rows 'drop' is not supported; use 'fail' or 'skip'."),
+        *(
+            (
+                {"max_invalid_rows": bad},
+                f"max_invalid_rows {bad!r} is not allowed; give a count of rows (0 or more) or a fraction of the "
+                "window's rows between 0 and 1, e.g. 100 or 0.01.",
+            )
+            for bad in (-1, 1.5, 0.0, True, "5")
+        ),
+        (
+            {"max_invalid_rows": 10, "on_invalid_rows": "skip"},
+            "on_invalid_rows='skip' leaves out any number of invalid rows and max_invalid_rows sets a limit; pass "
+            "one of them.",
+        ),
     ],
 )
 def test_a_bad_sync_option_fails_the_dag_parse_in_one_sentence(option: dict[str, Any], message: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from aporia_provider.exceptions import InvalidRowsError, SyncInputError
 from aporia_provider.extraction.layout import layout_of, mapped_fields
+from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan, SyncSummary
 from aporia_provider.redshift import identifier
 from aporia_provider.schema import VersionSchema
@@ -149,3 +150,18 @@ def test_summary_to_dict() -> None:
         "seconds": 0.0,
         "dry_run": False,
     }
+
+
+@pytest.mark.parametrize(
+    ("options", "rows", "allowed"),
+    [
+        (SyncOptions(), 1000, 0),
+        (SyncOptions(on_invalid_rows="skip"), 1000, None),
+        (SyncOptions(max_invalid_rows=7), 1000, 7),
+        (SyncOptions(max_invalid_rows=0), 1000, 0),
+        (SyncOptions(max_invalid_rows=0.01), 1000, 10),
+        (SyncOptions(max_invalid_rows=0.01), 99, 0),
+    ],
+)
+def test_how_many_invalid_rows_a_sync_may_leave_out(options: SyncOptions, rows: int, allowed: int | None) -> None:
+    assert options.invalid_rows_allowed(rows) == allowed
