@@ -1,8 +1,9 @@
-"""What moved between Airflow 3.1 and 3.2, imported from where the running Airflow has it.
+"""What moved between Airflow 3.1 and 3.3, imported from where the running Airflow has it.
 
 Airflow 3.2 moved the task exceptions and `conf` into the Task SDK (`airflow.sdk`); 3.1 has them in
-`airflow.exceptions` and `airflow.configuration`. The provider supports both, so everything it needs from those
-places comes from here.
+`airflow.exceptions` and `airflow.configuration`. Airflow's metrics (`Stats`) moved into the Task SDK too
+(`airflow.sdk.observability.stats`, where 3.3's task runner configures them; `airflow.stats` is then a deprecated
+shim). The provider supports both, so everything it needs from those places comes from here.
 """
 
 from __future__ import annotations
@@ -14,4 +15,9 @@ except ImportError:  # Airflow 3.1
     from airflow.configuration import conf  # type: ignore[assignment]
     from airflow.exceptions import AirflowException, AirflowFailException  # type: ignore[no-redef]
 
-__all__ = ["AirflowException", "AirflowFailException", "conf"]
+try:  # the Task SDK's metrics
+    from airflow.sdk.observability.stats import Stats
+except ImportError:  # Airflow 3.1
+    from airflow.stats import Stats
+
+__all__ = ["AirflowException", "AirflowFailException", "Stats", "conf"]

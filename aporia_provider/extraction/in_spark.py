@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial, reduce
 from typing import TYPE_CHECKING
 
@@ -63,9 +64,16 @@ class SparkReads:
 
 
 def read_with_spark(
-    reads: SparkReads, layout: SourceLayout, window: Window, total: int, dates: bool, num_partitions: int | None
+    reads: SparkReads,
+    layout: SourceLayout,
+    window: Window,
+    window_start: datetime,
+    total: int,
+    dates: bool,
+    num_partitions: int | None,
 ) -> list[DataFrame]:
-    """Read the source's window once, in parts when it is large, each part projected and kept on disk."""
+    """Read the source's window once, in parts when it is large, each part projected and kept on disk; rows before
+    the run's `window_start` were read only for the lookback."""
     from pyspark import StorageLevel
 
     parts = window.split(max(1, math.ceil(total / ROWS_PER_READ)))
@@ -75,7 +83,7 @@ def read_with_spark(
     for part in parts:
         frame = _read(reads, part, partitions, layout, dates)
         frame = last_of_each_name(frame.selectExpr(*reads.select_expr)) if reads.select_expr else frame
-        projected = project(frame, layout).persist(StorageLevel.DISK_ONLY)
+        projected = project(frame, layout, window_start).persist(StorageLevel.DISK_ONLY)
         kept.append(projected)
         if len(parts) > 1:
             projected.count()  # read this part now, while its credentials are fresh
@@ -110,9 +118,9 @@ def _read(reads: SparkReads, window: Window, partitions: int, layout: SourceLayo
     )
 
 
-def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
+def project(frame: DataFrame, layout: SourceLayout, window_start: datetime) -> DataFrame:
     """Each row as (__id, __fragment JSON, __problem or null, __detail: the column at fault and an excerpt of its
-    value); rows that are no row (no actual yet) dropped."""
+    value, __reread); rows that are no row (no actual yet) dropped."""
     from pyspark.sql import functions as F
 
     layout.require(frame.columns)
@@ -153,6 +161,7 @@ def project(frame: DataFrame, layout: SourceLayout) -> DataFrame:
         fragment.alias("__fragment"),
         F.when(row_id.isNull(), F.lit(layout.null_id)).otherwise(problem).alias("__problem"),
         F.when(row_id.isNull(), _detail(layout.id_column, None)).otherwise(detail).alias("__detail"),
+        layout.spark_reread(window_start).alias("__reread"),
     ).where(F.col("__fragment").isNotNull())
 
 
@@ -174,21 +183,27 @@ def _detail(column: str, value: Column | None) -> Column:
 
 def check_with_spark(
     kept: list[DataFrame], layout: SourceLayout, rejected_rows: RejectedRows | None = None
-) -> tuple[DataFrame, int, int, list[str]]:
-    """Count rows and rejects (problems and repeated ids) in one Spark job; more only when rows are rejected (and
-    then every rejected row goes to `rejected_rows`, when given).
+) -> tuple[DataFrame, int, int, int, list[str]]:
+    """Count rows, rejects (problems and repeated ids) and re-read rows that pass in one Spark job; more only when
+    rows are rejected (and then every rejected row goes to `rejected_rows`, when given).
 
-    Returns the fragments to send, the rows, the rejected rows and a few examples of them.
+    Returns the fragments to send, the rows, the rejected rows, the passing rows read only for the lookback, and a
+    few examples of the rejected ones.
     """
     from pyspark.sql import functions as F
 
     frame = reduce(lambda a, b: a.unionAll(b), kept)
-    per_id = frame.groupBy("__id").agg(F.count(F.lit(1)).alias("n"), F.count("__problem").alias("bad"))
+    per_id = frame.groupBy("__id").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.count("__problem").alias("bad"),
+        F.count(F.when(F.col("__reread") & F.col("__problem").isNull(), 1)).alias("reread"),
+    )
     repeated_id = F.col("__id").isNotNull() & (F.col("n") > 1)
     totals = per_id.agg(
         F.coalesce(F.sum("n"), F.lit(0)).alias("rows"),
         F.coalesce(F.sum(F.when(repeated_id, F.col("n")).otherwise(F.col("bad"))), F.lit(0)).alias("rejected"),
         F.count(F.when(repeated_id, 1)).alias("repeated_ids"),
+        F.coalesce(F.sum(F.when(~repeated_id, F.col("reread"))), F.lit(0)).alias("reread"),
     ).first()
     assert totals is not None
     layout.refuse_many_repeats(totals["repeated_ids"])
@@ -209,7 +224,8 @@ def check_with_spark(
             for row in rejects.select("__id", "__problem", "__detail").toLocalIterator():
                 column, value = row["__detail"] or (None, None)
                 rejected_rows(layout.rejected_row(row["__id"], row["__problem"], column, value))
-    return verdict.where(problem.isNull()).select("__fragment"), totals["rows"], totals["rejected"], examples
+    passed = verdict.where(problem.isNull()).select("__fragment")
+    return passed, totals["rows"], totals["rejected"], totals["reread"], examples
 
 
 def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str, str], batch_size: int) -> LogResult:

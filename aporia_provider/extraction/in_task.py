@@ -22,6 +22,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from itertools import pairwise
 from typing import IO, Any
@@ -37,8 +38,9 @@ from aporia_provider.extraction.sql import Window, quoted, windowed
 FETCH_ROWS = 10_000
 # Requests to Aporia in flight at once while the task delivers (fragments merge by id: order does not matter).
 DELIVERY_CONCURRENCY = 4
-# A spooled row: the lengths of its id (-1: no id), problem and fragment, then their bytes.
-_RECORD = struct.Struct("<iII")
+# A spooled row: the lengths of its id (-1: no id), problem and payload, whether only the lookback read it, then
+# their bytes.
+_RECORD = struct.Struct("<iII?")
 
 
 class Spool:
@@ -48,27 +50,32 @@ class Spool:
         self._file: IO[bytes] = tempfile.TemporaryFile(prefix="aporia-sync-")
         self.rows = 0
         self.problems = 0  # rows with a problem of their own
+        self.reread = 0  # rows read only for the lookback
         self._id_hashes = array("q")
 
-    def add(self, identity: str | None, problem: str | None, payload: bytes) -> None:
+    def add(self, identity: str | None, problem: str | None, payload: bytes, reread: bool) -> None:
         """A judged row: its fragment when it passed, else its problem and the detail of it."""
         id_bytes = b"" if identity is None else identity.encode()
         problem_bytes = b"" if problem is None else problem.encode()
-        self._file.write(_RECORD.pack(-1 if identity is None else len(id_bytes), len(problem_bytes), len(payload)))
+        id_length = -1 if identity is None else len(id_bytes)
+        self._file.write(_RECORD.pack(id_length, len(problem_bytes), len(payload), reread))
         self._file.write(id_bytes + problem_bytes + payload)
         self.rows += 1
         self.problems += problem is not None
+        self.reread += reread
         if identity is not None:
             self._id_hashes.append(hash(identity))
 
-    def records(self, fragments: bool = False, details: bool = False) -> Iterator[tuple[str | None, str | None, bytes]]:
-        """(id, problem, payload) of each row in read order. The payload is a passed row's fragment, or a rejected
-        row's detail (the JSON of [column, value excerpt]); read only when asked for (else b"")."""
+    def records(
+        self, fragments: bool = False, details: bool = False
+    ) -> Iterator[tuple[str | None, str | None, bytes, bool]]:
+        """(id, problem, payload, re-read) of each row in read order. The payload is a passed row's fragment, or a
+        rejected row's detail (the JSON of [column, value excerpt]); read only when asked for (else b"")."""
         self._file.flush()
         self._file.seek(0)
         read = self._file.read
         while header := read(_RECORD.size):
-            id_length, problem_length, payload_length = _RECORD.unpack(header)
+            id_length, problem_length, payload_length, reread = _RECORD.unpack(header)
             identity = read(id_length).decode() if id_length >= 0 else None
             problem = read(problem_length).decode() if problem_length else None
             if (fragments and problem is None) or (details and problem is not None):
@@ -76,7 +83,7 @@ class Spool:
             else:
                 self._file.seek(payload_length, 1)
                 payload = b""
-            yield identity, problem, payload
+            yield identity, problem, payload, reread
 
     def repeated_ids(self, layout: SourceLayout) -> set[str]:
         """The ids that repeat: rows whose id hashes repeat are looked at again, by their ids themselves."""
@@ -86,7 +93,7 @@ class Spool:
         if not candidates:
             return set()
         counts = Counter(
-            identity for identity, _, _ in self.records() if identity is not None and hash(identity) in candidates
+            identity for identity, _, _, _ in self.records() if identity is not None and hash(identity) in candidates
         )
         repeated = {identity for identity, n in counts.items() if n > 1}
         layout.refuse_many_repeats(len(repeated))
@@ -107,6 +114,7 @@ class TaskRows:
 
     rows: int = 0
     rejected: int = 0
+    reread: int = 0  # rows that passed, read only for the lookback
     examples: list[str] = field(default_factory=list)
     spool: Spool | None = None
     repeated: set[str] = field(default_factory=set)
@@ -115,7 +123,7 @@ class TaskRows:
         """The fragments of the rows that passed, in read order."""
         if self.spool is None:
             return
-        for identity, problem, fragment in self.spool.records(fragments=True):
+        for identity, problem, fragment, _ in self.spool.records(fragments=True):
             if problem is None and identity not in self.repeated:
                 yield fragment
 
@@ -129,17 +137,19 @@ def read_in_task(
     layout: SourceLayout,
     columns: list[str],
     types: dict[str, ColumnType | None],
+    window_start: datetime,
     rejected: RejectedRows | None = None,
 ) -> TaskRows:
     """Judge every row of one source's window (chunks of rows of `columns`, as `select_columns` selects them) into
-    a spool, and count what passed; every rejected row goes to `rejected` too, when given."""
+    a spool, and count what passed; rows before the run's `window_start` were read only for the lookback; every
+    rejected row goes to `rejected` too, when given."""
     position = {column: index for index, column in enumerate(columns)}
     checks = [
         (slot.wire_group, slot.spec.name, position[slot.column], _fitted(slot, types[slot.column]))
         for slot in layout.fields
     ]
     id_index = position[layout.id_column]
-    timestamp_index = position[layout.source.timestamp_column] if layout.carries_timestamp else None
+    timestamp_index = position[layout.source.timestamp_column]
     presence = [position[column] for column in layout.presence_columns]
     wire_groups = layout.wire_groups
     encode = msgspec.json.Encoder().encode
@@ -151,8 +161,8 @@ def read_in_task(
                     continue  # no actual has arrived for this row
                 identity = row_id(row[id_index])
                 problem, where = None, -1  # the first problem, and the position of the column it is in
-                moment = None if timestamp_index is None else row[timestamp_index]
-                if timestamp_index is not None and moment is None:
+                moment = row[timestamp_index]
+                if moment is None and layout.null_timestamp is not None:
                     problem, where = layout.null_timestamp, timestamp_index
                 fragment: dict[str, Any] = {"id": identity}
                 groups = {group: fragment.setdefault(group, {}) for group in wire_groups}
@@ -165,14 +175,15 @@ def read_in_task(
                         groups[group][name] = sent
                     if wrong and problem is None:
                         problem, where = wrong, index
-                if moment is not None:
+                if moment is not None and layout.carries_timestamp:
                     fragment["occurredAt"] = occurred_at(moment)
                 if identity is None:
                     problem, where = layout.null_id, id_index
+                reread = moment is not None and layout.reread(moment, window_start)
                 if problem is None:
-                    spool.add(identity, None, encode(fragment))
+                    spool.add(identity, None, encode(fragment), reread)
                 else:
-                    spool.add(identity, problem, encode([columns[where], excerpt(row[where])]))
+                    spool.add(identity, problem, encode([columns[where], excerpt(row[where])]), reread)
         return _verdicts(layout, spool, rejected)
     except BaseException:
         spool.close()
@@ -253,15 +264,17 @@ def _java_double(value: float) -> str:
 def _verdicts(layout: SourceLayout, spool: Spool, rejected: RejectedRows | None) -> TaskRows:
     """Counts and examples; rows whose id repeats within the window are rejected, every one of them."""
     repeated = spool.repeated_ids(layout)
-    result = TaskRows(rows=spool.rows, spool=spool, repeated=repeated)
+    result = TaskRows(rows=spool.rows, reread=spool.reread, spool=spool, repeated=repeated)
     if not spool.problems and not repeated:
         return result
-    for identity, problem, detail in spool.records(details=rejected is not None):
+    result.reread = 0  # counted again below, of the rows that pass
+    for identity, problem, detail, reread in spool.records(details=rejected is not None):
         column: str | None
         value: str | None
         if identity in repeated:
             problem, column, value = layout.repeated_id(identity), layout.id_column, identity
         elif problem is None:
+            result.reread += reread
             continue
         else:
             column, value = msgspec.json.decode(detail) if detail else (None, None)

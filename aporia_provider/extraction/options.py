@@ -13,6 +13,7 @@ from aporia_provider.exceptions import SyncInputError
 SPARK_MIN_ROWS = 1_000_000
 DEFAULT_BATCH_SIZE = 5000
 INVALID_ROW_POLICIES = ("fail", "skip")
+LOW_VOLUME_POLICIES = ("fail", "warn")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class SyncOptions:
         None: the rule of `for_spark`.
     :param lookback: how far before the window's start rows are read again (late rows).
     :param on_invalid_rows: ``fail`` (nothing is sent when a row is invalid) or ``skip`` (they are left out).
+    :param min_rows: the fewest predictions a window is expected to deliver (its own, not the lookback's); fewer
+        means the upstream job did not write them, which ``on_low_volume`` makes a failure (``fail``: retried, as the
+        rows may still come) or a warning (``warn``).
     :param max_invalid_rows: with ``fail``, how many invalid rows may be left out while the rest is sent: a count,
         or a fraction of the window's rows (a float between 0 and 1); one more, and nothing is sent.
     :param dry_run: read and check, send nothing.
@@ -36,6 +40,8 @@ class SyncOptions:
     lookback: timedelta = timedelta(0)
     on_invalid_rows: str = "fail"
     max_invalid_rows: int | float | None = None
+    min_rows: int | None = None
+    on_low_volume: str = "fail"
     dry_run: bool = False
 
     def __post_init__(self) -> None:
@@ -57,6 +63,10 @@ class SyncOptions:
             )
         if self.on_invalid_rows not in INVALID_ROW_POLICIES:
             raise SyncInputError(f"on_invalid_rows {self.on_invalid_rows!r} is not supported; use 'fail' or 'skip'.")
+        if self.min_rows is not None:
+            _whole_number("min_rows", self.min_rows, 1, "the fewest predictions a window should deliver")
+        if self.on_low_volume not in LOW_VOLUME_POLICIES:
+            raise SyncInputError(f"on_low_volume {self.on_low_volume!r} is not supported; use 'fail' or 'warn'.")
         limit = self.max_invalid_rows
         if limit is not None:
             if not _is_limit(limit):

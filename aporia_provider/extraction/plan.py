@@ -64,14 +64,29 @@ class SyncPlan:
 
 @dataclass
 class SyncSummary:
-    window_start: str
-    window_end: str
+    """What a sync read and sent; filled in as it goes, so a failed sync still says how far it got.
+
+    The read counts cover [read_start, window_end): the window widened by the lookback. The in-window counts are the
+    rows delivered (with validate_only: that would be) whose timestamp, or for actuals arrival, lies in the window
+    itself; the re-read ones lie in [read_start, window_start), which the previous window's sync already covered.
+    """
+
+    window_start: str = ""
+    window_end: str = ""
+    read_start: str = ""
     rows_read: int = 0
+    predictions_in_window: int = 0
+    predictions_reread: int = 0
     fragments_sent: int = 0
     actuals_read: int = 0
     actuals_sent: int = 0
+    actuals_in_window: int = 0
+    actuals_reread: int = 0
     rows_rejected: int = 0
     rejected_examples: list[str] = field(default_factory=list)
+    # The volume expectation (min_rows) and whether the window fell short of it.
+    min_rows: int | None = None
+    low_volume: bool = False
     batches: int = 0
     retries: int = 0
     warnings: int = 0

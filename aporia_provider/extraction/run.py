@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -61,6 +61,7 @@ class _Checked:
     kind: str
     rows: int
     rejected: int
+    reread: int  # rows that pass, read only for the lookback
     examples: list[str]
     send: Callable[[], LogResult]
     release: Callable[[], None] = lambda: None
@@ -77,6 +78,7 @@ def run_sync(
     stop: threading.Event | None = None,
     spark_where: str = "Spark",
     rejected_rows: RejectedRows | None = None,
+    summary: SyncSummary | None = None,
 ) -> SyncSummary:
     """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by the lookback).
 
@@ -84,10 +86,14 @@ def run_sync(
     (or any, with select_expr) by Spark, whose session `spark` starts on first use. The Spark jobs carry `tag`
     (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`; `stop` ends the
     task's own delivery before its next batch. `spark_where` names where Spark runs, for the progress lines;
-    every rejected row goes to `rejected_rows`, when given.
+    every rejected row goes to `rejected_rows`, when given. `summary`, when given, is filled in as the sync goes,
+    so the caller has the counts so far if it raises.
     """
     started = time.monotonic()
-    summary = SyncSummary(window.start.isoformat(), window.end.isoformat(), dry_run=options.dry_run)
+    read_window = window.widened(options.lookback)
+    summary = summary if summary is not None else SyncSummary()
+    summary.window_start, summary.window_end = window.start.isoformat(), window.end.isoformat()
+    summary.read_start, summary.dry_run = read_window.start.isoformat(), options.dry_run
     subject = f"{plan.model_id} {plan.model_version}"
     layouts = layout_of(plan, warehouse.identifier)
     progress = _Progress(subject, spark_where)
@@ -109,7 +115,8 @@ def run_sync(
         reader = _Reader(
             plan=plan,
             options=options,
-            window=window.widened(options.lookback),
+            window=read_window,
+            window_start=window.start,
             whole_days=window.whole_days(),
             warehouse=warehouse,
             spark=started_spark,
@@ -124,10 +131,12 @@ def run_sync(
             with failures_of(warehouse, reading, subject, layout.source.query_argument):
                 read = reader.read(layout)
             checked.append(read)
+            _count_in_window(summary, read)
             log.info(
                 "Checked %s of %s: %s, %d rejected.", layout.kind, subject, _counted(read.rows, "row"), read.rejected
             )
         _decide(summary, plan, options, checked)
+        _expect_volume(summary, subject, options)
         if not options.dry_run:
             sent = LogResult()
             for rows in checked:
@@ -160,6 +169,15 @@ def _counted(number: int, noun: str) -> str:
     if number == 1:
         return f"1 {noun}"
     return f"{number:,} {noun}es" if noun.endswith("ch") else f"{number:,} {noun}s"
+
+
+def _count_in_window(summary: SyncSummary, read: _Checked) -> None:
+    """What of a source passes from the window itself, and what only the lookback re-read."""
+    in_window = read.rows - read.rejected - read.reread
+    if read.kind == "predictions":
+        summary.predictions_in_window, summary.predictions_reread = in_window, read.reread
+    else:
+        summary.actuals_in_window, summary.actuals_reread = in_window, read.reread
 
 
 def _release(checked: list[_Checked]) -> None:
@@ -200,6 +218,22 @@ def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked:
         log.warning("%s; left out, within max_invalid_rows=%r (%s).", message, options.max_invalid_rows, f"{allowed:,}")
 
 
+def _expect_volume(summary: SyncSummary, subject: str, options: SyncOptions) -> None:
+    """Turn a window with fewer predictions than min_rows (a silent upstream outage) into a failure or a warning."""
+    summary.min_rows = options.min_rows
+    if options.min_rows is None or summary.predictions_in_window >= options.min_rows:
+        return
+    summary.low_volume = True
+    found = "No predictions" if not summary.predictions_in_window else f"Only {summary.predictions_in_window:,}"
+    message = (
+        f"{found} in the window [{summary.window_start}, {summary.window_end}) of {subject}, fewer than "
+        f"min_rows={options.min_rows:,}: check that the upstream job wrote this window's predictions"
+    )
+    if options.on_low_volume == "fail":
+        raise SyncFailed(f"{message}; nothing was sent (on_low_volume='warn' would send what there is).")
+    log.warning("%s; sending what there is, as on_low_volume='warn' asks.", message)
+
+
 class _Probe(Protocol):
     """Who learns a query's column types and counts a window: the task's connection, or Spark."""
 
@@ -231,6 +265,7 @@ class _Reader:
     plan: SyncPlan
     options: SyncOptions
     window: Window  # already widened by the lookback
+    window_start: datetime  # the run's: rows before it are read only for the lookback
     whole_days: bool  # the run's window (before the lookback) is whole days: what a DATE column can serve
     warehouse: Warehouse
     spark: Callable[[], SparkSession]
@@ -294,11 +329,11 @@ class _Reader:
         log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
         self.progress.phase = f"reading and checking {layout.kind}"
         stream = self.warehouse.stream(self.cursor(), select, FETCH_ROWS)
-        rows = read_in_task(stream, layout, columns, types, self.rejected_rows)
+        rows = read_in_task(stream, layout, columns, types, self.window_start, self.rejected_rows)
         self.stack.callback(rows.release)
         model = (self.plan.model_id, self.plan.model_version)
         send = partial(deliver_in_task, rows, self.client, subject, model, options.batch_size, self.stop)
-        return _Checked(layout.kind, rows.rows, rows.rejected, rows.examples, send)
+        return _Checked(layout.kind, rows.rows, rows.rejected, rows.reread, rows.examples, send)
 
     def _column_types(self, probe: _Probe, query: str) -> dict[str, ColumnType | None]:
         if isinstance(probe, SparkReads):
@@ -310,13 +345,14 @@ class _Reader:
     def _with_spark(self, layout: SourceLayout, total: int, dates: bool) -> _Checked:
         # Spark reads lazily: the check job is what reads the window.
         reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
-        read = read_with_spark(reads, layout, self.window, total, dates, self.options.num_partitions)
-        frame, rows, rejected, examples = check_with_spark(read, layout, self.rejected_rows)
+        read = read_with_spark(reads, layout, self.window, self.window_start, total, dates, self.options.num_partitions)
+        frame, rows, rejected, reread, examples = check_with_spark(read, layout, self.rejected_rows)
         model = (self.plan.model_id, self.plan.model_version)
         return _Checked(
             layout.kind,
             rows,
             rejected,
+            reread,
             examples,
             send=partial(deliver_with_spark, frame, self.client, model, self.options.batch_size),
             release=partial(_unpersist, read),

@@ -74,6 +74,7 @@ class SparkTarget:
 
 def spark_session(target: SparkTarget) -> SparkSession:
     """A session on `target`: settings merged over the defaults; bad settings are one sentence."""
+    check_one_pyspark()
     from pyspark.sql import SparkSession
 
     # py4j narrates every gateway connection at INFO; the task log needs none of it.
@@ -111,6 +112,23 @@ def spark_session(target: SparkTarget) -> SparkSession:
             f"Spark did not start on {target.describe()}: {reason.rstrip('.')}; check spark_conf and the Spark "
             "connection (spark_conn_id)."
         ) from None
+
+
+def check_one_pyspark() -> None:
+    """`pyspark` and `pyspark-client` install the same `pyspark` package: of two releases, the one installed last
+    holds the code, beside the other's jars. Refuse that mix in one sentence instead of failing somewhere in Spark."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        full, client = version("pyspark"), version("pyspark-client")
+    except PackageNotFoundError:
+        return
+    if full != client:
+        raise SyncInputError(
+            f"pyspark {full} and pyspark-client {client} are both installed and overwrite each other's pyspark "
+            f"package; install one release of both, e.g. pip install 'pyspark[connect]=={full}' "
+            f"'pyspark-client=={full}'."
+        )
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """The sync view's chart: server-side SVG (no script, no CDN), one bar pair per window on a time axis.
 
-Predictions sent (blue) and actuals sent (green) per window, rows rejected stacked on the predictions in
-orange; a failed window is a red band over the whole height, a missing stretch between windows an amber
-hatched band; windows still queued or running are grey. Every mark carries a <title> tooltip.
+Predictions sent (blue) and actuals sent (green) per window, counted in the window (not what its lookback
+re-read), rows rejected stacked on the predictions in orange; a failed window is a red band over the whole
+height, a missing stretch between windows an amber hatched band; windows still queued or running are grey.
+Every mark carries a <title> tooltip.
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ def window_tooltip(window: WindowRow) -> str:
     label = window_label(window.start, window.end)
     if window.succeeded:
         parts = [
-            f"predictions sent {window.fragments_sent or 0}",
+            f"predictions sent {window.predictions_sent or 0}",
             f"actuals sent {window.actuals_sent or 0}",
             f"rows rejected {window.rows_rejected or 0}",
             f"lag {human_duration(window.lag)}",
         ]
+        if window.reread:
+            parts.insert(2, f"re-read {window.reread}")
         return f"{label}: " + ", ".join(parts)
-    return f"{label}: {window.state}"
+    return f"{label}: {window.state}" + (f": {window.failure}" if window.failure else "")
 
 
 def sync_chart(view: VersionView, width: int = WIDTH, height: int = HEIGHT) -> str:
@@ -77,7 +80,7 @@ def sync_chart(view: VersionView, width: int = WIDTH, height: int = HEIGHT) -> s
         return LEFT + plot_w * (moment - t0).total_seconds() / span
 
     peak = max(
-        [max((w.fragments_sent or 0) + (w.rows_rejected or 0), w.actuals_sent or 0) for w in view.succeeded] + [1]
+        [max((w.predictions_sent or 0) + (w.rows_rejected or 0), w.actuals_sent or 0) for w in view.succeeded] + [1]
     )
 
     def h(count: int | None) -> float:
@@ -93,7 +96,8 @@ def sync_chart(view: VersionView, width: int = WIDTH, height: int = HEIGHT) -> s
         marks: list[str] = []
         if window.succeeded:
             half = max(slot / 2, 1.0)
-            predictions, rejected, actuals = h(window.fragments_sent), h(window.rows_rejected), h(window.actuals_sent)
+            predictions, rejected = h(window.predictions_sent), h(window.rows_rejected)
+            actuals = h(window.actuals_sent)
             marks.append(_rect(left, base - predictions, half, predictions, "bar predictions", COLORS["predictions"]))
             if window.rows_rejected:
                 marks.append(

@@ -2,8 +2,8 @@
 
 A FastAPI app mounted on Airflow's API server at ``/aporia-sync`` plus an entry in the Browse menu. It reads
 only Airflow's metadata database: the task instances whose operator is ``AporiaSyncOperator``, their XCom
-``return_value`` (the sync summary), their rendered template fields and their DAG runs' data intervals. No
-second store: what Airflow keeps is what the view shows.
+``return_value`` (the sync summary) or, for a failed try, the failure XCom it pushed, their rendered template
+fields and their DAG runs' data intervals. No second store: what Airflow keeps is what the view shows.
 
 Registered through the ``airflow.plugins`` entry point (see pyproject.toml), not the provider info's
 ``plugins`` list: Airflow reads that list only with ``[core] lazy_discover_providers = False``.
@@ -16,6 +16,7 @@ read are shown.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
 from importlib.resources import files
@@ -29,6 +30,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from aporia_provider.plugins.chart import sync_chart
 from aporia_provider.plugins.windows import (
+    FAILURE_XCOM_KEY,
     Gap,
     SyncRecord,
     VersionView,
@@ -80,12 +82,20 @@ def readable_dag_ids(session: Session, user: Any) -> set[str]:
 
 
 def read_records(session: Session, dag_ids: Iterable[str], limit: int = DEFAULT_LIMIT) -> list[SyncRecord]:
-    """The most recent `limit` sync task instances of `dag_ids`, with their summaries (if any)."""
+    """The most recent `limit` sync task instances of `dag_ids`, with their summaries or failures (if any)."""
     from airflow.models.dagrun import DagRun
     from airflow.models.renderedtifields import RenderedTaskInstanceFields as Rendered
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.models.xcom import XComModel
     from sqlalchemy import and_, select
+    from sqlalchemy.orm import aliased
+
+    failure_xcom = aliased(XComModel)
+
+    def xcom_of_the_task(xcom: Any, key: str) -> Any:
+        return and_(
+            xcom.dag_run_id == DagRun.id, xcom.task_id == TI.task_id, xcom.map_index == TI.map_index, xcom.key == key
+        )
 
     dag_ids = list(dag_ids)
     if not dag_ids:
@@ -104,19 +114,13 @@ def read_records(session: Session, dag_ids: Iterable[str], limit: int = DEFAULT_
             DagRun.data_interval_start,
             DagRun.data_interval_end,
             XComModel.value,
+            failure_xcom.value.label("failure"),
             Rendered.rendered_fields,
         )
         .join(DagRun, and_(DagRun.dag_id == TI.dag_id, DagRun.run_id == TI.run_id))
         # Outer joins: a window that failed before returning a summary is shown all the same.
-        .outerjoin(
-            XComModel,
-            and_(
-                XComModel.dag_run_id == DagRun.id,
-                XComModel.task_id == TI.task_id,
-                XComModel.map_index == TI.map_index,
-                XComModel.key == "return_value",
-            ),
-        )
+        .outerjoin(XComModel, xcom_of_the_task(XComModel, "return_value"))
+        .outerjoin(failure_xcom, xcom_of_the_task(failure_xcom, FAILURE_XCOM_KEY))
         .outerjoin(
             Rendered,
             and_(
@@ -133,9 +137,9 @@ def read_records(session: Session, dag_ids: Iterable[str], limit: int = DEFAULT_
     declared = _Declared(session)
     records = []
     for row in session.execute(statement):
-        summary = XComModel.deserialize_value(row) if row.value is not None else None
-        rendered = row.rendered_fields if isinstance(row.rendered_fields, Mapping) else None
-        summary = summary if isinstance(summary, Mapping) else None
+        summary = _mapping(XComModel.deserialize_value(row)) if row.value is not None else None
+        failure = _mapping(XComModel.deserialize_value(_Value(row.failure))) if row.failure is not None else None
+        rendered = _mapping(row.rendered_fields)
         records.append(
             SyncRecord(
                 dag_id=row.dag_id,
@@ -150,12 +154,24 @@ def read_records(session: Session, dag_ids: Iterable[str], limit: int = DEFAULT_
                 interval_start=row.data_interval_start,
                 interval_end=row.data_interval_end,
                 summary=summary,
+                failure=failure,
                 rendered=rendered,
-                # Only needed when neither the summary nor the rendered fields name the model version.
-                declared=None if _names_version(summary) or _names_version(rendered) else declared(row),
+                # Only needed when neither the summary (or failure) nor the rendered fields name the model version.
+                declared=None if any(map(_names_version, (summary, failure, rendered))) else declared(row),
             )
         )
     return records
+
+
+@dataclass(frozen=True)
+class _Value:
+    """An XCom value as XComModel.deserialize_value reads it: from a row's `value`."""
+
+    value: Any
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
 
 
 def _names_version(source: Mapping[str, Any] | None) -> bool:
@@ -287,10 +303,14 @@ def view_json(view: VersionView) -> dict[str, Any]:
             "map_index": row.map_index,
             "rows_read": row.rows_read,
             "fragments_sent": row.fragments_sent,
+            "predictions_sent": row.predictions_sent,
+            "predictions_reread": row.predictions_reread,
             "actuals_read": row.actuals_read,
             "actuals_sent": row.actuals_sent,
+            "actuals_reread": row.actuals_reread,
             "rows_rejected": row.rows_rejected,
             "rejected_examples": list(row.rejected_examples),
+            "failure": row.failure,
             "task_retries": row.task_retries,
             "delivery_retries": row.delivery_retries,
             "warnings": row.warnings,
@@ -298,6 +318,7 @@ def view_json(view: VersionView) -> dict[str, Any]:
             "delivered_at": row.delivered_at.isoformat() if row.delivered_at else None,
             "lag_seconds": row.lag.total_seconds() if row.lag is not None else None,
             "dry_run": row.dry_run,
+            "other_syncs": [window(other) for other in row.other_syncs],
         }
 
     return {

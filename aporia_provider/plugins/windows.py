@@ -1,4 +1,9 @@
-"""The sync view's data: one row per sync task instance, grouped by model version, with the gaps between them.
+"""The sync view's data: one row per synced window, grouped by model version, with the gaps between them.
+
+A window synced more than once (a retry, a re-run, a backfill, a manual run of the same bounds) is one row: the
+latest successful sync's, which is what Aporia holds (delivery is idempotent by id), with the other syncs listed
+on it; so totals count each window once. Its counts are the rows whose timestamp (for actuals, arrival) lies in
+the window; the rows only the lookback re-read, which the previous window's sync delivered, are shown apart.
 
 Pure functions over plain records (no database, no Airflow imports), so they are tested on their own; the
 plugin (``sync_view.py``) reads the records from Airflow's metadata and renders what these build.
@@ -7,22 +12,26 @@ plugin (``sync_view.py``) reads the records from Airflow's metadata and renders 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 UNKNOWN = "(unknown)"
 SUCCESS = "success"
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
+NEVER = datetime.min.replace(tzinfo=timezone.utc)
+# The XCom a failing sync pushes before it raises (AporiaSyncOperator): its sentence and its counts so far.
+FAILURE_XCOM_KEY = "aporia_sync_failure"
 
 
 @dataclass(frozen=True)
 class SyncRecord:
     """One task instance of an AporiaSyncOperator, as Airflow's metadata holds it.
 
-    ``summary`` is the task's XCom return value (None when it failed before returning one); ``rendered`` its
-    rendered template fields, when Airflow still keeps them; ``declared`` the operator's arguments as the DAG
-    declares them (possibly unrendered templates), the last resort for naming the model version.
+    ``summary`` is the task's XCom return value (None when it failed before returning one); ``failure`` the XCom
+    its latest failed try pushed (FAILURE_XCOM_KEY: the sentence it failed with and its counts so far);
+    ``rendered`` its rendered template fields, when Airflow still keeps them; ``declared`` the operator's arguments
+    as the DAG declares them (possibly unrendered templates), the last resort for naming the model version.
     """
 
     dag_id: str
@@ -37,13 +46,14 @@ class SyncRecord:
     interval_start: datetime | None = None
     interval_end: datetime | None = None
     summary: Mapping[str, Any] | None = None
+    failure: Mapping[str, Any] | None = None
     rendered: Mapping[str, Any] | None = None
     declared: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class WindowRow:
-    """One sync of one window, as the view shows it."""
+    """One sync of one window, as the view shows it; `other_syncs` are the window's other syncs, if any."""
 
     start: datetime | None
     end: datetime | None
@@ -52,19 +62,27 @@ class WindowRow:
     task_id: str
     run_id: str
     map_index: int
-    rows_read: int | None
-    fragments_sent: int | None
+    rows_read: int | None  # predictions read, the lookback's included
+    fragments_sent: int | None  # predictions delivered, the lookback's included
+    predictions_sent: int | None  # predictions in the window delivered (validate only: that would be)
+    predictions_reread: int | None  # predictions before the window the lookback read again and delivered
     actuals_read: int | None
-    actuals_sent: int | None
+    actuals_sent: int | None  # actuals that arrived in the window, delivered
+    actuals_reread: int | None
     rows_rejected: int | None
     rejected_examples: tuple[str, ...]
+    failure: str | None  # the sentence the sync failed with
+    min_rows: int | None  # the volume the window was expected to deliver, when one was set
+    low_volume: bool  # it delivered fewer predictions than that
     task_retries: int
     delivery_retries: int | None
     warnings: int | None
     seconds: float | None
+    ended_at: datetime | None  # when the task instance's latest try ended (None: not yet)
     delivered_at: datetime | None
     lag: timedelta | None
     dry_run: bool
+    other_syncs: tuple[WindowRow, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -73,6 +91,18 @@ class WindowRow:
     @property
     def succeeded(self) -> bool:
         return self.state == SUCCESS
+
+    @property
+    def delivered(self) -> bool:
+        """Whether what the row counts reached Aporia."""
+        return self.succeeded and not self.dry_run
+
+    @property
+    def reread(self) -> int | None:
+        """Rows the lookback read again and delivered (the previous window's sync had delivered them)."""
+        if self.predictions_reread is None and self.actuals_reread is None:
+            return None
+        return (self.predictions_reread or 0) + (self.actuals_reread or 0)
 
 
 @dataclass(frozen=True)
@@ -107,7 +137,10 @@ class VersionView:
         return [w for w in self.windows if w.succeeded]
 
     def total(self, name: str) -> int:
-        return sum(getattr(w, name) or 0 for w in self.windows if w.succeeded)
+        """A count summed over the windows, each once: what reached Aporia, or for rows_rejected what was rejected
+        (a failed window's too)."""
+        counted = self.windows if name == "rows_rejected" else [w for w in self.windows if w.delivered]
+        return sum(getattr(w, name) or 0 for w in counted)
 
     @property
     def max_lag(self) -> timedelta | None:
@@ -151,16 +184,18 @@ def _text(value: Any) -> str | None:
 
 
 def model_version_of(record: SyncRecord) -> tuple[str, str]:
-    """Which model version the record synced: from its summary, else its rendered fields, else the DAG."""
-    for source in (record.summary, record.rendered, record.declared):
+    """Which model version the record synced: from its summary (or failure), else its rendered fields, else the
+    DAG."""
+    for source in (record.summary, record.failure, record.rendered, record.declared):
         if source and _text(source.get("model_id")) and _text(source.get("model_version")):
             return str(source["model_id"]), str(source["model_version"])
     return UNKNOWN, UNKNOWN
 
 
 def window_of(record: SyncRecord) -> tuple[datetime | None, datetime | None]:
-    """The window the record synced: the summary's, else explicit rendered bounds, else the run's interval."""
-    for source in (record.summary, record.rendered):
+    """The window the record synced: the summary's (or failure's), else explicit rendered bounds, else the run's
+    interval."""
+    for source in (record.summary, record.failure, record.rendered):
         if source:
             start, end = parse_time(source.get("window_start")), parse_time(source.get("window_end"))
             if start and end:
@@ -171,11 +206,25 @@ def window_of(record: SyncRecord) -> tuple[datetime | None, datetime | None]:
     return None, None
 
 
+def _in_window(summary: Mapping[str, Any] | None, in_window: str, sent: str) -> int | None:
+    """An in-window count; a summary from before they were recorded has only its sent count (the lookback's
+    included)."""
+    if summary is not None and in_window not in summary:
+        return _int(summary, sent)
+    return _int(summary, in_window)
+
+
 def window_row(record: SyncRecord) -> WindowRow:
-    summary = record.summary if isinstance(record.summary, Mapping) else None
-    start, end = window_of(record)
     state = record.state or "none"
-    delivered_at = parse_time(record.end_date) if state == SUCCESS else None
+    failure = record.failure if isinstance(record.failure, Mapping) and state != SUCCESS else None
+    returned = record.summary if isinstance(record.summary, Mapping) else None
+    # A sync that did not return a summary says how far it got in its failure's; of what it read, only what it
+    # had sent when it failed (if anything) reached Aporia.
+    summary = returned or failure
+    in_window = returned is not None
+    start, end = window_of(record)
+    ended_at = parse_time(record.end_date)
+    delivered_at = ended_at if state == SUCCESS else None
     seconds = summary.get("seconds") if summary else None
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         seconds = record.duration
@@ -190,14 +239,25 @@ def window_row(record: SyncRecord) -> WindowRow:
         map_index=record.map_index,
         rows_read=_int(summary, "rows_read"),
         fragments_sent=_int(summary, "fragments_sent"),
+        predictions_sent=_in_window(returned, "predictions_in_window", "fragments_sent")
+        if in_window
+        else _int(summary, "fragments_sent"),
+        predictions_reread=_int(returned, "predictions_reread"),
         actuals_read=_int(summary, "actuals_read"),
-        actuals_sent=_int(summary, "actuals_sent"),
+        actuals_sent=_in_window(returned, "actuals_in_window", "actuals_sent")
+        if in_window
+        else _int(summary, "actuals_sent"),
+        actuals_reread=_int(returned, "actuals_reread"),
         rows_rejected=_int(summary, "rows_rejected"),
         rejected_examples=tuple(str(e) for e in examples) if isinstance(examples, list) else (),
+        failure=_text(failure.get("error")) if failure else None,
+        min_rows=_int(summary, "min_rows"),
+        low_volume=bool(summary.get("low_volume")) if summary else False,
         task_retries=max(record.try_number - 1, 0),
         delivery_retries=_int(summary, "retries"),
         warnings=_int(summary, "warnings"),
         seconds=float(seconds) if seconds is not None else None,
+        ended_at=ended_at,
         delivered_at=delivered_at,
         lag=delivered_at - end if delivered_at and end else None,
         dry_run=bool(summary.get("dry_run")) if summary else False,
@@ -220,8 +280,27 @@ def find_gaps(windows: Iterable[WindowRow]) -> list[Gap]:
     return gaps
 
 
+def _recency(row: WindowRow) -> tuple[bool, datetime]:
+    """Later syncs rank higher; one that has not ended yet is the latest."""
+    return row.ended_at is None, row.ended_at or NEVER
+
+
+def one_per_window(rows: Iterable[WindowRow]) -> list[WindowRow]:
+    """Each window once: the latest sync that delivered it, else the latest one that succeeded (validate only),
+    else the latest; the window's other syncs listed on it. In time order."""
+    by_window: dict[tuple[datetime | None, datetime | None], list[WindowRow]] = {}
+    for row in rows:
+        by_window.setdefault((row.start, row.end), []).append(row)
+    shown = []
+    for syncs in by_window.values():
+        syncs.sort(key=lambda w: (w.delivered, w.succeeded, *_recency(w)))
+        *others, chosen = syncs
+        shown.append(replace(chosen, other_syncs=tuple(sorted(others, key=_recency, reverse=True))))
+    return sorted(shown, key=lambda w: (w.start, w.end))
+
+
 def build_views(records: Iterable[SyncRecord]) -> list[VersionView]:
-    """One view per model version, windows in time order, gaps found; versions sorted by name."""
+    """One view per model version, each window once in time order, gaps found; versions sorted by name."""
     views: dict[tuple[str, str], VersionView] = {}
     for record in records:
         key = model_version_of(record)
@@ -229,7 +308,7 @@ def build_views(records: Iterable[SyncRecord]) -> list[VersionView]:
         row = window_row(record)
         (view.windows if row.start and row.end else view.unplaced).append(row)
     for view in views.values():
-        view.windows.sort(key=lambda w: (w.start, w.end, w.delivered_at or datetime.max.replace(tzinfo=timezone.utc)))
+        view.windows = one_per_window(view.windows)
         view.gaps = find_gaps(view.windows)
     return [views[key] for key in sorted(views)]
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 
+from aporia_provider.compat import AirflowFailException
+from aporia_provider.exceptions import InputError
 from aporia_provider.extraction.options import DEFAULT_BATCH_SIZE, SyncOptions, for_spark
 from aporia_provider.extraction.sql import Window
 from aporia_provider.links.aporia import AporiaModelVersionLink
+from aporia_provider.metrics import emit_sync_metrics
 from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
 from aporia_provider.redshift import jdbc_driver as checked_jdbc_driver
 from aporia_provider.redshift import table_query
@@ -23,14 +27,18 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
     from pyspark.sql import SparkSession
 
+    from aporia_provider.extraction.plan import SyncSummary
+
 
 class AporiaSyncOperator(AporiaBaseOperator):
     """Sync one window of predictions, and the delayed actuals that arrived in it, from Redshift to Aporia.
 
     The window is the run's data interval unless ``window_start``/``window_end`` are given; it is half-open,
     in UTC, and pushed down to Redshift. Delivery is idempotent by prediction id, so retries, backfills and
-    ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent,
-    rows rejected, batches, retries, seconds) to XCom.
+    ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent, of them
+    those in the window and those the lookback re-read, rows rejected, batches, retries, seconds) to XCom and
+    Airflow's metrics (`aporia_provider.metrics`). A failing sync logs its reason in one ERROR line and pushes it,
+    with its counts so far, to the XCom ``aporia_sync_failure`` (where the sync view reads it) before it raises.
 
     :param model_id: the model's id in Aporia (templated).
     :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
@@ -64,6 +72,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
         ObjectStoragePath URL (templated): ``s3://bucket/prefix`` through ``aws_conn_id`` (the Amazon provider's
         ``s3fs`` extra), or ``file:///dir``. Each window and try that rejects rows writes one JSON-lines object,
         ``<model id>/<version>/<window start>--<window end>/try-<n>.jsonl``; the summary names it.
+    :param min_rows: the fewest predictions each window should deliver (its own, not the lookback's re-reads): a
+        window with fewer — a silent upstream outage — fails (retried: the rows may still come) or, with
+        ``on_low_volume="warn"``, logs a WARNING and sends what there is.
+    :param on_low_volume: ``fail`` (default) or ``warn``.
     :param validate_only: read, validate and count, but send nothing (a dry run; ``dry_run`` is taken by
         BaseOperator). Emits no Asset event.
     :param batch_size: fragments per request to Aporia (default 5,000).
@@ -141,6 +153,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         on_invalid_rows: str = "fail",
         max_invalid_rows: int | float | None = None,
         rejected_rows_path: str | None = None,
+        min_rows: int | None = None,
+        on_low_volume: str = "fail",
         validate_only: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         num_partitions: int | None = None,
@@ -172,6 +186,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.lookback = lookback or timedelta(0)
         self.on_invalid_rows = on_invalid_rows
         self.max_invalid_rows = max_invalid_rows
+        self.min_rows = min_rows
+        self.on_low_volume = on_low_volume
         self.rejected_rows_path = rejected_rows_path
         self.validate_only = validate_only
         self.batch_size = batch_size
@@ -190,6 +206,21 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
+        from aporia_provider.extraction.plan import SyncSummary
+
+        started = time.monotonic()
+        summary = SyncSummary()
+        try:
+            result = self._sync(context, summary)
+        except Exception as exc:
+            summary.seconds = round(time.monotonic() - started, 3)
+            self._failed(context, exc, summary)
+            raise
+        lag = datetime.now(timezone.utc) - datetime.fromisoformat(summary.window_end)
+        emit_sync_metrics(self.model_id, self.model_version, result, failed=False, lag=lag)
+        return result
+
+    def _sync(self, context: Context, summary: SyncSummary) -> dict[str, Any]:
         from aporia_provider.exceptions import SyncFailed
         from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import run_sync
@@ -251,7 +282,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
         rejected_rows = self._rejected_rows_file(context, window)
         try:
-            summary = run_sync(
+            run_sync(
                 plan,
                 window,
                 self.redshift_hook.warehouse(self.jdbc_driver),
@@ -262,6 +293,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 stop=self._stop,
                 spark_where=target.describe(),
                 rejected_rows=rejected_rows,
+                summary=summary,
             )
         finally:
             if rejected_rows is not None:
@@ -277,6 +309,41 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self._after_sync(context, window, result)
         return result
 
+    def _failed(self, context: Context, exc: Exception, summary: SyncSummary) -> None:
+        """Say why the sync failed, in the task's log (one ERROR line), its failure XCom and its metrics."""
+        from aporia_provider.plugins.windows import FAILURE_XCOM_KEY
+
+        sentence = str(exc) or type(exc).__name__
+        ti = context.get("ti")
+        next_step = self._after_failure(exc, ti)
+        self.log.error("%s", f"{sentence.rstrip('.')}. {next_step}" if next_step else sentence)
+        record = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
+        emit_sync_metrics(self.model_id, self.model_version, record, failed=True, lag=None)
+        if ti is None:  # run outside a task instance (a test, a script): no XCom to push to
+            return
+        record |= {"error": sentence, "next_step": next_step, "try_number": ti.try_number}
+        try:
+            ti.xcom_push(key=FAILURE_XCOM_KEY, value=record)
+        except Exception as push_error:  # the failure itself matters more: it is raised all the same
+            self.log.warning("Could not record the failure for the sync view: %s", push_error)
+
+    def _after_failure(self, exc: Exception, ti: Any) -> str:
+        """What happens next and what to check, for a failure a later try can fix; nothing for bad input, which the
+        sentence itself says how to fix (Airflow does not retry it)."""
+        if isinstance(exc, InputError | AirflowFailException):
+            return ""
+        connections = [c for c in (self.aporia_conn_id, self.redshift_conn_id, self.aws_conn_id) if c]
+        check = f"check what the error names and the connections {', '.join(connections)}"
+        if ti is None:
+            return f"A later try can succeed; if it keeps failing, {check}."
+        tries = f"try {ti.try_number} of up to {ti.max_tries + 1}"
+        if ti.try_number <= ti.max_tries:
+            return f"Airflow will retry the task ({tries}); if it keeps failing, {check}."
+        return (
+            f"That was the last try ({tries}): {check}, then clear the task to run it again (delivery is "
+            "idempotent: nothing is duplicated)."
+        )
+
     def _sync_options(self) -> SyncOptions:
         """The sync's settings, each checked: an InputError naming the argument (at run time, a failure that Airflow
         does not retry)."""
@@ -288,6 +355,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
             lookback=self.lookback,
             on_invalid_rows=self.on_invalid_rows,
             max_invalid_rows=self.max_invalid_rows,
+            min_rows=self.min_rows,
+            on_low_volume=self.on_low_volume,
             dry_run=self.validate_only,
         )
 

@@ -20,7 +20,7 @@ from aporia_local.seed import SeedPlan, seed_predictions
 from aporia_local.spark import StandaloneCluster
 from aporia_local.stack import LocalStack, StackSettings
 from tests.helpers import MODEL, SEED_PLAN, SESSION_NOTES, AirflowCli, AporiaProbe, session_note, version_args
-from tests.integration.standalone import SYNC_DAG, AirflowStandalone, ScheduledSyncs, run_example_dags
+from tests.integration.standalone import SYNC_DAG, AirflowStandalone, ScheduledSyncs, StatsdListener, run_example_dags
 
 # The windows the real scheduler catches up: six hours of the seeded day that also has delayed actuals arriving.
 FIRST_WINDOW = SEED_PLAN.start + timedelta(hours=24)
@@ -158,7 +158,17 @@ def version(aporia: AporiaProbe) -> str:
 
 
 @pytest.fixture(scope="session")
-def standalone(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStandalone]:
+def statsd() -> Iterator[StatsdListener]:
+    """A StatsD listener on loopback, where airflow standalone sends its metrics."""
+    listener = StatsdListener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="session")
+def standalone(
+    stack: LocalStack, statsd: StatsdListener, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowStandalone]:
     """The real Airflow components (airflow standalone, LocalExecutor, SQLite) on loopback, once per session.
 
     The example DAGs as users get them; a cluster policy in its private home bounds the sync DAG's catch-up
@@ -168,6 +178,7 @@ def standalone(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> I
         tmp_path_factory.mktemp("standalone"),
         stack.airflow_env(),
         bounds={SYNC_DAG: (SCHEDULED_WINDOWS[0][0], SCHEDULED_WINDOWS[-1][0])},
+        statsd_port=statsd.port,
     )
     session_note(f"airflow standalone: healthy after {airflow.start():.0f} s at {airflow.base_url}")
     _running_standalone.append(airflow)
@@ -181,11 +192,17 @@ def standalone(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="session")
-def scheduled_syncs(standalone: AirflowStandalone, stack: LocalStack, seeded: SeedPlan) -> ScheduledSyncs:
-    """aporia_setup, the sync DAG's catch-up of SCHEDULED_WINDOWS and a backfill of BACKFILLED, by the scheduler."""
+def scheduled_syncs(
+    standalone: AirflowStandalone, stack: LocalStack, statsd: StatsdListener, seeded: SeedPlan
+) -> ScheduledSyncs:
+    """aporia_setup, the sync DAG's catch-up of SCHEDULED_WINDOWS (a try failing and retried) and a backfill of
+    BACKFILLED, by the scheduler; then a manual run of the next window that fails."""
     probe = AporiaProbe(stack)
     probe.reset()
-    done = run_example_dags(standalone, probe, SCHEDULED_WINDOWS, BACKFILLED)
+    try:
+        done = run_example_dags(standalone, probe, stack, statsd, SCHEDULED_WINDOWS, BACKFILLED)
+    finally:
+        probe.clear_faults()
     session_note(
         "airflow standalone: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in done.seconds.items())
     )

@@ -12,19 +12,24 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
 from aporia_local.redshift import free_port
-from tests.helpers import DAGS_FOLDER, MODEL, AporiaProbe
+from tests.helpers import DAGS_FOLDER, MODEL, AporiaProbe, redshift_sql
+
+if TYPE_CHECKING:
+    from aporia_local.stack import LocalStack
 
 T = TypeVar("T")
 USER = "admin"
@@ -104,9 +109,10 @@ class AirflowApi:
         assert response.status_code == 200, f"log of {dag_id}/{run_id}/{task_id}#{try_number}: {response.status_code}"
         return response.text
 
-    def trigger(self, dag_id: str) -> str:
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-        run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {}})
+        body = {"logical_date": None, "conf": dict(conf or {})}
+        run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         run_id: str = run["dag_run_id"]
         return run_id
 
@@ -143,12 +149,36 @@ def session_processes(sid: int) -> list[str]:
     return found
 
 
+class StatsdListener:
+    """A StatsD server on loopback: keeps every metric line Airflow's components and tasks send it."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._receive, name="statsd-listener", daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                datagram = self.socket.recv(65535)
+            except OSError:  # closed
+                return
+            self.lines.extend(line for line in datagram.decode(errors="replace").splitlines() if line)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
 class AirflowStandalone:
     def __init__(
         self,
         directory: Path,
         connections_env: Mapping[str, str],
         bounds: Mapping[str, tuple[datetime, datetime]],
+        statsd_port: int,
         parallelism: int = 2,
     ) -> None:
         self.home = directory / "airflow-home"
@@ -183,6 +213,10 @@ class AirflowStandalone:
             # The log servers listen on all interfaces (Airflow hard-codes it); free ports at least.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            # Airflow's metrics, the sync's among them, to the test's StatsD listener.
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(statsd_port),
         }
         self.bounds = bounds
         self.api = AirflowApi(self.base_url, self.password)
@@ -261,6 +295,10 @@ SYNC_DAG = "aporia_redshift_sync"
 SYNC_TASK = "sync_predictions_and_actuals"
 FINISHED = ("success", "failed")
 RUN_TIMEOUT = 600.0
+# Aporia answers this many logPredictions calls with 503 once the catch-up starts. The client makes 4 attempts per
+# call, so at least one sync try fails (two running syncs may share the faults, but one gets 4 of 8), and Airflow
+# retries it.
+DELIVERY_FAULTS = 8
 
 
 @dataclass
@@ -269,18 +307,27 @@ class ScheduledSyncs:
 
     windows: list[tuple[datetime, datetime]]  # the windows the sync DAG caught up, in order
     backfilled: list[tuple[datetime, datetime]]  # the windows the backfill re-ran
+    failed_window: tuple[datetime, datetime]  # synced by a manual run with a row Aporia cannot take (NaN)
     setup_run: dict[str, Any]
-    sync_runs: list[dict[str, Any]]
+    sync_runs: list[dict[str, Any]]  # the catch-up's runs (the backfill's among them)
+    failed_run: dict[str, Any]
     backfill: dict[str, Any]
     task_instances: dict[tuple[str, str], list[dict[str, Any]]]  # (dag_id, run_id) -> its task instances
     logs: dict[tuple[str, str, str, int], str]  # (dag_id, run_id, task_id, try) -> the log as the UI gets it
     fragments: list[dict[str, Any]]  # what the local Aporia holds for the example version afterwards
+    view: list[dict[str, Any]]  # what the sync view's JSON API shows afterwards
+    metrics: list[str]  # every StatsD line Airflow sent meanwhile
     seconds: dict[str, float] = field(default_factory=dict)
 
     def sync_instance(self, window: tuple[datetime, datetime]) -> dict[str, Any]:
         [run] = [r for r in self.sync_runs if parse_time(r["data_interval_start"]) == window[0]]
         [ti] = [t for t in self.task_instances[(SYNC_DAG, run["dag_run_id"])] if t["task_id"] == SYNC_TASK]
         return ti
+
+    @property
+    def retried(self) -> list[tuple[datetime, datetime]]:
+        """The windows whose sync Airflow retried after a failed try (the delivery faults')."""
+        return [w for w in self.windows if self.sync_instance(w)["try_number"] > 1 + (w in self.backfilled)]
 
 
 def sync_lookback() -> timedelta:
@@ -297,9 +344,15 @@ def parse_time(value: str) -> datetime:
 
 
 def run_example_dags(
-    airflow: AirflowStandalone, aporia: AporiaProbe, windows: list[tuple[datetime, datetime]], backfill: slice
+    airflow: AirflowStandalone,
+    aporia: AporiaProbe,
+    stack: LocalStack,
+    statsd: StatsdListener,
+    windows: list[tuple[datetime, datetime]],
+    backfill: slice,
 ) -> ScheduledSyncs:
-    """aporia_setup by a manual run, aporia_redshift_sync caught up by the scheduler, then a backfill."""
+    """aporia_setup by a manual run; aporia_redshift_sync caught up by the scheduler, a try of it failing on Aporia's
+    faults and retried by Airflow; a backfill; then a manual run of the next window, which fails on a NaN."""
     api, seconds = airflow.api, {}
     for dag_id in (SETUP_DAG, SYNC_DAG):
         wait_for(f"the dag-processor to parse {dag_id}", lambda d=dag_id: api.get(f"/api/v2/dags/{d}"), 180)
@@ -315,6 +368,7 @@ def run_example_dags(
 
     # Unpaused, the scheduler creates one run per interval due since the (policy-bounded) start date.
     started = time.monotonic()
+    aporia.fail_next(DELIVERY_FAULTS, status=503, operation="logPredictions")
     api.request("PATCH", f"/api/v2/dags/{SYNC_DAG}", json={"is_paused": False})
 
     def caught_up() -> list[dict[str, Any]] | None:
@@ -348,10 +402,15 @@ def run_example_dags(
     )
     seconds["backfill"] = time.monotonic() - started
 
-    sync_runs = api.dag_runs(SYNC_DAG)
+    started = time.monotonic()
+    failed_window = (windows[-1][1], windows[-1][1] + (windows[-1][1] - windows[-1][0]))
+    failed_run = fail_a_window(api, stack, failed_window)
+    seconds["failed_window"] = time.monotonic() - started
+
+    sync_runs = [r for r in api.dag_runs(SYNC_DAG) if r["dag_run_id"] != failed_run["dag_run_id"]]
     task_instances = {
         (dag_id, run["dag_run_id"]): api.task_instances(dag_id, run["dag_run_id"])
-        for dag_id, run in [(SETUP_DAG, setup_run)] + [(SYNC_DAG, r) for r in sync_runs]
+        for dag_id, run in [(SETUP_DAG, setup_run)] + [(SYNC_DAG, r) for r in [*sync_runs, failed_run]]
     }
     logs = {
         (dag_id, run_id, ti["task_id"], attempt): api.log(dag_id, run_id, ti["task_id"], attempt)
@@ -362,12 +421,16 @@ def run_example_dags(
     result = ScheduledSyncs(
         windows=windows,
         backfilled=backfilled,
+        failed_window=failed_window,
         setup_run=setup_run,
         sync_runs=sync_runs,
+        failed_run=failed_run,
         backfill=done,
         task_instances=task_instances,
         logs=logs,
         fragments=aporia.fragments(MODEL, "v1"),
+        view=api.get("/aporia-sync/api/windows"),
+        metrics=list(statsd.lines),
         seconds=seconds,
     )
     # For whoever debugs a failure: what the REST API answered, beside standalone's own log.
@@ -375,3 +438,29 @@ def run_example_dags(
     record["task_instances"] = {"/".join(key): value for key, value in task_instances.items()}
     (airflow.log_path.parent / "scheduled_syncs.json").write_text(json.dumps(record, indent=1, default=str))
     return result
+
+
+# A copy of the window's first prediction with amount NaN, which Aporia cannot take.
+NAN_ROW = """INSERT INTO model_predictions (prediction_id, prediction_timestamp, raw_text, amount, owner, is_new,
+    embeddings, will_buy_insurance, proba)
+SELECT %s, prediction_timestamp + interval '1 second', raw_text, 'NaN'::float8, owner, is_new, embeddings,
+    will_buy_insurance, proba
+FROM model_predictions WHERE prediction_timestamp >= %s ORDER BY prediction_timestamp LIMIT 1"""
+NAN_ID = "pred-not-a-number"
+
+
+def fail_a_window(api: AirflowApi, stack: LocalStack, window: tuple[datetime, datetime]) -> dict[str, Any]:
+    """A manual run of the sync DAG for `window`, typed into the trigger form, while the window holds a NaN amount:
+    the sync fails (bad input: no retry). The row is removed afterwards."""
+    redshift_sql(stack, NAN_ROW, (NAN_ID, window[0]))
+    try:
+        bounds = {"window_start": window[0].isoformat(), "window_end": window[1].isoformat()}
+        run_id = api.trigger(SYNC_DAG, conf=bounds)
+        run: dict[str, Any] = wait_for(
+            f"{SYNC_DAG} run {run_id} to finish",
+            lambda: (r := api.get(f"/api/v2/dags/{SYNC_DAG}/dagRuns/{run_id}"))["state"] in FINISHED and r,
+            RUN_TIMEOUT,
+        )
+    finally:
+        redshift_sql(stack, "DELETE FROM model_predictions WHERE prediction_id = %s", (NAN_ID,))
+    return run

@@ -21,7 +21,7 @@ from aporia_local.seed import SeedPlan
 from aporia_local.stack import MASTER_USER, LocalStack
 from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.datasources import JDBCDataSource
-from aporia_provider.exceptions import AporiaError, DataSourceError
+from aporia_provider.exceptions import AporiaError, DataSourceError, SyncFailed
 from aporia_provider.operators.aporia import (
     AporiaConnectServingOperator,
     AporiaCreateModelOperator,
@@ -303,6 +303,23 @@ def test_rejected_rows_go_to_s3_through_the_aws_connection(
         "reason": "amount: not a finite number",
         "value": "nan",
     }
+
+
+def test_a_window_below_min_rows_fails_in_one_sentence_or_warns(
+    version: str, aporia: AporiaProbe, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = (T0 - 5 * HOUR, T0 - 4 * HOUR)  # before the seeded days: the upstream job wrote nothing
+    with pytest.raises(SyncFailed) as error:
+        sync(empty, min_rows=1)
+    assert str(error.value) == (
+        f"No predictions in the window [{empty[0].isoformat()}, {empty[1].isoformat()}) of {MODEL} v1, fewer than "
+        "min_rows=1: check that the upstream job wrote this window's predictions; nothing was sent "
+        "(on_low_volume='warn' would send what there is)."
+    )
+    summary = sync(hour(0), min_rows=7, on_low_volume="warn")  # the hour holds 6
+    assert (summary["fragments_sent"], summary["min_rows"], summary["low_volume"]) == (6, 7, True)
+    assert f"Only 6 in the window [{hour(0)[0].isoformat()}, {hour(0)[1].isoformat()}) of {MODEL} v1" in caplog.text
+    assert sync(hour(1), min_rows=6)["low_volume"] is False
 
 
 # ----------------------------------------------------------------------------------------- columns and mappings

@@ -555,6 +555,18 @@ def test_a_clean_window_gives_the_same_summary_and_fragments(versions: AporiaPro
     assert by_task == by_spark == expected
 
 
+def test_a_lookback_counts_the_rows_it_reread_apart_alike(versions: AporiaProbe, clean: str) -> None:
+    lookback = timedelta(days=1)
+    in_task = run_sync(IN_TASK, WINDOW, query=clean, lookback=lookback)
+    spark = run_sync(SPARK, WINDOW, query=clean, lookback=lookback)
+    keys = ("read_start", "predictions_in_window", "predictions_reread", "actuals_in_window", "actuals_reread")
+    # c-prev-1 (a day early: the read's start) and c-prev-2 (a microsecond early) are re-read; the window itself
+    # holds what it holds without a lookback; no actual arrived in the day before it.
+    expected = ((T0 - lookback).isoformat(), 12, 2, 3, 0)
+    assert tuple(in_task[key] for key in keys) == tuple(spark[key] for key in keys) == expected
+    assert in_task["fragments_sent"] == spark["fragments_sent"] == 14
+
+
 def test_spark_min_rows_sends_a_source_at_the_threshold_to_spark_and_delivers_once(
     aporia: AporiaProbe, clean: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -184,7 +184,7 @@ def test_a_missing_jdbc_driver_is_not_retried(version: str, aporia: AporiaProbe)
         sync(jdbc_driver="redshift", spark_min_rows=0)
     assert str(error.value) == (
         "The JDBC driver com.amazon.redshift.jdbc42.Driver is not on Spark's class path (while reading the window "
-        f"from Redshift for {MODEL} v1); add its jar with spark_conf {'spark.jars': '/path/driver.jar'} or "
+        f"from Redshift for {MODEL} v1); add its jar with spark_conf {{'spark.jars': '/path/driver.jar'}} or "
         "spark.jars.packages, or install it on the cluster."
     )
 

@@ -1,8 +1,9 @@
 """The example DAGs under the real scheduler, executor, task runner and API server (`airflow standalone`).
 
 aporia_setup runs from a manual trigger; aporia_redshift_sync, unpaused, catches up six hourly windows by
-itself; a backfill re-runs two of them. Everything is read back as a person would: through Airflow's REST API
-and the local Aporia server's read-only views.
+itself (Aporia failing a try of one, which Airflow retries); a backfill re-runs two of them; a manual run of the
+next window fails on a NaN. Everything is read back as a person would: through Airflow's REST API, the sync view's
+JSON API, the StatsD metrics Airflow sent, and the local Aporia server's read-only views.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from aporia_local.stack import LocalStack
-from tests.helpers import seeded_rows
+from tests.helpers import MODEL, seeded_rows
 from tests.integration.standalone import (
     SETUP_DAG,
     SYNC_DAG,
@@ -51,9 +52,16 @@ def test_every_run_of_setup_catch_up_and_backfill_succeeded(scheduled_syncs: Sch
     assert [r["run_type"] for r in s.sync_runs] == [
         "backfill" if window in s.backfilled else "scheduled" for window in s.windows
     ]
+    # Aporia's faults failed a try of at least one window, and Airflow retried it by itself.
+    assert s.retried, "no sync try failed on Aporia's faults: the retry is not exercised"
     tries = {window: s.sync_instance(window)["try_number"] for window in s.windows}
-    assert tries == {window: 2 if window in s.backfilled else 1 for window in s.windows}
+    assert all(tries[window] >= 1 + (window in s.backfilled) for window in s.windows)
     assert {s.sync_instance(window)["state"] for window in s.windows} == {"success"}
+
+    # The window with a NaN failed at once: bad input is not retried.
+    assert s.failed_run["state"] == "failed"
+    [failed] = s.task_instances[(SYNC_DAG, s.failed_run["dag_run_id"])]
+    assert (failed["state"], failed["try_number"]) == ("failed", 1)
 
 
 def test_aporia_holds_each_seeded_prediction_and_arrived_actual_of_the_windows_once(
@@ -102,13 +110,107 @@ def log_events(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def sync_tries(s: ScheduledSyncs) -> tuple[dict[Any, list[dict[str, Any]]], dict[Any, list[dict[str, Any]]]]:
+    """The logs of the sync tries that succeeded (they log their summary) and of those that failed."""
+    tries = {key: log_events(text) for key, text in s.logs.items() if key[0] == SYNC_DAG}
+    succeeded = {k: e for k, e in tries.items() if any("Sync summary" in str(x.get("event")) for x in e)}
+    return succeeded, {k: e for k, e in tries.items() if k not in succeeded}
+
+
+def error_lines(events: list[dict[str, Any]]) -> list[str]:
+    return [str(e.get("event")) for e in events if str(e.get("level", "")).lower() in ("error", "critical")]
+
+
 def test_a_successful_syncs_log_has_no_error_line(scheduled_syncs: ScheduledSyncs) -> None:
-    """Every try of every sync here succeeded (the backfill's second tries too): none may log an ERROR."""
+    """Every successful try of every sync here (the backfill's second tries too) may not log an ERROR."""
     s = scheduled_syncs
-    sync_logs = {key: log_events(text) for key, text in s.logs.items() if key[0] == SYNC_DAG}
+    sync_logs, _ = sync_tries(s)
     assert len(sync_logs) == len(s.windows) + len(s.backfilled)
     for key, events in sync_logs.items():
-        assert any("Sync summary" in str(e.get("event")) for e in events), f"{key}: not the log of a sync"
         errors = [e for e in events if str(e.get("level", "")).lower() in ("error", "critical")]
         errors += [e for e in events if re.search(r"\bERROR\b", str(e.get("event", "")))]
         assert errors == [], f"ERROR lines in the log of {key}"
+
+
+def test_a_failed_try_says_why_first_and_whether_airflow_retries(scheduled_syncs: ScheduledSyncs) -> None:
+    s = scheduled_syncs
+    _, failed_tries = sync_tries(s)
+    retried_runs = {s.sync_instance(window)["dag_run_id"] for window in s.retried}
+    assert {run_id for _, run_id, _, _ in failed_tries} == retried_runs | {s.failed_run["dag_run_id"]}
+    for (_, run_id, _, attempt), events in failed_tries.items():
+        first = error_lines(events)[0]  # ours, before Airflow's own report of the exception
+        if run_id == s.failed_run["dag_run_id"]:
+            assert "pred-not-a-number" in first and "not a finite number" in first
+            assert "retry" not in first  # bad input: Airflow does not retry it
+        else:
+            assert "Aporia" in first
+            assert f"Airflow will retry the task (try {attempt} of up to 3); if it keeps failing, check" in first
+
+
+def test_the_sync_views_counts_and_totals_are_what_aporia_holds(
+    scheduled_syncs: ScheduledSyncs, stack: LocalStack
+) -> None:
+    s, lookback = scheduled_syncs, sync_lookback()
+    [version] = [v for v in s.view if (v["model_id"], v["model_version"]) == (MODEL, "v1")]
+    rows = {parse_time(w["window_start"]): w for w in version["windows"]}
+    assert sorted(rows) == [start for start, _ in s.windows] + [s.failed_window[0]]  # each window once
+    assert version["gaps"] == [] and version["unplaced"] == []
+
+    held = [f for f in s.fragments if f["predictions"]]
+    for start, end in s.windows:
+        row = rows[start]
+        predictions, actuals = seeded_rows(stack, start, end)
+        reread_predictions, reread_actuals = seeded_rows(stack, start - lookback, start)
+        in_aporia = [f for f in held if start <= parse_time(f["occurred_at"]) < end]
+        assert row["state"] == "success" and row["failure"] is None
+        assert row["predictions_sent"] == len(in_aporia) == len(predictions), start
+        assert row["actuals_sent"] == len(actuals), start
+        assert (row["predictions_reread"], row["actuals_reread"]) == (len(reread_predictions), len(reread_actuals))
+        assert row["task_retries"] == s.sync_instance((start, end))["try_number"] - 1
+    # The totals count each window once, whatever the retries and the backfill: Aporia's rows of the windows' span.
+    first, last = s.windows[0][0], s.windows[-1][1]
+    total = sum(rows[start]["predictions_sent"] for start, _ in s.windows)
+    assert total == len([f for f in held if first <= parse_time(f["occurred_at"]) < last])
+    _, arrived = seeded_rows(stack, first, last)
+    assert sum(rows[start]["actuals_sent"] for start, _ in s.windows) == len(arrived)
+
+    failed = rows[s.failed_window[0]]
+    assert failed["state"] == "failed" and failed["rows_rejected"] == 1
+    assert "not a finite number" in failed["failure"]
+    assert failed["rejected_examples"] == ["predictions pred-not-a-number: amount: not a finite number"]
+
+
+def test_the_syncs_report_their_figures_to_statsd(scheduled_syncs: ScheduledSyncs) -> None:
+    """From the real runs, through Airflow's Stats to the session's StatsD listener."""
+    s = scheduled_syncs
+    succeeded, failed = sync_tries(s)
+
+    def values(name: str, kind: str) -> list[float]:
+        found = []
+        for line in s.metrics:
+            metric, _, rest = line.partition(":")
+            if metric == f"airflow.aporia.sync.{name}" and rest.split("|")[1] == kind:
+                found.append(float(rest.split("|")[0]))
+        return found
+
+    named = f"{MODEL}.v1"
+    tries = len(succeeded) + len(failed)
+    assert len(values(f"{named}.duration", "ms")) == len(values("duration", "ms")) == tries
+    lags = values(f"{named}.lag_seconds", "g")
+    assert len(lags) == len(succeeded) and all(lag > 0 for lag in lags)
+    assert sum(values(f"{named}.failed", "c")) == len(failed)
+    assert sum(values(f"{named}.rows_rejected", "c")) == 1  # the NaN
+    # Every successful try delivered its whole read: rows_sent adds up the summaries' fragments_sent.
+    sent = sum(int(summary_of(events)["fragments_sent"]) for events in succeeded.values())
+    assert sum(values(f"{named}.rows_sent", "c")) == sum(values("rows_sent", "c")) == sent > 0
+    assert sum(values(f"{named}.rows_read", "c")) >= sent
+    assert sum(values(f"{named}.actuals_sent", "c")) > 0
+
+
+def summary_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary a successful sync logged."""
+    import ast
+
+    [line] = [str(e["event"]) for e in events if "Sync summary" in str(e.get("event"))]
+    summary: dict[str, Any] = ast.literal_eval(line.split(": ", 1)[1])
+    return summary

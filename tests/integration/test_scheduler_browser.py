@@ -171,36 +171,63 @@ def test_the_test_button_answers_for_a_good_and_a_wrong_token(
 
 
 def check_sync_view(view: Page | FrameLocator, s: ScheduledSyncs, stack: LocalStack) -> None:
-    """The view shows each scheduled window once, succeeded, with the counts the seeded data gives."""
+    """The view shows each window once, with the counts Aporia holds: the scheduled ones succeeded (the lookback's
+    rows apart, as re-read), the manual run's failed with its reason and the row it rejected."""
     from playwright.sync_api import expect
 
     section = view.locator('section.version[data-model-id="insurance-propensity"][data-model-version="v1"]')
     expect(section).to_be_visible()
-    facts = {name: section.locator(f'[data-fact="{name}"]').inner_text() for name in ("windows", "failed", "missing")}
-    assert facts == {"windows": str(len(s.windows)), "failed": "0", "missing": "0"}
-    assert section.locator("tr.gap").count() == 0 and section.locator("tr.failed").count() == 0
+    facts = {
+        name: section.locator(f'[data-fact="{name}"]').inner_text()
+        for name in ("windows", "failed", "missing", "predictions_sent", "actuals_sent", "rows_rejected")
+    }
+    first, last = s.windows[0][0], s.windows[-1][1]
+    predictions, actuals = seeded_rows(stack, first, last)
+    assert facts == {
+        "windows": str(len(s.windows) + 1),
+        "failed": "1",
+        "missing": "0",
+        "predictions_sent": f"{len(predictions):,}",  # each window once: what Aporia holds of them
+        "actuals_sent": f"{len(actuals):,}",
+        "rows_rejected": "1",
+    }
+    assert section.locator("tr.gap").count() == 0
     assert section.locator("svg.sync-chart g.window.state-success").count() == len(s.windows)
 
-    rows = section.locator("tr.window")
+    failed = section.locator("tr.failed")
+    assert failed.count() == 1
+    assert failed.get_attribute("data-window-start") == s.failed_window[0].isoformat()
+    reason = failed.locator('[data-col="reason"]').inner_text()
+    assert "pred-not-a-number" in reason and "not a finite number" in reason
+    assert failed.locator('td[data-col="rows_rejected"]').inner_text().strip() == "1"
+
+    rows = section.locator("tr.window.state-success")
     assert rows.count() == len(s.windows)
     lookback = sync_lookback()
+    delivery_retries = {
+        w["window_start"]: w["delivery_retries"] for v in s.view if v["model_version"] == "v1" for w in v["windows"]
+    }
     shown, expected = [], []
     for i in range(rows.count()):
         row = rows.nth(i)
         cells = {
             col: row.locator(f'td[data-col="{col}"]').inner_text().strip()
-            for col in ("rows_read", "fragments_sent", "actuals_sent", "rows_rejected", "retries")
+            for col in ("rows_read", "predictions_sent", "actuals_sent", "reread", "rows_rejected", "retries")
         }
         shown.append((row.get_attribute("data-window-start"), row.get_attribute("class"), cells))
     for start, end in reversed(s.windows):  # newest first, as the table lists them
-        predictions, actuals = seeded_rows(stack, start - lookback, end)
+        read, _ = seeded_rows(stack, start - lookback, end)
+        in_window, arrived = seeded_rows(stack, start, end)
+        reread, reread_actuals = seeded_rows(stack, start - lookback, start)
+        tries = s.sync_instance((start, end))["try_number"]
         counts = {
-            "rows_read": str(len(predictions)),
-            "fragments_sent": str(len(predictions)),
-            "actuals_sent": str(len(actuals)),
+            "rows_read": str(len(read)),
+            "predictions_sent": str(len(in_window)),
+            "actuals_sent": str(len(arrived)),
+            "reread": f"{len(reread)} / {len(reread_actuals)}",
             "rows_rejected": "0",
-            # The backfill re-ran its windows' task: a second try; no delivery request needed a retry.
-            "retries": "1 / 0" if (start, end) in s.backfilled else "0 / 0",
+            # Task tries retried (Airflow's retry, the backfill's re-run) / delivery requests retried.
+            "retries": f"{tries - 1} / {delivery_retries[start.isoformat()]}",
         }
         expected.append((start.isoformat(), "window state-success", counts))
     assert shown == expected

@@ -180,13 +180,14 @@ class Judged:
     rejected: int = 0
     examples: list[str] = field(default_factory=list)
     fragments: list[str] = field(default_factory=list)
+    reread: int = 0  # of the rows that pass, those read only for the lookback
 
 
 def spooled(fragments: list[str]) -> TaskRows:
     """Rows that passed, spooled as the reader spools them."""
     spool = Spool()
     for fragment in fragments:
-        spool.add(json.loads(fragment)["id"], None, fragment.encode())
+        spool.add(json.loads(fragment)["id"], None, fragment.encode(), False)
     return TaskRows(rows=len(fragments), spool=spool)
 
 
@@ -239,10 +240,10 @@ def read(
 def judged(cursor: FakeCursor, source: SourceLayout, types: dict[str, ColumnType | None]) -> Judged:
     """The source's window read as the sync reads it: the columns selected, streamed from a server-side cursor."""
     columns, select = select_columns(source, types, WINDOW)
-    result = read_in_task(WAREHOUSE.stream(cursor, select, in_task.FETCH_ROWS), source, columns, types)
+    result = read_in_task(WAREHOUSE.stream(cursor, select, in_task.FETCH_ROWS), source, columns, types, WINDOW.start)
     try:
         fragments = [fragment.decode() for fragment in result.fragments()]
-        return Judged(result.rows, result.rejected, result.examples, fragments)
+        return Judged(result.rows, result.rejected, result.examples, fragments, result.reread)
     finally:
         result.release()
 
@@ -676,6 +677,29 @@ def test_actuals_problems_in_sparks_words() -> None:
     assert result.fragments == ['{"id":"45","actuals":{"proba":0.25}}']
 
 
+def test_rows_that_pass_from_before_the_runs_window_are_counted_as_reread() -> None:
+    before, inside = datetime(2026, 11, 20, 9, 50), datetime(2026, 11, 20, 10, 5)
+    clean, _ = read([prediction(predicted_at=before), prediction(prediction_id="p2", predicted_at=WINDOW.start)])
+    assert (clean.rows, clean.rejected, clean.reread) == (2, 0, 1)  # the window's start is in the window
+    rows = [
+        prediction(prediction_id="p1", predicted_at=before),
+        prediction(prediction_id="p2", predicted_at=before),
+        prediction(prediction_id="p2", predicted_at=inside),  # a repeated id rejects both rows
+        prediction(prediction_id="p3", predicted_at=before, amount_usd=float("nan")),
+        prediction(prediction_id="p4", predicted_at=inside),
+        # With a zone (TIMESTAMPTZ): 11:55+02:00 is 09:55 UTC, before the window.
+        prediction(prediction_id="p5", predicted_at=datetime(2026, 11, 20, 11, 55, tzinfo=PLUS_TWO)),
+    ]
+    result, _ = read(rows)
+    assert (result.rows, result.rejected, result.reread) == (6, 3, 2)
+
+
+def test_actuals_are_reread_by_their_arrival() -> None:
+    rows = [(41, datetime(2026, 11, 20, 9, 59), 0.5, None), (42, ACTUAL_AT, 1, None), (43, None, None, None)]
+    result, _ = read(rows, "actuals")
+    assert (result.rows, result.rejected, result.reread) == (2, 0, 1)
+
+
 def test_only_rows_with_actuals_count_as_repeats() -> None:
     rows = [(41, ACTUAL_AT, None, None), (41, ACTUAL_AT, 0.5, None), (42, ACTUAL_AT, 1, None), (42, ACTUAL_AT, 0, None)]
     result, _ = read(rows, "actuals")
@@ -990,7 +1014,7 @@ def test_the_reader_holds_no_row_past_its_chunk_and_spools_the_fragments_to_disk
             held.append([weakref.ref(row) for row in chunk])
             yield chunk
 
-    result = read_in_task(chunks(), source, columns, types)
+    result = read_in_task(chunks(), source, columns, types, WINDOW.start)
     try:
         assert (result.rows, result.rejected) == (1000, 0)
         assert result.spool is not None and result.spool.size() > 1000 * len(json.dumps(CLEAN_FRAGMENT)) // 2
@@ -1013,7 +1037,8 @@ def test_every_rejected_row_is_handed_on_with_its_column_reason_and_value() -> N
     source = layout(PLAN, "predictions")
     types = column_types(description(PREDICTION_TYPES))
     columns, select = select_columns(source, types, WINDOW)
-    result = read_in_task(WAREHOUSE.stream(FakeCursor(rows), select, 10), source, columns, types, kept.append)
+    stream = WAREHOUSE.stream(FakeCursor(rows), select, 10)
+    result = read_in_task(stream, source, columns, types, WINDOW.start, kept.append)
     result.release()
     assert result.rejected == len(kept) == 6
     assert kept[0] == {

@@ -138,6 +138,12 @@ def test_sync_needs_exactly_one_of_query_and_table() -> None:
             for bad in (-1, 1.5, 0.0, True, "5")
         ),
         (
+            {"min_rows": 0},
+            "min_rows 0 is not allowed; give a whole number of at least 1 (the fewest predictions a window should "
+            "deliver).",
+        ),
+        ({"on_low_volume": "ignore"}, "on_low_volume 'ignore' is not supported; use 'fail' or 'warn'."),
+        (
             {"max_invalid_rows": 10, "on_invalid_rows": "skip"},
             "on_invalid_rows='skip' leaves out any number of invalid rows and max_invalid_rows sets a limit; pass "
             "one of them.",

@@ -37,10 +37,15 @@ def summary(hour: int, **changes: Any) -> dict[str, Any]:
         "model_version": "v1",
         "window_start": (T0 + hour * HOUR).isoformat(),
         "window_end": (T0 + (hour + 1) * HOUR).isoformat(),
+        "read_start": (T0 + hour * HOUR).isoformat(),
         "rows_read": 8,
+        "predictions_in_window": 8,
+        "predictions_reread": 0,
         "fragments_sent": 8,
         "actuals_read": 2,
         "actuals_sent": 2,
+        "actuals_in_window": 2,
+        "actuals_reread": 0,
         "rows_rejected": 0,
         "rejected_examples": [],
         "batches": 1,
@@ -182,6 +187,106 @@ def test_views_group_by_model_version_sort_windows_and_find_gaps() -> None:
     assert [w.run_id for w in v2.windows] == ["v2-run"]
 
 
+def with_lookback(hour: int, in_window: int, reread: int, actuals: int = 0, actuals_reread: int = 0) -> dict[str, Any]:
+    """The summary of a sync whose lookback re-read `reread` predictions (and `actuals_reread` actuals)."""
+    return summary(
+        hour,
+        read_start=(T0 + hour * HOUR - timedelta(minutes=15)).isoformat(),
+        rows_read=in_window + reread,
+        fragments_sent=in_window + reread,
+        predictions_in_window=in_window,
+        predictions_reread=reread,
+        actuals_read=actuals + actuals_reread,
+        actuals_sent=actuals + actuals_reread,
+        actuals_in_window=actuals,
+        actuals_reread=actuals_reread,
+    )
+
+
+def test_a_lookbacks_rereads_are_shown_apart_and_totals_count_each_row_once() -> None:
+    # Six hourly windows of 100 predictions and about 23 actuals, each re-reading the 15 minutes before it.
+    first = record(0, summary=with_lookback(0, 100, 0, actuals=23))
+    later = [record(h, summary=with_lookback(h, 100 + h, 25, actuals=22, actuals_reread=5)) for h in range(1, 6)]
+    [view] = build_views([first, *later])
+    row = view.windows[1]
+    assert (row.rows_read, row.predictions_sent, row.predictions_reread) == (126, 101, 25)
+    assert (row.actuals_sent, row.actuals_reread, row.reread) == (22, 5, 30)
+    assert (view.total("predictions_sent"), view.total("actuals_sent")) == (615, 133)  # what Aporia holds
+    assert view.total("reread") == 150
+    html = page(first, *later)
+    assert '<td class="num" data-col="predictions_sent">101</td>' in html
+    assert '<td class="num" data-col="reread">25 / 5</td>' in html
+    assert '<b data-fact="predictions_sent">615</b> predictions sent' in html
+    assert '<b data-fact="reread">150</b> re-read' in html
+
+
+def test_a_summary_from_before_in_window_counts_shows_what_it_sent() -> None:
+    recorded = summary(0, fragments_sent=12, actuals_sent=3).items()
+    old = {k: v for k, v in recorded if k != "read_start" and not k.endswith(("_in_window", "_reread"))}
+    row = window_row(record(0, summary=old))
+    assert (row.predictions_sent, row.actuals_sent, row.reread) == (12, 3, None)
+
+
+def test_a_window_synced_again_is_one_row_of_its_latest_successful_sync() -> None:
+    """Three runs of one 2,000-row window (a backfill and a manual re-run) hold 2,000 predictions in Aporia."""
+    runs = [
+        record(0, run_id=f"run-{n}", end_date=T0 + HOUR + n * HOUR, summary=summary(0, predictions_in_window=2000))
+        for n in range(3)
+    ]
+    later_failure = record(0, run_id="run-3", state="failed", with_summary=False, end_date=T0 + 9 * HOUR)
+    validate_only = record(0, run_id="run-4", end_date=T0 + 10 * HOUR, summary=summary(0, dry_run=True))
+    running = record(0, run_id="run-5", state="running", with_summary=False, end_date=None)
+    [view] = build_views([*runs, later_failure, validate_only, running, record(1)])
+    assert [w.start for w in view.windows] == [T0, T0 + HOUR]
+    shown = view.windows[0]
+    assert (shown.run_id, shown.state, shown.predictions_sent) == ("run-2", "success", 2000)
+    assert [w.run_id for w in shown.other_syncs] == ["run-5", "run-4", "run-3", "run-1", "run-0"]  # newest first
+    assert view.total("predictions_sent") == 2000 + 8
+    assert view.failed == [] and view.gaps == []
+    html = page(*runs, later_failure, validate_only, running, record(1))
+    assert html.count('<tr class="window') == 2
+    assert "5 other syncs of this window" in html
+
+
+def test_a_retried_window_shows_its_successful_try() -> None:
+    """Airflow keeps one task instance per run: its latest try's state and summary."""
+    [view] = build_views([record(0, try_number=2, summary=summary(0, predictions_in_window=100))])
+    [row] = view.windows
+    assert (row.state, row.task_retries, row.predictions_sent, row.failure) == ("success", 1, 100, None)
+
+
+def test_a_failed_window_shows_why_and_what_it_rejected() -> None:
+    sentence = "1 invalid row of 125 (pred-0000005807 amount: not a finite number); nothing was sent."
+    failure = summary(
+        1,
+        error=sentence,
+        rows_read=125,
+        fragments_sent=0,
+        actuals_sent=0,
+        rows_rejected=1,
+        rejected_examples=["predictions pred-0000005807: amount: not a finite number"],
+    )
+    failed = record(1, state="failed", with_summary=False, failure=failure, rendered=None)
+    [view] = build_views([record(0), failed])
+    row = view.windows[1]
+    assert (row.start, row.failed, row.failure, row.rows_rejected) == (T0 + HOUR, True, sentence, 1)
+    assert (row.rows_read, row.predictions_sent, row.actuals_sent, row.reread) == (125, 0, 0, None)  # sent nothing
+    assert view.failed == [row]
+    assert (view.total("rows_rejected"), view.total("predictions_sent")) == (1, 8)  # nothing of it reached Aporia
+    assert (view.model_id, view.model_version) == ("insurance-propensity", "v1")  # named by the failure
+    html = page(record(0), failed)
+    assert f'<div class="reason" data-col="reason">{sentence}</div>' in html
+    assert '<b data-fact="rows_rejected">1</b> rows rejected' in html
+    assert "predictions pred-0000005807: amount: not a finite number" in html
+    [band] = groups(chart_of(record(0), failed), "state-failed")
+    assert band.findtext(SVG + "title") == f"[2026-11-21 01:00, 02:00): failed: {sentence}"
+
+
+def test_a_successful_retry_does_not_show_the_failure_of_its_earlier_try() -> None:
+    row = window_row(record(0, try_number=2, failure=summary(0, error="Aporia unreachable")))
+    assert row.failure is None and row.succeeded
+
+
 def test_durations_and_window_labels_read_naturally() -> None:
     assert [human_duration(v) for v in (None, 4.25, 65, 3 * 3600 + 5 * 60, timedelta(days=2, hours=3))] == [
         "—",
@@ -225,7 +330,8 @@ def test_the_chart_draws_each_window_and_marks_failed_and_missing_ones() -> None
 
 
 def test_bar_heights_follow_the_counts_and_rejected_rows_stack_on_predictions() -> None:
-    svg = chart_of(record(0), record(1, summary=summary(1, fragments_sent=4, rows_rejected=4, actuals_sent=0)))
+    halved = summary(1, fragments_sent=4, predictions_in_window=4, rows_rejected=4, actuals_sent=0, actuals_in_window=0)
+    svg = chart_of(record(0), record(1, summary=halved))
     first, second = groups(svg, "window")
     heights = {
         (g.get("data-start"), r.get("class")): float(r.get("height") or 0)
@@ -283,7 +389,7 @@ def test_the_page_lists_windows_newest_first_with_gaps_and_failures_standing_out
     ]
     assert "missing: no sync ran for these 1 h 00 min" in html
     assert '<b data-fact="failed">1</b> failed' in html and '<b data-fact="missing">1</b> missing' in html
-    assert '<td class="num" data-col="fragments_sent">8</td>' in html
+    assert '<td class="num" data-col="predictions_sent">8</td>' in html
     assert '<td class="num" data-col="retries">1 / —</td>' in html  # the failed try was retried once
     assert "pred-7: amount &lt;b&gt;NaN&lt;/b&gt;" in html  # rejected examples are escaped
     assert (
@@ -320,3 +426,9 @@ def test_anonymous_requests_get_401(path: str) -> None:
 
     response = TestClient(app).get(path)
     assert (response.status_code, response.json()) == (401, {"detail": "Not authenticated"})
+
+
+def test_a_window_below_its_volume_expectation_says_so() -> None:
+    html = page(record(0, summary=summary(0, min_rows=20, low_volume=True)), record(1, summary=summary(1, min_rows=5)))
+    assert html.count('data-col="low_volume"') == 1
+    assert '<div class="reason" data-col="low_volume">below min_rows 20</div>' in html

@@ -1,0 +1,61 @@
+"""A sync's figures as Airflow metrics: Airflow's own `Stats`, so StatsD or OpenTelemetry as `[metrics]` configures.
+
+Each figure goes out twice, as Airflow does with its own metrics: under one name with the model version as tags
+(`model_id`, `model_version`; for DogStatsD, InfluxDB-style StatsD and OpenTelemetry), and under a name holding
+the model version (for plain StatsD, which has no tags). Prefixed with `[metrics] statsd_prefix` (`airflow.`):
+
+- ``aporia.sync.rows_read``: predictions read, the lookback's included (counter)
+- ``aporia.sync.rows_sent``: predictions delivered to Aporia (counter)
+- ``aporia.sync.rows_rejected``: rows that did not fit the schema, predictions and actuals (counter)
+- ``aporia.sync.actuals_sent``: actuals delivered (counter)
+- ``aporia.sync.failed``: syncs that failed (counter)
+- ``aporia.sync.lag_seconds``: when a sync ends, seconds since its window's end (gauge)
+- ``aporia.sync.duration``: how long the sync took (timer, milliseconds)
+
+and ``aporia.sync.<model_id>.<model_version>.<figure>`` likewise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from aporia_provider.compat import Stats
+
+PREFIX = "aporia.sync"
+# Metric -> the summary's count it reports.
+COUNTERS = {
+    "rows_read": "rows_read",
+    "rows_sent": "fragments_sent",
+    "rows_rejected": "rows_rejected",
+    "actuals_sent": "actuals_sent",
+}
+
+
+def name_part(value: str) -> str:
+    """A model id or version as one part of a metric name: StatsD's characters only, and no dot, which would start
+    a new level (Airflow writes a task group's dot as `__` the same way)."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", value.replace(".", "__"))
+
+
+def emit_sync_metrics(
+    model_id: str, model_version: str, summary: Mapping[str, Any], failed: bool, lag: timedelta | None
+) -> None:
+    """The summary's figures (a failed sync's: its counts so far), and its lag when it delivered its window."""
+    tags = {"model_id": model_id, "model_version": model_version}
+    named = f"{PREFIX}.{name_part(model_id)}.{name_part(model_version)}"
+    for metric, key in COUNTERS.items():
+        count = int(summary.get(key) or 0)
+        Stats.incr(f"{PREFIX}.{metric}", count, tags=tags)
+        Stats.incr(f"{named}.{metric}", count)
+    if failed:
+        Stats.incr(f"{PREFIX}.failed", 1, tags=tags)
+        Stats.incr(f"{named}.failed", 1)
+    if lag is not None:
+        Stats.gauge(f"{PREFIX}.lag_seconds", lag.total_seconds(), tags=tags)
+        Stats.gauge(f"{named}.lag_seconds", lag.total_seconds())
+    duration = timedelta(seconds=float(summary.get("seconds") or 0))
+    Stats.timing(f"{PREFIX}.duration", duration, tags=tags)
+    Stats.timing(f"{named}.duration", duration)
