@@ -198,8 +198,8 @@ class Benchmark:
     notes: list[str] = field(default_factory=list)
     # (environment, version, kind) -> seeded predictions and actuals sent there, for the delivery check.
     expected: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    # Environments a failed run wrote to: what they hold is not checked.
-    failed: set[str] = field(default_factory=set)
+    # (environment, version) a failed run wrote to: what they hold is not checked.
+    failed: set[tuple[str, str]] = field(default_factory=set)
 
     def runners(self) -> list[str]:
         return [runner for runner in RUNNER_LABELS if runner in self.args.runners.split(",")]
@@ -546,7 +546,7 @@ class Benchmark:
         self.expected[(job.environment, job.table.shape.version, "with_actuals")] += actuals
         if result["error"]:
             print(f"  {job.label} failed: {result['error']} (log: {log_path})", file=sys.stderr, flush=True)
-            self.failed.add(job.environment)
+            self.failed.add((job.environment, job.table.shape.version))
         elif (result["summary"]["rows_read"], result["summary"]["actuals_sent"]) != (predictions, actuals):
             raise RuntimeError(
                 f"{job.label} read {result['summary']['rows_read']} predictions and sent "
@@ -622,7 +622,11 @@ class Benchmark:
         session = self.aporia()
         mismatches = []
         keys = sorted(
-            {(environment, version) for environment, version, _ in self.expected if environment not in self.failed}
+            {
+                (environment, version)
+                for environment, version, _ in self.expected
+                if (environment, version) not in self.failed
+            }
         )
         for environment, version in keys:
             counts = session.get(
@@ -640,13 +644,13 @@ class Benchmark:
                     )
         if mismatches:
             raise RuntimeError("The local Aporia does not hold what the runs read: " + "; ".join(mismatches))
-        checked = {key: v for key, v in self.expected.items() if key[0] not in self.failed}
+        checked = {key: v for key, v in self.expected.items() if key[:2] not in self.failed}
         total = sum(v for (_, _, kind), v in checked.items() if kind == "with_predictions")
         actuals = sum(v for (_, _, kind), v in checked.items() if kind == "with_actuals")
         self.notes.append(
             f"delivered: {total:,} predictions and {actuals:,} actuals, exactly what each way of syncing read "
             f"({len(keys)} environment/version pairs checked"
-            + (f"; not those of failed runs: {', '.join(sorted(self.failed))})" if self.failed else ")")
+            + (f"; not those of failed runs: {', '.join(map(' '.join, sorted(self.failed)))})" if self.failed else ")")
         )
 
     def aporia(self) -> requests.Session:
