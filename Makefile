@@ -59,8 +59,8 @@ unit: setup
 	$(BIN)/pytest -q tests/unit
 
 # The built wheel at the declared floors (Airflow 3.1.0, PySpark 4.0.0, ...) in .venv-min: the unit tier and
-# `airflow dags test` of the example sync DAG through Spark against the local stack (about a minute once the venv
-# is built, from uv's cache).
+# `airflow dags test` of the example sync DAG through Spark on local[*], a standalone cluster and Spark Connect
+# against the local stack (2-3 minutes once the venv is built, from uv's cache).
 min-airflow: setup
 	scripts/min_airflow.sh
 

@@ -95,7 +95,9 @@ def cores(spark: SparkSession) -> int:
     DataFrame API so that it works on a Connect server too."""
     from pyspark.sql import functions as F
 
-    row = spark.range(0, 1 << 16).agg(F.max(F.spark_partition_id())).first()
+    # Selected first: classic sessions refuse a nondeterministic expression inside an aggregate.
+    partition = F.spark_partition_id().alias("partition")
+    row = spark.range(0, 1 << 16).select(partition).agg(F.max("partition")).first()
     assert row is not None
     return int(row[0]) + 1
 
