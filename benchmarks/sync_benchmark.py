@@ -158,10 +158,12 @@ def main(argv: list[str] | None = None) -> None:
             step("Starting a standalone Spark cluster: a master, two workers of one core each", bench.cluster.start)
         result = bench.run()
     finally:
-        bench.cluster.stop()
-        stack.stop()
-        if args.work_dir is None:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        try:
+            bench.cluster.stop()
+        finally:
+            stack.stop()
+            if args.work_dir is None:
+                shutil.rmtree(work_dir, ignore_errors=True)
     result["details"]["benchmark_seconds"] = round(time.monotonic() - started, 1)
     print(render(result, bench.notes), file=results)
     print(json.dumps(result), file=results, flush=True)
