@@ -1,26 +1,22 @@
 """The hand-written loop users write instead of the provider, in its own process like the sync:
-`python -m benchmarks.loop_worker '<json>'`.
+`python -m benchmarks.loop_worker '<json>' [--gated]`.
 
 What issue 10 measured as the alternative: a redshift_connector session (IAM credentials from Airflow's
-Redshift connection; RedshiftIAMHook here, as the stand-in has no TLS and redshift_connector's own IAM
-path insists on it), the same pushed-down window query as the sync,
+Redshift connection; RedshiftIAMHook here, as the stand-in has no TLS and redshift_connector's own IAM path
+insists on it), the very window queries the sync pushes down (workload.Table.loop_arguments),
 `fetchmany(10000)`, each batch turned into Aporia fragments in Python (SUPER vectors parsed with `json`,
-timestamps with `isoformat()`) and POSTed as one `logPredictions` request with the body the official
-SDK's `log_batch_prediction` + `flush` send; then the delayed actuals the same way, by their own
-timestamp, nulls left out. The JSON argument is `Table.loop_arguments()` plus `aporia_conn_id`.
+timestamps with `isoformat()`) and POSTed as one `logPredictions` request with the body the official SDK's
+`log_batch_prediction` + `flush` send; then the delayed actuals the same way, by their own timestamp, nulls
+left out. The JSON argument is `Table.loop_arguments()` plus `aporia_conn_id`.
 
-The result is one JSON object on the original stdout, shaped like sync_worker's (`execute_seconds` is the
-loop's wall time from asking for credentials to the last answer; Airflow and the hooks are imported before,
-as the sync worker imports the operator's module before it times execute()), plus where the time went:
-the query (execute), fetching, building fragments and JSON, and waiting for Aporia.
+The result (benchmarks.worker) is timed from asking for credentials to the last answer (Airflow and the hooks
+are imported before, as the sync worker imports the operator's module before it times execute()), plus where
+the time went: the query (execute), fetching, building fragments and JSON, and waiting for Aporia.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,25 +26,8 @@ import requests
 from airflow.sdk import BaseHook
 
 from aporia_provider.client import LOG_PREDICTIONS
-from aporia_provider.extraction.sql import Window, windowed
 from aporia_provider.hooks.redshift import RedshiftIAMHook
-from benchmarks.sync_worker import Sampler
-
-FETCH_SIZE = 10_000
-
-
-@dataclass
-class Clock:
-    """Seconds spent per step of the loop."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def timed(self, step: str, action: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        try:
-            return action()
-        finally:
-            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+from benchmarks.worker import FETCH_SIZE, Clock, Sampler, measured, serve
 
 
 @dataclass
@@ -71,19 +50,11 @@ class Loop:
             "environment": aporia.extra_dejson.get("environment", "production"),
             "isSync": True,
         }
-        window = Window.of(a["window_start"], a["window_end"])
         connection = self.clock.timed("connect (credentials, session)", RedshiftIAMHook("redshift_default").get_conn)
         try:
             cursor = connection.cursor()
-            predictions = windowed(a["query"], a["timestamp_column"], window)
-            rows = self.send(cursor, f"SELECT * FROM {predictions}", self.prediction)
-            actuals_window = windowed(a["query"], a["actuals_timestamp_column"], window)
-            actual_columns = ", ".join(a["actuals"].values())
-            actuals = self.send(
-                cursor,
-                f"SELECT {a['id_column']}, {actual_columns} FROM {actuals_window}",
-                self.actual,
-            )
+            rows = self.send(cursor, a["predictions_sql"], self.prediction)
+            actuals = self.send(cursor, a["actuals_sql"], self.actual)
         finally:
             connection.close()
         return {"rows_read": rows, "fragments_sent": rows, "actuals_sent": actuals, "batches": self.batches}
@@ -101,7 +72,7 @@ class Loop:
         return sent
 
     def fetched(self, cursor: Any) -> Iterator[list[Any]]:
-        while rows := self.clock.timed("fetchmany(10000)", lambda: cursor.fetchmany(FETCH_SIZE)):
+        while rows := self.clock.timed(f"fetchmany({FETCH_SIZE})", lambda: cursor.fetchmany(FETCH_SIZE)):
             yield rows
 
     def prediction(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -144,34 +115,12 @@ class Loop:
         self.batches += 1
 
 
-def main(argument: str) -> dict[str, Any]:
-    loop = Loop(json.loads(argument))
-    sampler = Sampler()
-    sampler.start()
-    started = time.time()
-    summary, error = None, None
-    try:
-        summary = loop.run()
-    except Exception as exc:  # a failed run is a result too
-        error = f"{type(exc).__name__}: {exc}"
-    finished = time.time()
-    sampler.stop()
-    return {
-        "error": error,
-        "execute_seconds": round(finished - started, 3),
-        "execute_start": started,
-        "execute_end": finished,
-        "summary": summary,
-        "steps": {step: round(seconds, 3) for step, seconds in loop.clock.seconds.items()},
-        "peak_rss_mb": {"task_process": round(sampler.peak_task / 2**20, 1), "jvm": 0.0, "python_workers": 0.0},
-        "cpu_seconds": {"task_process": round(sampler.cpu.get("task_process", 0.0), 2)},
-        "jvm_thread_cpu_seconds": {},
-        "spark": None,
-    }
+def main(arguments: dict[str, Any]) -> dict[str, Any]:
+    loop = Loop(arguments)
+    result = measured(loop.run, Sampler())
+    result["steps"] = {step: round(seconds, 3) for step, seconds in loop.clock.seconds.items()}
+    return result
 
 
 if __name__ == "__main__":
-    # Keep stdout for the result alone: fd 1 now points at stderr, for logs and any stray prints.
-    result_stream = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    print(json.dumps(main(sys.argv[1])), file=result_stream, flush=True)
+    serve(main)

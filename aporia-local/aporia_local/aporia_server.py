@@ -4,6 +4,7 @@ A real HTTP server (FastAPI + strawberry-graphql, served by uvicorn) over SQLite
 (`aporia_store`). The logPredictions mutation as clients send it (variables for every argument) has a
 fast path that skips strawberry: `LogPredictionsFastPath` recognises the document once, and batches that
 fit the schema are checked and stored in C (`fast_ingest`); anything else goes through strawberry as before.
+With `--sink count` (benchmarks only) logPredictions batches are counted, not stored (`CountingSink`).
 Every endpoint needs `Authorization: Bearer <token>`. Besides the Aporia API it
 serves read-only `/local/fragments` views for people and tests, and `/local/faults` to make the
 next requests fail or stall (for retry tests), and `/local/reset`.
@@ -17,10 +18,12 @@ import argparse
 import asyncio
 import hmac
 import threading
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, NewType, cast
+from urllib.parse import parse_qs
 
 import anyio.to_thread
 import msgspec
@@ -420,12 +423,7 @@ class LogPredictionsFastPath:
         self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == GRAPHQL_PATH
-            and _content_type(scope).startswith(b"application/json")
-        ):
+        if not _is_json_post(scope, GRAPHQL_PATH):
             await self.app(scope, receive, send)
             return
         receive, body = await _buffered(receive)
@@ -433,9 +431,7 @@ class LogPredictionsFastPath:
         if answer is None:
             await self.app(scope, receive, send)
             return
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
+        await _send_json(send, answer)
 
     def log(self, body: bytes) -> bytes | None:
         """The answer to a logPredictions request stored on the fast path, or None to let strawberry answer."""
@@ -460,6 +456,97 @@ class LogPredictionsFastPath:
 
 def _content_type(scope: Scope) -> bytes:
     return next((v for k, v in scope["headers"] if k == b"content-type"), b"").lower()
+
+
+def _is_json_post(scope: Scope, path: str) -> bool:
+    return (
+        scope["type"] == "http"
+        and scope["method"] == "POST"
+        and scope["path"] == path
+        and _content_type(scope).startswith(b"application/json")
+    )
+
+
+async def _send_json(send: Send, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_NULL = msgspec.Raw(b"null")
+
+
+class _CountedFragment(msgspec.Struct, gc=False):
+    # Every other part of a fragment is skipped unread.
+    id: str
+    predictions: msgspec.Raw = _NULL
+    actuals: msgspec.Raw = _NULL
+
+
+_COUNTED_FRAGMENTS = msgspec.json.Decoder(list[_CountedFragment])
+_Stream = tuple[str, str, str]  # model id, version, environment
+
+
+class CountingSink:
+    """Pure ASGI middleware of `--sink count`, for benchmarks: a logPredictions batch is answered once the ids of
+    its fragments are counted, and nothing is stored, so the sink takes fragments many times faster than a client
+    sends them and a benchmark's figure is the client's. `/local/fragments/count` answers from these counts
+    (distinct ids with predictions, with actuals, in all), by model, version and environment; `/local/reset`
+    clears them. Anything else, a batch this cannot read among it, goes on to the server as without it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        self._predicted: defaultdict[_Stream, set[str]] = defaultdict(set)
+        self._actual: defaultdict[_Stream, set[str]] = defaultdict(set)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/local/fragments/count":
+            await _send_json(send, orjson.dumps(self.count(parse_qs(scope["query_string"].decode()))))
+            return
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/local/reset":
+            with self._lock:
+                self._predicted.clear()
+                self._actual.clear()
+        if not _is_json_post(scope, GRAPHQL_PATH):
+            await self.app(scope, receive, send)
+            return
+        receive, body = await _buffered(receive)
+        answer = await anyio.to_thread.run_sync(self.log, body)
+        if answer is None:
+            await self.app(scope, receive, send)
+            return
+        await _send_json(send, answer)
+
+    def log(self, body: bytes) -> bytes | None:
+        try:
+            request = _LOG_REQUEST.decode(body)
+            if not is_log_predictions(request.query, request.operationName):
+                return None
+            fragments = _COUNTED_FRAGMENTS.decode(request.variables.predictions)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        v = request.variables
+        stream = (v.modelId, v.modelVersion, v.environment)
+        with self._lock:
+            predicted, actual = self._predicted[stream], self._actual[stream]
+            for fragment in fragments:
+                if fragment.predictions != _NULL:
+                    predicted.add(fragment.id)
+                if fragment.actuals != _NULL:
+                    actual.add(fragment.id)
+        return b'{"data":{"logPredictions":{"warnings":[]}}}'
+
+    def count(self, query: dict[str, list[str]]) -> dict[str, int]:
+        wanted = [query.get(name, [None])[0] for name in ("model_id", "model_version", "environment")]
+        predicted: set[str] = set()
+        actual: set[str] = set()
+        with self._lock:
+            for stream in self._predicted.keys() | self._actual.keys():
+                if all(value is None or value == part for value, part in zip(wanted, stream, strict=True)):
+                    predicted |= self._predicted.get(stream, set())
+                    actual |= self._actual.get(stream, set())
+        return {"total": len(predicted | actual), "with_predictions": len(predicted), "with_actuals": len(actual)}
 
 
 # REST
@@ -569,7 +656,10 @@ class FastJSONGraphQLRouter(GraphQLRouter[Any, Any]):
         return orjson.dumps(data)
 
 
-def create_app(db_path: str, token: str) -> FastAPI:
+SINKS = ("store", "count")
+
+
+def create_app(db_path: str, token: str, sink: str = "store") -> FastAPI:
     store = AporiaStore(db_path)
     faults = FaultPlan()
 
@@ -599,12 +689,14 @@ def create_app(db_path: str, token: str) -> FastAPI:
     )
     # Added last, the guard runs first: tokens and injected faults apply to the fast path too.
     app.add_middleware(LogPredictionsFastPath, store=store)
+    if sink == "count":
+        app.add_middleware(CountingSink)
     app.add_middleware(GuardMiddleware, token=token, faults=faults)
     return app
 
 
-def serve(host: str, port: int, db_path: str, token: str) -> None:
-    uvicorn.run(create_app(db_path, token), host=host, port=port, log_level="warning")
+def serve(host: str, port: int, db_path: str, token: str, sink: str = "store") -> None:
+    uvicorn.run(create_app(db_path, token, sink), host=host, port=port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -613,8 +705,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", required=True, help="SQLite database file (created if missing)")
     parser.add_argument("--token", required=True, help="the API token clients must send as a Bearer token")
+    parser.add_argument("--sink", choices=SINKS, default="store", help="store fragments, or count their ids only")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.db, args.token)
+    serve(args.host, args.port, args.db, args.token, args.sink)
 
 
 if __name__ == "__main__":

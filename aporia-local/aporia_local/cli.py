@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> None:
     aporia.add_argument("--port", type=int, required=True)
     aporia.add_argument("--db", required=True, help="SQLite file")
     aporia.add_argument("--token", required=True, help="the bearer token clients must send")
+    aporia.add_argument(
+        "--sink",
+        choices=("store", "count"),
+        default="store",
+        help="store logPredictions fragments (default), or only count their ids (benchmarks: a sink that keeps up)",
+    )
 
     aws = commands.add_parser("serve-aws", help="run moto (redshift, redshift-serverless, sts, iam)")
     aws.add_argument("--host", default="127.0.0.1")
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve-aporia":
         from aporia_local.aporia_server import serve as serve_aporia
 
-        serve_aporia(args.host, args.port, args.db, args.token)
+        serve_aporia(args.host, args.port, args.db, args.token, args.sink)
     elif args.command == "serve-aws":
         from aporia_local.aws import Workgroup
         from aporia_local.aws import serve as serve_aws

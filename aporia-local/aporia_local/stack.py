@@ -65,6 +65,8 @@ class StackSettings:
     public_host: str = "127.0.0.1"
     # The host of a Spark Connect server run elsewhere (a compose service); empty: the stack runs one.
     spark_connect_host: str = ""
+    # What the Aporia stand-in does with logPredictions fragments: "store", or "count" (benchmarks).
+    aporia_sink: str = "store"
 
     @classmethod
     def with_free_ports(cls) -> StackSettings:
@@ -129,6 +131,8 @@ class LocalStack:
                 str(self.directory / "aporia.sqlite"),
                 "--token",
                 s.aporia_token,
+                "--sink",
+                s.aporia_sink,
             ],
             "aws": [
                 "serve-aws",
