@@ -29,6 +29,13 @@ class TwoWorkerCluster(StandaloneCluster):
         self.second_worker_port = free_port()
         self.second_worker_ui_port = free_port()
 
+    def connection(self) -> dict[str, Any]:
+        """The `spark` connection syncs share the cluster through: each takes one core (`spark.cores.max` in its
+        extras, as a platform engineer sets it for a shared cluster), so two syncs run at once."""
+        connection = super().connection()
+        connection["extra"] = {**connection["extra"], "spark.cores.max": "1"}
+        return connection
+
     def start(self, timeout: float = 120.0) -> None:
         super().start(timeout)
         started = time.monotonic()
