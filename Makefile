@@ -68,4 +68,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.sync_benchmark
 
 clean:
-	rm -rf $(VENV) .venv-min .local-stack airflow-home
+	rm -rf $(VENV) .venv-min .venv-sdk .local-stack airflow-home
