@@ -42,6 +42,8 @@ query ModelVersionSchema($modelId: String!, $modelVersion: String!) {
   }
 }
 """
+# A batch of fragments for one request: their JSON objects joined by commas, and how many there are.
+JoinedFragments = tuple[str, int]
 _RETRIED_STATUSES = {429, 500, 502, 503, 504}
 _HINTS = {
     401: "check the API token stored as the password of the Aporia connection",
@@ -99,24 +101,24 @@ class AporiaClient:
         is_sync: bool = True,
     ) -> LogResult:
         """Send fragments in batches; fragments with the same id merge in Aporia, so a resent batch is harmless."""
-        batches = ([json.dumps(f) for f in batch] for batch in _batches(fragments, batch_size))
+        batches = ((",".join(json.dumps(f) for f in batch), len(batch)) for batch in _batches(fragments, batch_size))
         return self.log_batches(model_id, model_version, batches, is_sync)
 
     def log_batches(
         self,
         model_id: str,
         model_version: str,
-        batches: Iterable[list[str]],
+        batches: Iterable[JoinedFragments],
         is_sync: bool = True,
         in_flight: int = 1,
     ) -> LogResult:
-        """Send each batch of fragments serialised as JSON objects, one request each, up to `in_flight` at once, and
-        add up what it cost. Fragments merge by id in Aporia, so the order they arrive in does not matter. When a
+        """Send each batch of fragments (JSON objects joined by commas, and their count), one request each, up to
+        `in_flight` at once, and add up what it cost. Fragments merge by id in Aporia, so the order they arrive in does not matter. When a
         request fails, or taking the next batch raises, the requests under way finish first, then that is raised."""
         result = LogResult()
         if in_flight <= 1:
             for batch in batches:
-                result.add(self.log_fragment_json(model_id, model_version, batch, is_sync))
+                result.add(self.log_joined(model_id, model_version, batch, is_sync))
             return result
         with ThreadPoolExecutor(in_flight, thread_name_prefix="aporia-delivery") as pool:
             pending: set[Future[LogResult]] = set()
@@ -125,7 +127,7 @@ class AporiaClient:
                     if len(pending) >= in_flight:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         _add_all(result, done)
-                    pending.add(pool.submit(self.log_fragment_json, model_id, model_version, batch, is_sync))
+                    pending.add(pool.submit(self.log_joined, model_id, model_version, batch, is_sync))
             finally:
                 done, pending = wait(pending)
                 _add_all(result, done)
@@ -134,18 +136,25 @@ class AporiaClient:
     def log_fragment_json(
         self, model_id: str, model_version: str, fragments: list[str], is_sync: bool = True
     ) -> LogResult:
-        """Send one batch of fragments already serialised as JSON objects (as Spark builds them)."""
+        """Send one batch of fragments already serialised as JSON objects."""
+        return self.log_joined(model_id, model_version, (",".join(fragments), len(fragments)), is_sync)
+
+    def log_joined(
+        self, model_id: str, model_version: str, fragments: JoinedFragments, is_sync: bool = True
+    ) -> LogResult:
+        """Send one batch of fragments joined by commas (as the sync's columnar engine builds them)."""
+        joined, count = fragments
         variables = {"modelId": model_id, "modelVersion": model_version, "environment": self.environment}
         # The fragments are spliced in as they are: re-parsing them here would cost more than the request.
         body = (
             f'{{"query": {json.dumps(LOG_PREDICTIONS)}, "variables": {json.dumps(variables)[:-1]}, '
-            f'"isSync": {json.dumps(is_sync)}, "predictions": [{",".join(fragments)}]}}}}'
+            f'"isSync": {json.dumps(is_sync)}, "predictions": [{joined}]}}}}'
         )
         data, retries = self._post_graphql("logPredictions", body.encode())
         warnings = (data.get("logPredictions") or {}).get("warnings") or []
         for warning in warnings[:20]:
             log.warning("Aporia warned about %s %s: %s", model_id, model_version, warning)
-        return LogResult(len(fragments), 1, retries, list(warnings))
+        return LogResult(count, 1, retries, list(warnings))
 
     def _post_graphql(self, call: str, body: bytes) -> tuple[dict[str, Any], int]:
         response, retries = self._send(call, "POST", "/v1/controller/graphql", data=body)

@@ -1,10 +1,10 @@
-"""A large window the Spark way: read over JDBC in partitions, judged in the JVM, posted by Spark tasks.
+"""A large window the Spark way: read over JDBC in partitions, judged and posted by Spark's executors.
 
 DataFrame API only, so it runs unchanged on local[*], a cluster and Spark Connect. Rows never pass through
-the task: Spark reads partitions over JDBC (the window predicate pushed down), builds each fragment's JSON
-and each row's verdict in the JVM from the layout and its fields' rulebook entries (as the task's path does in
-Python), keeps the read on its disk between the check and the send, and Spark tasks post batches to Aporia
-themselves (`mapInArrow`); only counts and a few examples come back.
+the task: Spark reads partitions over JDBC (the window predicate pushed down), its executors judge each Arrow
+batch with the same row rules as the task's path (`columnar.judge`, through mapInArrow), the verdicts are kept on
+Spark's disk between the check and the send, and Spark tasks post batches to Aporia themselves (`mapInArrow`); only
+counts, a few examples and the rejected rows come back.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ from functools import partial, reduce
 from typing import TYPE_CHECKING
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.layout import EXCERPT_CHARACTERS, MAX_EXAMPLES, RejectedRows, SourceLayout
-from aporia_provider.extraction.rulebook import OCCURRED_AT_FORMAT, ColumnType
+from aporia_provider.extraction.columnar import JUDGED_DDL, fragment_texts, judge_batches
+from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout
+from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, derived, windowed
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructField
 
 DEFAULT_READ_OPTIONS = {"fetchsize": "10000"}
@@ -121,73 +122,23 @@ def _read(reads: SparkReads, window: Window, partitions: int, layout: SourceLayo
 
 
 def project(frame: DataFrame, layout: SourceLayout, window_start: datetime) -> DataFrame:
-    """Each row as (__id, __fragment JSON, __problem or null, __detail: the column at fault and an excerpt of its
-    value, __reread); rows that are no row (no actual yet) dropped."""
-    from pyspark.sql import functions as F
-
+    """Each row's verdict (`columnar.JUDGED`: id, fragment JSON or problem, the column at fault and an excerpt of its
+    value, re-read), judged in the executors by the same row rules the task runs (`columnar.judge`, through
+    mapInArrow); rows that are no row (no actual yet) dropped."""
     layout.require(frame.columns)
-    source = layout.source
-    problems: list[Column] = []
-    details: list[Column] = []  # in step with problems
-    if layout.null_timestamp is not None:
-        missing = F.col(source.timestamp_column).isNull()
-        problems.append(F.when(missing, F.lit(layout.null_timestamp)))
-        details.append(F.when(missing, _detail(source.timestamp_column, None)))
-    fitted = []
-    for index, slot in enumerate(layout.fields):
-        data_type = frame.schema[slot.column].dataType
-        rule = slot.fit(field_type(frame.schema[slot.column]))
-        fitted.append((slot, rule, data_type, rule.spark_parse(slot.spec, F.col(slot.column), data_type), index))
-    # Parsed in a projection of its own: Spark does not fold an expensive expression into one that reads it twice.
-    parses = [parse.alias(f"__parsed_{index}") for _, _, _, parse, index in fitted if parse is not None]
-    frame = frame.select("*", *parses) if parses else frame
-    groups: dict[str, list[Column]] = {group: [] for group in layout.wire_groups}
-    for slot, rule, data_type, parse, index in fitted:
-        parsed = F.col(f"__parsed_{index}") if parse is not None else None
-        value, problem = rule.spark_value(slot.spec, F.col(slot.column), data_type, parsed)
-        groups[slot.wire_group].append(value.alias(slot.spec.name))
-        if problem is not None:
-            problems.append(problem)
-            details.append(F.when(problem.isNotNull(), _detail(slot.column, F.col(slot.column))))
-    row_id = F.col(layout.id_column).cast("string")
-    members = [row_id.alias("id"), *(F.struct(*values).alias(group) for group, values in groups.items())]
-    if layout.carries_timestamp:
-        members.append(F.date_format(F.col(source.timestamp_column), OCCURRED_AT_FORMAT).alias("occurredAt"))
-    fragment = F.to_json(F.struct(*members))
-    if layout.presence_columns:
-        fragment = F.when(reduce(lambda a, b: a | b, [F.col(c).isNotNull() for c in layout.presence_columns]), fragment)
-    problem = F.coalesce(*problems) if problems else F.lit(None).cast("string")
-    detail = F.coalesce(*details) if details else F.lit(None).cast(_DETAIL)
-    return frame.select(
-        row_id.alias("__id"),
-        fragment.alias("__fragment"),
-        F.when(row_id.isNull(), F.lit(layout.null_id)).otherwise(problem).alias("__problem"),
-        F.when(row_id.isNull(), _detail(layout.id_column, None)).otherwise(detail).alias("__detail"),
-        layout.spark_reread(window_start).alias("__reread"),
-    ).where(F.col("__fragment").isNotNull())
-
-
-_DETAIL = "struct<column:string,value:string>"
-
-
-def _detail(column: str, value: Column | None) -> Column:
-    """The column at fault and the start of its value, as the rejected-rows file keeps them (see `excerpt`)."""
-    from pyspark.sql import functions as F
-
-    if value is None:
-        return F.struct(F.lit(column).alias("column"), F.lit(None).cast("string").alias("value"))
-    text = value.cast("string")
-    start = F.when(
-        F.length(text) > EXCERPT_CHARACTERS, F.concat(F.substring(text, 1, EXCERPT_CHARACTERS), F.lit("…"))
-    ).otherwise(text)
-    return F.struct(F.lit(column).alias("column"), start.alias("value"))
+    types = {field.name: field_type(field) for field in frame.schema.fields}
+    for slot in layout.fields:
+        slot.fit(types[slot.column])
+    needed = frame.select(*[frame[column] for column in layout.columns])
+    return needed.mapInArrow(partial(judge_batches, layout, window_start), JUDGED_DDL)
 
 
 def check_with_spark(
     kept: list[DataFrame], layout: SourceLayout, rejected_rows: RejectedRows | None = None
 ) -> tuple[DataFrame, int, int, int, list[str]]:
-    """Count rows, rejects (problems and repeated ids) and re-read rows that pass in one Spark job; more only when
-    rows are rejected (and then every rejected row goes to `rejected_rows`, when given).
+    """Count rows, rejects (problems and repeated ids) and re-read rows that pass in one Spark job, over the ids
+    alone (fragments never move between executors); more only when rows are rejected (and then every rejected row
+    goes to `rejected_rows`, when given).
 
     Returns the fragments to send, the rows, the rejected rows, the passing rows read only for the lookback, and a
     few examples of the rejected ones.
@@ -195,12 +146,12 @@ def check_with_spark(
     from pyspark.sql import functions as F
 
     frame = reduce(lambda a, b: a.unionAll(b), kept)
-    per_id = frame.groupBy("__id").agg(
+    per_id = frame.groupBy("id").agg(
         F.count(F.lit(1)).alias("n"),
-        F.count("__problem").alias("bad"),
-        F.count(F.when(F.col("__reread") & F.col("__problem").isNull(), 1)).alias("reread"),
+        F.count("problem").alias("bad"),
+        F.count(F.when(F.col("reread") & F.col("problem").isNull(), 1)).alias("reread"),
     )
-    repeated_id = F.col("__id").isNotNull() & (F.col("n") > 1)
+    repeated_id = F.col("id").isNotNull() & (F.col("n") > 1)
     totals = per_id.agg(
         F.coalesce(F.sum("n"), F.lit(0)).alias("rows"),
         F.coalesce(F.sum(F.when(repeated_id, F.col("n")).otherwise(F.col("bad"))), F.lit(0)).alias("rejected"),
@@ -209,24 +160,22 @@ def check_with_spark(
     ).first()
     assert totals is not None
     layout.refuse_many_repeats(totals["repeated_ids"])
-    problem, detail = F.col("__problem"), F.col("__detail")
+    problem, column, value = F.col("problem"), F.col("column"), F.col("value")
     if totals["repeated_ids"]:
-        duplicates = [row["__id"] for row in per_id.where(repeated_id).select("__id").collect()]
-        repeated = F.col("__id").isin(duplicates)
-        problem = F.when(repeated, F.concat(F.lit(layout.repeated_id("")), F.col("__id"))).otherwise(problem)
-        detail = F.when(repeated, _detail(layout.id_column, F.col("__id"))).otherwise(detail)
-    verdict = frame.select("__id", "__fragment", problem.alias("__problem"), detail.alias("__detail"))
+        duplicates = [row["id"] for row in per_id.where(repeated_id).select("id").collect()]
+        repeated = F.col("id").isin(duplicates)
+        problem = F.when(repeated, F.concat(F.lit(layout.repeated_id("")), F.col("id"))).otherwise(problem)
+        column = F.when(repeated, F.lit(layout.id_column)).otherwise(column)
+        value = F.when(repeated, F.col("id")).otherwise(value)
+    verdict = frame.select("id", "fragment", problem.alias("problem"), column.alias("column"), value.alias("value"))
     examples = []
     if totals["rejected"]:
         rejects = verdict.where(problem.isNotNull())
-        examples = [
-            layout.rejected_example(row["__id"], row["__problem"]) for row in rejects.limit(MAX_EXAMPLES).collect()
-        ]
+        examples = [layout.rejected_example(row["id"], row["problem"]) for row in rejects.limit(MAX_EXAMPLES).collect()]
         if rejected_rows is not None:
-            for row in rejects.select("__id", "__problem", "__detail").toLocalIterator():
-                column, value = row["__detail"] or (None, None)
-                rejected_rows(layout.rejected_row(row["__id"], row["__problem"], column, value))
-    passed = verdict.where(problem.isNull()).select("__fragment")
+            for row in rejects.select("id", "problem", "column", "value").toLocalIterator():
+                rejected_rows(layout.rejected_row(row["id"], row["problem"], row["column"], row["value"]))
+    passed = verdict.where(problem.isNull()).select("fragment")
     return passed, totals["rows"], totals["rejected"], totals["reread"], examples
 
 
@@ -235,7 +184,7 @@ def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str,
     # Arrow hands each task its rows in batches of this size and the task posts each as it comes, so a
     # cancelled task stops at its next batch instead of posting a whole prefetched partition.
     frame.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-    send = partial(_send_partition, client, model)
+    send = partial(_send_partition, client, model, batch_size)
     total = LogResult()
     for row in frame.mapInArrow(send, _DELIVERY_SCHEMA).collect():
         total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
@@ -243,13 +192,13 @@ def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str,
 
 
 def _send_partition(
-    client: AporiaClient, model: tuple[str, str], batches: Iterator[pa.RecordBatch]
+    client: AporiaClient, model: tuple[str, str], batch_size: int, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
     """Runs in a Spark task: post each batch of this partition's fragments, report what it cost."""
     import pyarrow as pa
 
-    fragments = (batch.column(0).to_pylist() for batch in batches if batch.num_rows)
-    result = client.log_batches(*model, fragments)
+    joined = (text for batch in batches for text in fragment_texts(batch.column(0), batch_size))
+    result = client.log_batches(*model, joined)
     yield pa.RecordBatch.from_pylist(
         [
             {

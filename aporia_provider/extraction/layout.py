@@ -1,27 +1,22 @@
 """A sync's layout, derived once from its plan: what each source reads and how each row becomes a fragment.
 
-Both readers of a window (the task's, `in_task`, and Spark's, `in_spark`) iterate this layout, so they need the
-same columns, refuse the same missing ones naming the same argument, walk the same fields in wire order with the
-same rule (`rulebook`), and judge rows by the rules stated here once: a null id, a null timestamp, a row that holds
-no actual yet, repeated ids, which timestamp types a window can be compared with, and which rows only the lookback
-re-read.
+Both readers of a window (the task's, `in_task`, and Spark's, `in_spark`) judge its rows with this layout through
+the same code (`columnar`), so they need the same columns, refuse the same missing ones naming the same argument,
+walk the same fields in wire order with the same rule (`rulebook`), and state the row rules once: a null id, a null
+timestamp, a row that holds no actual yet, repeated ids, and which timestamp types a window can be compared with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aporia_provider.exceptions import InvalidRowsError, SyncInputError
 from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.rulebook import RULES, ColumnType, FieldRule, refused_column
 from aporia_provider.schema import FieldSpec
 from aporia_provider.vocabulary import FIELD_GROUPS, wire_group
-
-if TYPE_CHECKING:
-    from pyspark.sql import Column
 
 # Rejected rows named in the summary and the log; repeated ids listed before the query is called wrong.
 MAX_EXAMPLES = 5
@@ -139,19 +134,6 @@ class SourceLayout:
         """One rejected row as the rejected-rows file keeps it: its source, id, the column at fault, the reason and
         an excerpt of the value."""
         return {"source": self.kind, "id": identity, "column": column, "reason": problem, "value": value}
-
-    def reread(self, moment: date | datetime, window_start: datetime) -> bool:
-        """Whether a row was read only for the lookback: its timestamp (for actuals, its arrival) lies before the
-        run's window. Timestamps without a zone are UTC, as the window's predicate compares them."""
-        if not isinstance(moment, datetime):
-            return moment < window_start.date()
-        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)) < window_start
-
-    def spark_reread(self, window_start: datetime) -> Column:
-        """`reread` as a Spark column (false for a null timestamp, as the task's reader has it)."""
-        from pyspark.sql import functions as F
-
-        return F.coalesce(F.col(self.source.timestamp_column) < F.lit(window_start), F.lit(False))
 
     def timestamp_problem(self, column_type: ColumnType, whole_days: bool) -> str | None:
         """Why the window cannot be compared with the timestamp column's type, or None when it can."""

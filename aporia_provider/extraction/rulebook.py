@@ -1,37 +1,33 @@
 """The field rulebook: per Aporia field type, one entry that states everything the sync knows about it.
 
-An entry says which column types can feed a field of its type (and the fix when one cannot), how the task's reader
-checks a value and encodes it for the wire, the Spark expression that does the same in the JVM, and the words for
-the value's problems. Both readers of a window go through these entries, so a column is accepted or refused, and a
-value judged and sent, in the same words whichever reader reads it. A new field type is a new entry in ``RULES``.
-Column types are described as Spark names them (``ColumnType``), whichever reader learnt them.
+An entry says which column types can feed a field of its type (and the fix when one cannot), and judges a column
+of values at once, as an Arrow array: each value's wire JSON (null where nothing is sent) and each value's problem
+in the project's words (null where it is fine). The row rules (`columnar`) assemble fragments from these, in the
+task and in Spark's executors alike, so a column is accepted or refused, and a value judged and sent, by the same
+code whichever reads it. A new field type is a new entry in ``RULES``. Column types are described as Spark names
+them (``ColumnType``), whichever reader learnt them.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from aporia_provider.schema import FieldSpec
 from aporia_provider.vocabulary import FIELD_TYPES
 
-if TYPE_CHECKING:
-    from pyspark.sql import Column
-    from pyspark.sql.types import DataType
-
 NUMERIC = frozenset({"integral", "fractional", "decimal"})
-# How Spark writes a timestamp for the wire (UTC, microseconds); `occurred_at` writes it the same way.
-OCCURRED_AT_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 _CAST_HINT = "cast it in the query or with select_expr"
 _JSON_TEXT_HINT = "or JSON text (SUPER or VARCHAR)"
 # Strings Spark's JSON reader takes as non-finite doubles.
 _NON_FINITE_WORDS = frozenset({"NaN", "Infinity", "+Infinity", "-Infinity", "+INF", "-INF"})
+UTC_MICROS = pa.timestamp("us", tz="UTC")
+STRING = pa.string()
 
 
 @dataclass(frozen=True)
@@ -41,10 +37,6 @@ class ColumnType:
     category: str  # integral, fractional, decimal, string, boolean, timestamp, date, time, array, map or other
     name: str
     element: ColumnType | None = None  # an array's elements, a map's values
-
-
-# A non-null value -> (what to send, or None when nothing is sent; the problem, or None).
-Check = Callable[[Any], tuple[Any, str | None]]
 
 
 class FieldRule:
@@ -57,30 +49,30 @@ class FieldRule:
         """The fix for a column of this type that cannot feed the field, or None when it can."""
         return None if column_type.category in self.accepts else f"{_CAST_HINT} to {self.target}"
 
-    def task_check(self, spec: FieldSpec) -> Check:
-        """The task reader's check of the field's non-null values; the value as the driver returns it is sent."""
-        return _as_it_is
-
-    def spark_parse(self, spec: FieldSpec, col: Column, data_type: DataType) -> Column | None:
-        """A parse the column's values need first (JSON text), or None. The reader projects it once, in a column
-        of its own, so the value and each of its checks read the parsed value instead of parsing it again."""
-        return None
-
-    def spark_value(
-        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
-    ) -> tuple[Column, Column | None]:
-        """Spark's value for the wire and its problem (null when fine), or None when the type has no problem;
-        `parsed` is the column `spark_parse` asked for."""
-        return col, None
+    def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        """Each value's wire JSON (null: not sent) and its problem (null: fine; None: the type has none)."""
+        raise NotImplementedError
 
 
-def _as_it_is(value: Any) -> tuple[Any, str | None]:
-    return value, None
+class _Categorical(FieldRule):
+    accepts, target = frozenset({"integral"}), "an integer"
+
+    def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        return pc.cast(values, STRING), None
 
 
-class _Plain(FieldRule):
-    def __init__(self, accepts: frozenset[str], target: str) -> None:
-        self.accepts, self.target = accepts, target
+class _Text(FieldRule):
+    accepts, target = frozenset({"string"}), "a string"
+
+    def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        return json_strings(values), None
+
+
+class _Boolean(FieldRule):
+    accepts, target = frozenset({"boolean"}), "a boolean"
+
+    def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        return pc.if_else(values, "true", "false"), None
 
 
 class _Numeric(FieldRule):
@@ -88,44 +80,26 @@ class _Numeric(FieldRule):
 
     accepts, target = NUMERIC, "a number"
 
-    def task_check(self, spec: FieldSpec) -> Check:
-        problem = not_finite(spec.name)
-
-        def check(value: Any) -> tuple[Any, str | None]:
-            number = float(value)
-            return number, None if math.isfinite(number) else problem
-
-        return check
-
-    def spark_value(
-        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
-    ) -> tuple[Column, Column | None]:
-        from pyspark.sql import functions as F
-
-        return col.cast("double"), F.when(col.isNotNull() & ~_finite(col), F.lit(not_finite(spec.name)))
+    def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        numbers = doubles(values)
+        problem = pc.if_else(pc.is_finite(numbers), pa.scalar(None, STRING), not_finite(spec.name))
+        return float_texts(numbers), problem
 
 
 class _Datetime(FieldRule):
-    """Sent as ISO-8601 text in UTC, as `OCCURRED_AT_FORMAT` writes it."""
+    """Sent as ISO-8601 text in UTC with microseconds and a Z; timestamps without a zone are UTC."""
 
     accepts, target = frozenset({"timestamp", "date"}), "a timestamp"
 
-    def task_check(self, spec: FieldSpec) -> Check:
-        return lambda value: (occurred_at(value), None)
-
-    def spark_value(
-        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
-    ) -> tuple[Column, Column | None]:
-        from pyspark.sql import functions as F
-
-        return F.date_format(col, OCCURRED_AT_FORMAT), None
+    def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        return quote(datetime_texts(values)), None
 
 
 class _JsonNumbers(FieldRule):
     """Numbers in a structure (lists of lists, or an object): from an array/map column, or JSON text (SUPER).
 
     JSON text that does not parse to the field's shape is a problem of its row, never a missing value; SQL NULL and
-    JSON null stay missing. The task's reader sends text that passed as it is, never re-encoded.
+    JSON null stay missing. Text that passed is sent as it is, never re-encoded.
     """
 
     def refusal(self, spec: FieldSpec, column_type: ColumnType) -> str | None:
@@ -142,34 +116,55 @@ class _JsonNumbers(FieldRule):
         """The Python type a clean value decodes to (msgspec checks it in C)."""
         raise NotImplementedError
 
-    def json_type(self, spec: FieldSpec) -> DataType:
-        """The Spark type the JSON text parses into."""
-        raise NotImplementedError
-
     def judge_parsed(self, spec: FieldSpec, parsed: Any) -> str | None:
         """The problem of JSON the strict decoder refused (a null or non-finite leaf, a wrong shape)."""
-        raise NotImplementedError
-
-    def problem_of(self, spec: FieldSpec, col: Column, data_type: DataType) -> Column:
-        """Spark's problem of a parsed value (null when fine)."""
         raise NotImplementedError
 
     def well_shaped(self, spec: FieldSpec, decoded: Any) -> bool:
         return True
 
-    def task_check(self, spec: FieldSpec) -> Check:
-        decoder = msgspec.json.Decoder(self.decoded_type(spec))
+    def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+        one = msgspec.json.Decoder(self.decoded_type(spec))
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            return self._judge_texts(spec, one, values.cast(STRING))
+        # An array or map column (Spark reads those): each value judged as the JSON text it would be.
+        texts: list[str | None] = []
+        problems: list[str | None] = []
+        for value in _python_values(values):
+            problem = None
+            if value is not None:
+                problem, _ = self._judge_one(spec, one, json.dumps(value, allow_nan=True))
+            texts.append(msgspec.json.encode(value).decode() if value is not None and problem is None else None)
+            problems.append(problem)
+        return pa.array(texts, STRING), pa.array(problems, STRING)
 
-        def check(text: Any) -> tuple[Any, str | None]:
-            try:
-                decoded = decoder.decode(text)
-            except msgspec.DecodeError:
-                return None, self._judge_text(spec, text)
-            if not self.well_shaped(spec, decoded):
-                return None, wrong_shape(spec)
-            return msgspec.Raw(text.encode() if isinstance(text, str) else text), None
+    def _judge_texts(self, spec: FieldSpec, one: msgspec.json.Decoder, texts: pa.Array) -> tuple[pa.Array, pa.Array]:
+        """Each text decoded on its own (text joined with others could close or open another's brackets); a batch
+        with a value the strict decoder refuses is judged value by value, in the words of that value's problem."""
+        values = texts.to_pylist()
+        try:
+            decoded = [None if text is None else one.decode(text) for text in values]
+        except msgspec.DecodeError:
+            judged = [(None, True) if text is None else self._judge_one(spec, one, text) for text in values]
+            problems = [problem for problem, _ in judged]
+            missing = [absent for _, absent in judged]
+        else:
+            missing = [value is None for value in decoded]
+            problems = [
+                None if value is None or self.well_shaped(spec, value) else wrong_shape(spec) for value in decoded
+            ]
+        problem_array = pa.array(problems, STRING)
+        sent = pc.and_(pc.invert(pa.array(missing, pa.bool_())), pc.is_null(problem_array))
+        return pc.if_else(sent, texts, pa.scalar(None, STRING)), problem_array
 
-        return check
+    def _judge_one(self, spec: FieldSpec, one: msgspec.json.Decoder, text: str) -> tuple[str | None, bool]:
+        """(problem, whether the value is missing) of one JSON text."""
+        try:
+            value = one.decode(text)
+        except msgspec.DecodeError:
+            problem = self._judge_text(spec, text)
+            return problem, problem is None
+        return (None if self.well_shaped(spec, value) else wrong_shape(spec)), False
 
     def _judge_text(self, spec: FieldSpec, text: str) -> str | None:
         """Text the strict decoder refused, judged as Spark's from_json does: JSON null is missing; NaN,
@@ -181,27 +176,6 @@ class _JsonNumbers(FieldRule):
         except ValueError:
             return not_json(spec, self.shape(spec))
         return self.judge_parsed(spec, parsed)
-
-    def spark_parse(self, spec: FieldSpec, col: Column, data_type: DataType) -> Column | None:
-        from pyspark.sql import functions as F
-        from pyspark.sql import types as T
-
-        if not isinstance(data_type, T.StringType):
-            return None
-        return F.from_json(col, self.json_type(spec).simpleString())
-
-    def spark_value(
-        self, spec: FieldSpec, col: Column, data_type: DataType, parsed: Column | None = None
-    ) -> tuple[Column, Column | None]:
-        from pyspark.sql import functions as F
-
-        unparsed = None
-        if parsed is not None:
-            text, col, data_type = col, parsed, self.json_type(spec)
-            is_json_null = F.lower(F.trim(text)) == "null"
-            unparsed = F.when(text.isNotNull() & ~is_json_null & col.isNull(), F.lit(not_json(spec, self.shape(spec))))
-        problem = self.problem_of(spec, col, data_type)
-        return col, problem if unparsed is None else F.coalesce(unparsed, problem)
 
 
 class _NumberLists(_JsonNumbers):
@@ -226,14 +200,6 @@ class _NumberLists(_JsonNumbers):
             decoded = list[decoded]
         return decoded
 
-    def json_type(self, spec: FieldSpec) -> DataType:
-        from pyspark.sql import types as T
-
-        parsed: DataType = T.DoubleType()
-        for _ in range(_depth(spec)):
-            parsed = T.ArrayType(parsed)
-        return parsed
-
     def well_shaped(self, spec: FieldSpec, decoded: Any) -> bool:
         return spec.type != "tensor" or _has_shape(decoded, list(spec.dimensions or ()))
 
@@ -243,17 +209,6 @@ class _NumberLists(_JsonNumbers):
         if not self.well_shaped(spec, parsed):
             return wrong_shape(spec)
         return bad_element(spec, "element")
-
-    def problem_of(self, spec: FieldSpec, col: Column, data_type: DataType) -> Column:
-        from pyspark.sql import functions as F
-
-        flat = _flatten(col, data_type)
-        problem = F.when(F.exists(flat, lambda x: x.isNull() | ~_finite(x)), F.lit(bad_element(spec, "element")))
-        if spec.type != "tensor":
-            return problem
-        # A null inner list makes the shape check null (size(null) is null under ANSI): that is a wrong shape too.
-        fits = F.coalesce(_spark_has_shape(col, list(spec.dimensions or ())), F.lit(False))
-        return F.when(col.isNotNull() & ~fits, F.lit(wrong_shape(spec))).otherwise(problem)
 
 
 class _NumberMap(_JsonNumbers):
@@ -270,30 +225,19 @@ class _NumberMap(_JsonNumbers):
     def decoded_type(self, spec: FieldSpec) -> Any:
         return dict[str, float]
 
-    def json_type(self, spec: FieldSpec) -> DataType:
-        from pyspark.sql import types as T
-
-        return T.MapType(T.StringType(), T.DoubleType())
-
     def judge_parsed(self, spec: FieldSpec, parsed: Any) -> str | None:
         if not isinstance(parsed, dict) or not all(_is_leaf(v) for v in parsed.values()):
             return not_json(spec, self.shape(spec))
         return bad_element(spec, "value")
 
-    def problem_of(self, spec: FieldSpec, col: Column, data_type: DataType) -> Column:
-        from pyspark.sql import functions as F
 
-        bad_value = F.exists(F.map_values(col), lambda x: x.isNull() | ~_finite(x))
-        return F.when(bad_value, F.lit(bad_element(spec, "value")))
-
-
-_TEXT = _Plain(frozenset({"string"}), "a string")
+_TEXT = _Text()
 RULES: dict[str, FieldRule] = {
     "numeric": _Numeric(),
-    "categorical": _Plain(frozenset({"integral"}), "an integer"),
+    "categorical": _Categorical(),
     "string": _TEXT,
     "text": _TEXT,
-    "boolean": _Plain(frozenset({"boolean"}), "a boolean"),
+    "boolean": _Boolean(),
     "datetime": _Datetime(),
     "vector": _NumberLists(),
     "tensor": _NumberLists(),
@@ -335,15 +279,58 @@ def refused_column(spec: FieldSpec, column: str, group: str, column_type: Column
 # ------------------------------------------------------------------------------------ the wire encodings
 
 
-def occurred_at(value: datetime | date) -> str:
-    """A timestamp as Spark's date_format writes it (UTC, microseconds, Z); timestamps without a zone are UTC."""
-    if isinstance(value, datetime):
-        m = value.astimezone(timezone.utc) if value.tzinfo else value
-        return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
-    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}T00:00:00.000000Z"
+def doubles(values: pa.Array) -> pa.Array:
+    """Numbers (or decimal text) as doubles. Decimals through Python's float, which rounds correctly (as the JVM's
+    doubleValue does)."""
+    if pa.types.is_decimal(values.type):
+        return pa.array([None if v is None else float(v) for v in values.to_pylist()], pa.float64())
+    return pc.cast(values, pa.float64())
 
 
-# ------------------------------------------------------------------------------------ shapes, both ways
+def float_texts(numbers: pa.Array) -> pa.Array:
+    """Doubles as msgspec writes them (shortest round trip; `1.0`, `1e16`): one encode of the whole column, split
+    by Arrow, so no Python object is made per value. Non-finite values come out as `null`; callers reject them."""
+    if not len(numbers):
+        return pa.array([], STRING)
+    encoded = msgspec.json.encode(numbers.fill_null(0.0).to_pylist())
+    texts = pc.split_pattern(pa.array([encoded[1:-1].decode()], STRING), ",").flatten()
+    return pc.if_else(numbers.is_valid(), texts, pa.scalar(None, STRING))
+
+
+def json_strings(values: pa.Array) -> pa.Array:
+    """Strings as JSON string literals, byte for byte as msgspec writes them (UTF-8 kept, only `"`, `\\` and control
+    characters escaped)."""
+    values = pc.cast(values, STRING)
+    if pc.any(pc.match_substring_regex(values, r"[\x00-\x1f]")).as_py():
+        return pa.array([None if v is None else msgspec.json.encode(v).decode() for v in values.to_pylist()], STRING)
+    return quote(pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"'))
+
+
+def quote(texts: pa.Array) -> pa.Array:
+    """Text that needs no escaping, in quotes."""
+    return pc.binary_join_element_wise('"', texts, '"', "")
+
+
+def datetime_texts(values: pa.Array) -> pa.Array:
+    """Timestamps (or dates, at midnight) as UTC text with microseconds and a Z, e.g. 2026-11-20T10:30:00.000000Z."""
+    return pc.strftime(utc_micros(values), format="%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_micros(values: pa.Array) -> pa.Array:
+    """Timestamps or dates as UTC microseconds; a timestamp without a zone is UTC."""
+    if pa.types.is_date(values.type):
+        values = pc.cast(values, pa.timestamp("us"))
+    return pc.cast(values, UTC_MICROS)
+
+
+def _python_values(values: pa.Array) -> list[Any]:
+    """An array or map column's values as Python lists and dicts (maps arrive as lists of pairs)."""
+    if pa.types.is_map(values.type):
+        return [None if v is None else dict(v) for v in values.to_pylist()]
+    return values.to_pylist()
+
+
+# ------------------------------------------------------------------------------------ shapes
 
 
 def _depth(spec: FieldSpec) -> int:
@@ -379,27 +366,3 @@ def _has_shape(value: Any, dimensions: list[int]) -> bool:
     if not isinstance(value, list) or len(value) != dimensions[0]:
         return False
     return len(dimensions) == 1 or all(_has_shape(inner, dimensions[1:]) for inner in value)
-
-
-def _finite(col: Column) -> Column:
-    from pyspark.sql import functions as F
-
-    return ~(F.isnan(col) | col.isin(math.inf, -math.inf))
-
-
-def _flatten(col: Column, data_type: DataType) -> Column:
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
-
-    while isinstance(data_type, T.ArrayType) and isinstance(data_type.elementType, T.ArrayType):
-        col, data_type = F.flatten(col), data_type.elementType
-    return col
-
-
-def _spark_has_shape(col: Column, dimensions: list[int]) -> Column:
-    from pyspark.sql import functions as F
-
-    size_matches = F.size(col) == dimensions[0]
-    if len(dimensions) == 1:
-        return size_matches
-    return size_matches & F.forall(col, lambda inner: _spark_has_shape(inner, dimensions[1:]))

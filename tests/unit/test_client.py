@@ -383,8 +383,8 @@ class Ingest:
         return status, {}, json.dumps(graphql_ok({"logPredictions": {"warnings": []}}))
 
 
-def batches_of(count: int, size: int = 2) -> list[list[str]]:
-    return [[json.dumps({"id": f"b{n}-{i}"}) for i in range(size)] for n in range(count)]
+def batches_of(count: int, size: int = 2) -> list[tuple[str, int]]:
+    return [(",".join(json.dumps({"id": f"b{n}-{i}"}) for i in range(size)), size) for n in range(count)]
 
 
 def test_batches_go_several_at_once_and_each_is_delivered_once(
@@ -394,7 +394,9 @@ def test_batches_go_several_at_once_and_each_is_delivered_once(
     http.add_callback(responses.POST, GRAPHQL_URL, callback=ingest)
     result = client.log_batches("fraud", "v1", iter(batches_of(9)), in_flight=3)
     assert result == LogResult(fragments=18, batches=9, retries=0, warnings=[])
-    assert sorted(ingest.delivered) == sorted(json.loads(f)["id"] for batch in batches_of(9) for f in batch)
+    assert sorted(ingest.delivered) == sorted(
+        json.loads(f"[{batch}]")[i]["id"] for batch, size in batches_of(9) for i in range(size)
+    )
     assert ingest.most_in_flight == 3
 
 
@@ -426,7 +428,7 @@ def test_when_taking_the_next_batch_raises_the_requests_under_way_finish_first(
     ingest = Ingest()
     http.add_callback(responses.POST, GRAPHQL_URL, callback=ingest)
 
-    def stopped_after_five() -> Iterator[list[str]]:
+    def stopped_after_five() -> Iterator[tuple[str, int]]:
         yield from batches_of(5)
         raise RuntimeError("stopped")
 

@@ -21,16 +21,19 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
 
+import msgspec
+import pyarrow as pa
 import pytest
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
 from aporia_provider.extraction import in_task
 from aporia_provider.extraction import layout as layout_module
-from aporia_provider.extraction.in_task import Spool, TaskRows, deliver_in_task, read_in_task, row_id, select_columns
+from aporia_provider.extraction.columnar import JUDGED, id_texts
+from aporia_provider.extraction.in_task import Spool, TaskRows, deliver_in_task, read_in_task, select_columns
 from aporia_provider.extraction.layout import SourceLayout, layout_of
 from aporia_provider.extraction.plan import SyncPlan
-from aporia_provider.extraction.rulebook import ColumnType, occurred_at
+from aporia_provider.extraction.rulebook import UTC_MICROS, ColumnType, datetime_texts
 from aporia_provider.extraction.sql import Window, windowed
 from aporia_provider.redshift import RedshiftWarehouse, column_types, identifier
 from aporia_provider.schema import VersionSchema
@@ -186,8 +189,12 @@ class Judged:
 def spooled(fragments: list[str]) -> TaskRows:
     """Rows that passed, spooled as the reader spools them."""
     spool = Spool()
-    for fragment in fragments:
-        spool.add(json.loads(fragment)["id"], None, fragment.encode(), False)
+    ids = [json.loads(fragment)["id"] for fragment in fragments]
+    nothing = [None] * len(fragments)
+    columns = [ids, fragments, nothing, nothing, nothing, [False] * len(fragments)]
+    spool.add(
+        pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, JUDGED, strict=True)], schema=JUDGED)
+    )
     return TaskRows(rows=len(fragments), spool=spool)
 
 
@@ -201,11 +208,13 @@ class FakeClient:
         self.on_call: Any = None
 
     def log_batches(
-        self, model_id: str, model_version: str, batches: Iterable[list[str]], in_flight: int = 1
+        self, model_id: str, model_version: str, batches: Iterable[tuple[str, int]], in_flight: int = 1
     ) -> LogResult:
         result = LogResult()
-        for batch in batches:
-            result.add(self.log_fragment_json(model_id, model_version, batch))
+        for joined, count in batches:
+            fragments = [json.dumps(f, separators=(",", ":")) for f in json.loads(f"[{joined}]")]
+            assert len(fragments) == count
+            result.add(self.log_fragment_json(model_id, model_version, fragments))
         return result
 
     def log_fragment_json(self, model_id: str, model_version: str, fragments: list[str]) -> LogResult:
@@ -242,7 +251,7 @@ def judged(cursor: FakeCursor, source: SourceLayout, types: dict[str, ColumnType
     columns, select = select_columns(source, types, WINDOW)
     result = read_in_task(WAREHOUSE.stream(cursor, select, in_task.FETCH_ROWS), source, columns, types, WINDOW.start)
     try:
-        fragments = [fragment.decode() for fragment in result.fragments()]
+        fragments = [fragment for batch in result.fragments() for fragment in batch.to_pylist()]
         return Judged(result.rows, result.rejected, result.examples, fragments, result.reread)
     finally:
         result.release()
@@ -826,7 +835,18 @@ def test_a_missing_actuals_timestamp_is_refused() -> None:
     )
 
 
-# row_id and occurred_at: Spark's cast to string and date_format
+# ids and timestamps: as Spark's cast to string and date_format write them
+
+
+def row_id(value: Any) -> str | None:
+    text: str | None = id_texts(pa.array([value]))[0].as_py()
+    return text
+
+
+def occurred_at(moment: datetime | date) -> str:
+    values = pa.array([moment], UTC_MICROS if isinstance(moment, datetime) else pa.date32())
+    text: str = datetime_texts(values)[0].as_py()
+    return text
 
 
 @pytest.mark.parametrize(
@@ -1018,7 +1038,7 @@ def test_the_reader_holds_no_row_past_its_chunk_and_spools_the_fragments_to_disk
     try:
         assert (result.rows, result.rejected) == (1000, 0)
         assert result.spool is not None and result.spool.size() > 1000 * len(json.dumps(CLEAN_FRAGMENT)) // 2
-        assert sum(1 for _ in result.fragments()) == 1000
+        assert sum(len(batch) for batch in result.fragments()) == 1000
     finally:
         result.release()
 
@@ -1071,3 +1091,36 @@ def test_every_rejected_row_is_handed_on_with_its_column_reason_and_value() -> N
         ]
         * 2
     )
+
+
+# Byte for byte: the fragments Arrow assembles are what msgspec writes for the same object (as the task path did
+# before the columnar engine, and as the official SDK's JSON would hold the same values).
+
+AWKWARD_TEXTS = ["ana", 'say "hi"', "back\\slash", "tab\tnew\nline\x01", "héllo ✓ \u2028", "", "}{,:"]
+AWKWARD_NUMBERS = [0.1, 1.0, 1e16, 1e15, 1.5e-5, 1e-7, -0.0, 123456789.0, 2.5e300, 5e-324, 3]
+
+
+@pytest.mark.parametrize("index", range(max(len(AWKWARD_TEXTS), len(AWKWARD_NUMBERS))))
+def test_fragments_are_byte_equal_to_msgspecs_encoding_of_the_same_object(index: int) -> None:
+    text = AWKWARD_TEXTS[index % len(AWKWARD_TEXTS)]
+    number = AWKWARD_NUMBERS[index % len(AWKWARD_NUMBERS)]
+    row = prediction(prediction_id=f"id {text}", owner=text, note=text, proba=number, embedding=f"[{number}, 2]")
+    result, _ = read([row])
+    assert (result.rows, result.rejected) == (1, 0)
+    expected = {
+        "id": f"id {text}",
+        "features": {
+            "amount": 12.5,
+            "segment": 3,
+            "owner": text,
+            "active": True,
+            "seen_at": "2026-11-20T10:15:00.000000Z",
+            "embedding": msgspec.Raw(f"[{number}, 2]".encode()),
+            "grid": msgspec.Raw(b"[[1, 2, 3], [4, 5, 6]]"),
+            "scores": msgspec.Raw(b'{"a": 1, "b": 0.5}'),
+        },
+        "predictions": {"proba": float(number), "logits": msgspec.Raw(b"[1, 2, 3, 4]")},
+        "rawInputs": {"note": text},
+        "occurredAt": "2026-11-20T10:30:00.000000Z",
+    }
+    assert result.fragments[0].encode() == msgspec.json.encode(expected)
