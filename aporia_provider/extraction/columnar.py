@@ -14,8 +14,8 @@ The fragment JSON is assembled by Arrow's string kernels, byte for byte as msgsp
 from __future__ import annotations
 
 import math
-from contextlib import suppress
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
 from functools import reduce
