@@ -113,8 +113,9 @@ class AporiaClient:
         in_flight: int = 1,
     ) -> LogResult:
         """Send each batch of fragments (JSON objects joined by commas, and their count), one request each, up to
-        `in_flight` at once, and add up what it cost. Fragments merge by id in Aporia, so the order they arrive in does not matter. When a
-        request fails, or taking the next batch raises, the requests under way finish first, then that is raised."""
+        `in_flight` at once, and add up what it cost. Fragments merge by id in Aporia, so the order they arrive in does
+        not matter. When a request fails, or taking the next batch raises, the requests under way finish first, then
+        that is raised."""
         result = LogResult()
         if in_flight <= 1:
             for batch in batches:
