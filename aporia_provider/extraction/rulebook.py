@@ -313,7 +313,10 @@ def quote(texts: pa.Array) -> pa.Array:
 
 def datetime_texts(values: pa.Array) -> pa.Array:
     """Timestamps (or dates, at midnight) as UTC text with microseconds and a Z, e.g. 2026-11-20T10:30:00.000000Z."""
-    return pc.strftime(utc_micros(values), format="%Y-%m-%dT%H:%M:%SZ")
+    # Arrow's cast of a timestamp without a zone writes "2026-11-20 10:30:00.000000" (zero-padded years); strftime,
+    # or the cast of one with a zone, takes thirty times as long (both look the zone up per value).
+    wall = pc.cast(pc.cast(utc_micros(values), pa.timestamp("us")), STRING)
+    return pc.binary_join_element_wise(pc.replace_substring(wall, " ", "T", max_replacements=1), "Z", "")
 
 
 def utc_micros(values: pa.Array) -> pa.Array:
