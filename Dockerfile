@@ -19,6 +19,7 @@ RUN mkdir -p /stack && chown airflow:0 /stack && chmod 0775 /stack
 
 USER airflow
 COPY --chown=airflow:0 . /opt/aporia-provider
-# Pinning Airflow to the image's own version stops pip from moving it while resolving the provider. The local
+# Pinning Airflow to the image's own version stops pip from moving it while resolving the provider; its spark extra
+# runs syncs on the stack's Spark Connect server (the example DAG's default connection). The local
 # stand-ins (and their `aporia-local` command) are their own distribution, beside the provider.
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/aporia-provider /opt/aporia-provider/aporia-local
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/aporia-provider[spark]" /opt/aporia-provider/aporia-local

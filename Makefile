@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml aporia-local/pyproject.toml
 	@echo "setup: 2-3 minutes the first time (PySpark builds from its source distribution), seconds from uv's cache"
 	@# Byte-compiled once here: with PYTHONDONTWRITEBYTECODE set, every airflow command and task would compile
 	@# Airflow from source again (a third of a short command's CPU).
-	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[openlineage,s3]" -e ./aporia-local --group dev
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[openlineage,s3,spark]" -e ./aporia-local --group dev
 	@# uv keeps a fresh build of PySpark's source distribution (~2 GB) at every install: drop the ones unused.
 	$(BIN)/uv cache prune
 	touch $(STAMP)

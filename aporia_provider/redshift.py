@@ -123,7 +123,8 @@ class RedshiftWarehouse:
         fetch = f"FETCH FORWARD {int(rows_per_fetch)} FROM {name}"
         cursor.execute("BEGIN")
         try:
-            cursor.execute(f"DECLARE {name} NO SCROLL CURSOR FOR {query}")
+            # Redshift's grammar (its DECLARE page): DECLARE cursor_name CURSOR FOR query, no NO SCROLL.
+            cursor.execute(f"DECLARE {name} CURSOR FOR {query}")
             while True:
                 cursor.execute(fetch)
                 rows: Sequence[Sequence[Any]] = cursor.fetchall()

@@ -35,7 +35,7 @@ compile() {
     # shellcheck disable=SC2086
     printf '%s\n' "apache-airflow==$MIN_AIRFLOW" $TEST_PACKAGES >"$inputs"
     "$UV" pip compile --quiet --upgrade --python-version 3.11 --resolution lowest-direct --exclude-newer "$RELEASED" \
-        pyproject.toml --extra openlineage "$inputs" --no-header --no-annotate -o "$CONSTRAINTS"
+        pyproject.toml --extra openlineage --extra spark "$inputs" --no-header --no-annotate -o "$CONSTRAINTS"
     rm -f "$inputs"
     sed -i "1i # Airflow $MIN_AIRFLOW, the provider's floors, the packages of that day; regenerate: scripts/min_airflow.sh compile." \
         "$CONSTRAINTS"
@@ -59,7 +59,7 @@ install() {
     wheel=$(echo "$VENV"/dist/*.whl)
     # shellcheck disable=SC2086
     "$UV" pip install --quiet --compile-bytecode --python "$VENV/bin/python" -c "$CONSTRAINTS" \
-        --reinstall-package aporia-airflow-provider "apache-airflow==$MIN_AIRFLOW" "$wheel[openlineage]" $TEST_PACKAGES
+        --reinstall-package aporia-airflow-provider "apache-airflow==$MIN_AIRFLOW" "$wheel[openlineage,spark]" $TEST_PACKAGES
     if [ ! -f "$stamp" ]; then
         "$UV" cache prune --quiet  # as the Makefile does: the unused PySpark builds
         touch "$stamp"
@@ -95,8 +95,8 @@ import aporia_provider
 installed = []
 for text in metadata.requires("aporia-airflow-provider") or []:
     requirement = Requirement(text)
-    if requirement.marker is not None:
-        continue  # an extra's
+    if requirement.marker is not None and not requirement.marker.evaluate({"extra": "spark"}):
+        continue  # another extra's
     floor = next(Version(s.version) for s in requirement.specifier if s.operator == ">=")
     version = metadata.version(requirement.name)
     if Version(version) != floor:

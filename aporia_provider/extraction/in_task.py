@@ -33,7 +33,13 @@ from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, Source
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, quoted, windowed
 
-FETCH_ROWS = 10_000
+# Redshift's FETCH page: on a single-node cluster "the maximum value for count is 1000"; reading 250k rows by 1,000
+# cost the same as by 10,000 (1.90 s against 1.94 s on the local stack).
+FETCH_ROWS = 1_000
+# Fetched chunks are judged together up to about this many bytes of text (and at most JUDGE_ROWS rows): large
+# enough that Arrow's per-call costs vanish, small enough that a batch of 768-dim embeddings stays a few MB.
+JUDGE_BYTES = 8 << 20
+JUDGE_ROWS = 10_000
 # Requests to Aporia in flight at once while the task delivers (fragments merge by id: order does not matter).
 DELIVERY_CONCURRENCY = 4
 
@@ -134,8 +140,8 @@ def read_in_task(
         slot.fit(column_type)
     spool = Spool()
     try:
-        for chunk in rows:
-            spool.add(judge(arrow_batch(chunk, columns, types), layout, window_start))
+        for batch in _judge_sized(rows):
+            spool.add(judge(arrow_batch(batch, columns, types), layout, window_start))
         return _verdicts(layout, spool, rejected)
     except BaseException:
         spool.close()
@@ -178,6 +184,22 @@ def deliver_in_task(
             sent += count
 
     return client.log_batches(*model, batches(), in_flight=DELIVERY_CONCURRENCY)
+
+
+def _judge_sized(chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[list[Sequence[Any]]]:
+    """The fetched chunks' rows again, in lists of about JUDGE_BYTES (sized by the first row's text)."""
+    waiting: list[Sequence[Any]] = []
+    limit = 0
+    for chunk in chunks:
+        if not limit and chunk:
+            text = sum(len(value) for value in chunk[0] if isinstance(value, str)) + 8 * len(chunk[0])
+            limit = max(1, min(JUDGE_ROWS, JUDGE_BYTES // text))
+        waiting.extend(chunk)
+        if len(waiting) >= limit:
+            yield waiting
+            waiting = []
+    if waiting:
+        yield waiting
 
 
 def _rebatched(arrays: Iterable[pa.Array], size: int) -> Iterator[pa.Array]:

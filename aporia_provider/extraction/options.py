@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from aporia_provider.exceptions import SyncInputError
+from aporia_provider.extraction.spark import require_pyspark
 
 DEFAULT_BATCH_SIZE = 5000
 INVALID_ROW_POLICIES = ("fail", "skip")
@@ -49,8 +50,9 @@ class SyncOptions:
             _whole_number("num_partitions", self.num_partitions, 1, "or None to size them by the window")
         if self.spark_min_rows is not None:
             _whole_number(
-                "spark_min_rows", self.spark_min_rows, 0, "0 sends every window to Spark; None: by where it runs"
+                "spark_min_rows", self.spark_min_rows, 0, "0 sends every window to Spark; None: the task reads them"
             )
+            require_pyspark(f"spark_min_rows={self.spark_min_rows!r}")
         if not isinstance(self.lookback, timedelta):
             raise SyncInputError(
                 f"lookback {self.lookback!r} is not a timedelta; give one of zero or more, e.g. timedelta(minutes=15)."

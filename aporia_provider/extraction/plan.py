@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aporia_provider.exceptions import SyncInputError
+from aporia_provider.extraction.spark import require_pyspark
 from aporia_provider.extraction.sql import single_statement
 from aporia_provider.schema import VersionSchema
 
@@ -55,6 +56,8 @@ class SyncPlan:
                     f"actuals mapping names {name!r}, which is not a prediction of the version; "
                     f"actuals are keyed by prediction names ({', '.join(sorted(predictions))})."
                 )
+        if self.select_expr:
+            require_pyspark("select_expr (Spark SQL)")
         if self.actuals and not self.actuals_timestamp_column:
             raise SyncInputError(
                 "actuals are mapped but actuals_timestamp_column is not set; name the column that says when "

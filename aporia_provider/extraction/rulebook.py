@@ -142,17 +142,19 @@ class _JsonNumbers(FieldRule):
         """Each text decoded on its own (text joined with others could close or open another's brackets); a batch
         with a value the strict decoder refuses is judged value by value, in the words of that value's problem."""
         values = texts.to_pylist()
+        fast = msgspec.json.Decoder(self.decoded_type(spec) | None)
+        shaped, wrong = self.well_shaped, wrong_shape(spec)
+        missing: list[bool] = []
+        problems: list[str | None] = []
         try:
-            decoded = [None if text is None else one.decode(text) for text in values]
+            for text in values:  # each decoded value dropped at once: 768 floats are 25 kB of Python objects
+                value = None if text is None else fast.decode(text)
+                missing.append(value is None)
+                problems.append(None if value is None or shaped(spec, value) else wrong)
         except msgspec.DecodeError:
             judged = [(None, True) if text is None else self._judge_one(spec, one, text) for text in values]
             problems = [problem for problem, _ in judged]
             missing = [absent for _, absent in judged]
-        else:
-            missing = [value is None for value in decoded]
-            problems = [
-                None if value is None or self.well_shaped(spec, value) else wrong_shape(spec) for value in decoded
-            ]
         problem_array = pa.array(problems, STRING)
         sent = pc.and_(pc.invert(pa.array(missing, pa.bool_())), pc.is_null(problem_array))
         return pc.if_else(sent, texts, pa.scalar(None, STRING)), problem_array

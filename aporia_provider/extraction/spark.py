@@ -72,8 +72,21 @@ class SparkTarget:
         return f"Spark master {self.master or LOCAL_MASTER}"
 
 
+def require_pyspark(why: str) -> None:
+    """Refuse, in one sentence naming the extra, what needs Spark where PySpark is not installed (`why` says what
+    needs it): a worker that never runs Spark does not carry it."""
+    from importlib.util import find_spec
+
+    if find_spec("pyspark") is None:
+        raise SyncInputError(
+            f"{why} needs Spark, but PySpark is not installed here; install the provider's spark extra "
+            "(pip install 'aporia-airflow-provider[spark]') or leave Spark out of the sync."
+        )
+
+
 def spark_session(target: SparkTarget) -> SparkSession:
     """A session on `target`: settings merged over the defaults; bad settings are one sentence."""
+    require_pyspark(f"Reading this window on {target.describe()}")
     check_one_pyspark()
     from pyspark.sql import SparkSession
 

@@ -367,7 +367,7 @@ def test_dockerfile_builds_on_airflow_3_and_installs_java_jdbc_and_the_provider(
     assert ("COPY", "--chown=airflow:0 . /opt/aporia-provider") in instructions
     pip = next((i, run) for i, run in runs if run.startswith("pip install"))
     assert user_at(pip[0]) == "airflow"
-    assert {"/opt/aporia-provider", "/opt/aporia-provider/aporia-local"} <= set(pip[1].split())
+    assert {'"/opt/aporia-provider[spark]"', "/opt/aporia-provider/aporia-local"} <= set(pip[1].split())
     assert metadata.distribution("aporia-local").entry_points.select(group="console_scripts", name="aporia-local")
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in pip[1]
     assert instructions[-1][0] == "RUN" and user_at(len(instructions)) == "airflow", "services run as airflow"

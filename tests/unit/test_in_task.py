@@ -259,7 +259,7 @@ def judged(cursor: FakeCursor, source: SourceLayout, types: dict[str, ColumnType
 
 def streamed(select: str) -> list[str]:
     """The statements that stream one query's rows, once they ran out."""
-    return ["BEGIN", f"DECLARE aporia_sync_rows NO SCROLL CURSOR FOR {select}"]
+    return ["BEGIN", f"DECLARE aporia_sync_rows CURSOR FOR {select}"]
 
 
 def layout(plan: SyncPlan, kind: str) -> SourceLayout:
@@ -1017,7 +1017,11 @@ class Row(list):  # type: ignore[type-arg]
     """A row the reader can be watched letting go of (tuples cannot be weakly referenced)."""
 
 
-def test_the_reader_holds_no_row_past_its_chunk_and_spools_the_fragments_to_disk() -> None:
+def test_the_reader_holds_no_row_past_its_chunk_and_spools_the_fragments_to_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Chunks are judged together up to JUDGE_ROWS rows: here each chunk is a batch of its own.
+    monkeypatch.setattr(in_task, "JUDGE_ROWS", 50)
     source = layout(PLAN, "predictions")
     types = column_types(description(PREDICTION_TYPES))
     columns, _ = select_columns(source, types, WINDOW)
@@ -1124,3 +1128,13 @@ def test_fragments_are_byte_equal_to_msgspecs_encoding_of_the_same_object(index:
         "occurredAt": "2026-11-20T10:30:00.000000Z",
     }
     assert result.fragments[0].encode() == msgspec.json.encode(expected)
+
+
+def test_fetched_chunks_are_judged_together_up_to_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few rows of long text make a batch of their own; many short rows make one of JUDGE_ROWS at most."""
+    monkeypatch.setattr(in_task, "JUDGE_BYTES", 1000)
+    monkeypatch.setattr(in_task, "JUDGE_ROWS", 4)
+    long_rows = [[("x" * 300,)] for _ in range(5)]
+    assert [len(batch) for batch in in_task._judge_sized(long_rows)] == [3, 2]
+    short_rows = [[("x",)] * 3 for _ in range(3)]
+    assert [len(batch) for batch in in_task._judge_sized(short_rows)] == [6, 3]

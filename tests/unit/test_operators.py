@@ -121,7 +121,7 @@ def test_sync_needs_exactly_one_of_query_and_table() -> None:
         (
             {"spark_min_rows": -1},
             "spark_min_rows -1 is not allowed; give a whole number of at least 0 (0 sends every window to Spark; "
-            "None: by where it runs).",
+            "None: the task reads them).",
         ),
         ({"jdbc_driver": "mysql"}, "jdbc_driver 'mysql' is not supported; use 'postgresql' or 'redshift'."),
         (
