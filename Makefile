@@ -58,7 +58,8 @@ test: setup lint
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-# The built wheel at the declared floors (Airflow 3.1.0, PySpark 4.0.0, ...) in .venv-min: the unit tier and
+# The built wheel at the declared floors (Airflow 3.1.0, PySpark 4.0.0, ...) in .venv-min, and without its spark extra
+# in .venv-nospark (its size; a sync in the task, and one that needs Spark refused): the unit tier and
 # `airflow dags test` of the example sync DAG through Spark on local[*], a standalone cluster and Spark Connect
 # against the local stack (2-3 minutes once the venv is built, from uv's cache).
 min-airflow: setup
@@ -68,4 +69,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.sync_benchmark
 
 clean:
-	rm -rf $(VENV) .venv-min .venv-sdk .local-stack airflow-home
+	rm -rf $(VENV) .venv-min .venv-nospark .venv-sdk .local-stack airflow-home

@@ -26,6 +26,8 @@ CONSTRAINTS=ci/min-airflow-constraints.txt
 # What the unit tier needs besides the provider; wtforms lets Airflow 3.1 build the connection form.
 TEST_PACKAGES="pytest>=8 responses>=0.25 wtforms>=3.1"
 VENV=.venv-min
+# The same wheel without its spark extra, as a worker that never runs Spark installs it.
+NO_SPARK_VENV=.venv-nospark
 UV=.venv/bin/uv
 SYNC_TASK=sync_predictions_and_actuals
 
@@ -66,6 +68,37 @@ install() {
     fi
     check_wheel "$wheel"
     check_floors
+    install_without_spark "$wheel"
+}
+
+# A fresh venv each run (seconds from uv's cache): the wheel alone at the same floors, so its size is what a worker
+# carries; Spark's packages must be absent.
+install_without_spark() {
+    rm -rf "$NO_SPARK_VENV"
+    "$UV" venv --quiet --python python3 "$NO_SPARK_VENV"
+    "$UV" pip install --quiet --compile-bytecode --python "$NO_SPARK_VENV/bin/python" -c "$CONSTRAINTS" \
+        "apache-airflow==$MIN_AIRFLOW" "$1"
+    (cd /tmp && "$OLDPWD/$NO_SPARK_VENV/bin/python" - "$OLDPWD/$NO_SPARK_VENV") <<'EOF'
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+from aporia_provider.exceptions import SyncInputError
+from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
+
+present = [name for name in ("pyspark", "pandas", "airflow.providers.apache.spark") if find_spec(name) is not None]
+assert not present, f"installed without the spark extra, yet {present} are there"
+try:
+    AporiaSyncOperator(task_id="sync", model_id="m", model_version="v1", query="SELECT 1", id_column="id",
+                       timestamp_column="ts", spark_min_rows=0)
+except SyncInputError as refused:
+    assert "install the provider's spark extra" in str(refused), refused
+else:
+    sys.exit("spark_min_rows without PySpark was not refused at DAG parse")
+size = sum(f.stat().st_size for f in Path(sys.argv[1]).rglob("*") if f.is_file() and not f.is_symlink())
+print(f"Without the spark extra: no PySpark, pandas or Spark provider; spark_min_rows refused at DAG parse naming "
+      f"the extra; the venv holds {size / 1e6:,.0f} MB.")
+EOF
 }
 
 # The wheel holds aporia_provider/'s files, Python or not (templates, CSS, the log4j2 config), and nothing else.
@@ -170,8 +203,11 @@ EOF
     # The example sync DAG unchanged, but every window through Spark, as large ones go (a cluster policy).
     mkdir -p "$work/airflow-home/config"
     cat >"$work/airflow-home/config/airflow_local_settings.py" <<EOF
+from importlib.util import find_spec
+
+
 def task_policy(task):
-    if task.task_id == "$SYNC_TASK":
+    if task.task_id == "$SYNC_TASK" and find_spec("pyspark") is not None:
         task.spark_min_rows = 0
 EOF
     # Not the source tree: Python here, and Spark's Python workers, import the provider from the wheel.
@@ -221,6 +257,7 @@ SETUP
     min_spark -m aporia_local.cli probe-spark-connect "sc://127.0.0.1:$connect_port" >>"$work/spark-connect.log" 2>&1 ||
         failed "starting the Spark Connect server" "$work/spark-connect.log"
     sync_through connect spark_connect_default 2026-11-22T13:00:00+00:00
+    AIRFLOW_BIN="$ROOT/$NO_SPARK_VENV/bin/airflow" sync_through without-spark "" 2026-11-22T15:00:00+00:00
 }
 
 # `airflow dags test` of the sync DAG's run that ends at $3 through Spark in mode $1 (the trigger form's
@@ -229,9 +266,9 @@ sync_through() {
     local mode=$1 conn_id=$2 window_end=$3 log started
     log="$work/$mode.log"
     started=$SECONDS
-    if ! "$ROOT/$VENV/bin/airflow" dags test aporia_redshift_sync "$window_end" -c "{\"spark_conn_id\":\"$conn_id\"}" \
-        >"$log" 2>&1; then
-        failed "\`airflow dags test\` through Spark ($mode)" "$log"
+    if ! "${AIRFLOW_BIN:-$ROOT/$VENV/bin/airflow}" dags test aporia_redshift_sync "$window_end" \
+        -c "{\"spark_conn_id\":\"$conn_id\"}" >"$log" 2>&1; then
+        failed "\`airflow dags test\` ($mode)" "$log"
     fi
     SYNCED_WINDOWS="${SYNCED_WINDOWS:-} $window_end"
     (cd "$ROOT" && .venv/bin/python - "$work/stack" "$log" "$mode" $((SECONDS - started)) "$VERSIONS" "$SYNC_TASK" \
@@ -282,9 +319,15 @@ task_log = output[start : end + 1]
 # spark_connect does; a later Airflow dropped the warning (apache/airflow#64345), a sync cannot avoid it.
 airflow_own = [line for line in task_log if "Connection schemes (type: spark_connect) shall not contain '_'" in line]
 loud = [line for line in task_log if LOUD.search(line) and line not in airflow_own]
-if loud or not any("with Spark" in line for line in task_log):
-    sys.exit(f"{mode}: the task log must go through Spark without a WARNING or ERROR line:\n" + "\n".join(task_log))
-where = {"local": "local[*] in the task", "standalone": "a standalone cluster", "connect": "Spark Connect"}[mode]
+path = "in this task" if mode == "without-spark" else "with Spark"
+if loud or not any(path in line for line in task_log):
+    sys.exit(f"{mode}: the task log must read {path} without a WARNING or ERROR line:\n" + "\n".join(task_log))
+where = {
+    "local": "local[*] in the task",
+    "standalone": "a standalone cluster",
+    "connect": "Spark Connect",
+    "without-spark": "the task, installed without the spark extra",
+}[mode]
 print(f"{versions} on {where}: the sync DAG delivered all {predictions} predictions and {actuals} actuals so far,"
       f" once; its task log ({len(task_log)} lines) has no WARNING or ERROR line"
       + (f" but Airflow's own {len(airflow_own)} about the spark_connect type's '_'" if airflow_own else "")
