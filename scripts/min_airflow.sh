@@ -80,14 +80,15 @@ install_without_spark() {
         "apache-airflow==$MIN_AIRFLOW" "$1"
     (cd /tmp && "$OLDPWD/$NO_SPARK_VENV/bin/python" - "$OLDPWD/$NO_SPARK_VENV") <<'EOF'
 import sys
-from importlib.util import find_spec
+from importlib import metadata
 from pathlib import Path
 
 from aporia_provider.exceptions import SyncInputError
 from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
-present = [name for name in ("pyspark", "pandas", "airflow.providers.apache.spark") if find_spec(name) is not None]
-assert not present, f"installed without the spark extra, yet {present} are there"
+installed = {d.metadata["Name"].lower() for d in metadata.distributions()}
+spark = {"pyspark", "pyspark-client", "pandas", "apache-airflow-providers-apache-spark"} & installed
+assert not spark, f"installed without the spark extra, yet {sorted(spark)} are there"
 try:
     AporiaSyncOperator(task_id="sync", model_id="m", model_version="v1", query="SELECT 1", id_column="id",
                        timestamp_column="ts", spark_min_rows=0)
@@ -257,7 +258,7 @@ SETUP
     min_spark -m aporia_local.cli probe-spark-connect "sc://127.0.0.1:$connect_port" >>"$work/spark-connect.log" 2>&1 ||
         failed "starting the Spark Connect server" "$work/spark-connect.log"
     sync_through connect spark_connect_default 2026-11-22T13:00:00+00:00
-    AIRFLOW_BIN="$ROOT/$NO_SPARK_VENV/bin/airflow" sync_through without-spark "" 2026-11-22T15:00:00+00:00
+    VERSIONS="Airflow $MIN_AIRFLOW" AIRFLOW_BIN="$ROOT/$NO_SPARK_VENV/bin/airflow" sync_through without-spark "" 2026-11-22T15:00:00+00:00
 }
 
 # `airflow dags test` of the sync DAG's run that ends at $3 through Spark in mode $1 (the trigger form's

@@ -150,7 +150,7 @@ def id_texts(values: pa.Array) -> pa.Array:
     if pa.types.is_floating(kind):
         return pa.array([None if v is None else java_double(v) for v in values.to_pylist()], STRING)
     if pa.types.is_decimal(kind):
-        return pa.array([None if v is None else _plain_decimal(v) for v in values.to_pylist()], STRING)
+        return pa.array([None if v is None else format(v, "f") for v in values.to_pylist()], STRING)
     return pc.cast(values, STRING)
 
 
@@ -162,10 +162,6 @@ def java_double(value: float) -> str:
     assert isinstance(exponent, int)
     mantissa = f"{digits[0]}." + ("".join(str(d) for d in digits[1:]) or "0")
     return f"{'-' if sign else ''}{mantissa}E{len(digits) + exponent - 1}"
-
-
-def _plain_decimal(value: Decimal) -> str:
-    return format(value, "f")
 
 
 def fragment_texts(fragments: pa.Array, batch_size: int) -> Iterator[tuple[str, int]]:
@@ -192,7 +188,7 @@ def _first(arrays: list[pa.Array], rows: int) -> pa.Array:
 
 def _excerpts(batch: pa.RecordBatch, problem: pa.Array, column: pa.Array) -> pa.Array:
     """An excerpt of the value at fault, for the rows with a problem (null elsewhere)."""
-    if not problem.null_count < len(problem):
+    if problem.null_count == len(problem):
         return pa.nulls(len(problem), STRING)
     values: list[str | None] = [None] * len(problem)
     columns = column.to_pylist()

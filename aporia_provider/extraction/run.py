@@ -2,11 +2,11 @@
 
 It knows nothing of Airflow, nor of Redshift: the warehouse is a `Warehouse`. The plan's layout (`layout`) says
 what each source (predictions, actuals) needs; each source's timestamp column is checked and its window counted
-over the warehouse's connection first. A small window is read, judged and sent by the task itself (`in_task`). A
-large one goes to Spark, with the DataFrame API only, so it runs unchanged on local[*], a cluster and Spark
-Connect: Spark reads partitions over JDBC (the window predicate pushed down), builds each fragment's JSON and each
-row's verdict in the JVM (`in_spark`), and Spark tasks post batches to Aporia themselves (`mapInArrow`); only
-counts and a few examples come back.
+over the warehouse's connection first. A window is read, judged and sent by the task itself (`in_task`), unless
+`spark_min_rows` (or what only Spark reads) sends it to Spark, with the DataFrame API only, so it runs unchanged on
+local[*], a cluster and Spark Connect: Spark reads partitions over JDBC (the window predicate pushed down), its
+executors judge the rows with the same columnar rules (`columnar`, through `mapInArrow`) and post batches to Aporia
+themselves; only counts, a few examples and the rejected rows come back.
 
 Either way each source is read once and every row is judged before anything is sent, so
 `on_invalid_rows="fail"` sends nothing when any row is invalid. With Spark the read is kept on its disk
