@@ -39,11 +39,12 @@ from aporia_provider.extraction.in_spark import (
 from aporia_provider.extraction.in_task import FETCH_ROWS, deliver_in_task, read_in_task, select_columns
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, layout_of
 from aporia_provider.extraction.options import SyncOptions
-from aporia_provider.extraction.plan import SyncPlan, SyncSummary
+from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.spark import is_connect, tagged
 from aporia_provider.extraction.sql import Window, derived, windowed
 from aporia_provider.extraction.warehouse import Warehouse
+from aporia_provider.sync.outcome import SyncSummary
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -30,7 +30,6 @@ from fastapi.responses import HTMLResponse, Response
 
 from aporia_provider.plugins.chart import sync_chart
 from aporia_provider.plugins.windows import (
-    FAILURE_XCOM_KEY,
     Gap,
     SyncRecord,
     VersionView,
@@ -39,6 +38,7 @@ from aporia_provider.plugins.windows import (
     human_duration,
     window_label,
 )
+from aporia_provider.sync.outcome import FAILURE_XCOM_KEY
 
 if TYPE_CHECKING:
     from jinja2 import Environment

@@ -20,8 +20,6 @@ UNKNOWN = "(unknown)"
 SUCCESS = "success"
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
-# The XCom a failing sync pushes before it raises (AporiaSyncOperator): its sentence and its counts so far.
-FAILURE_XCOM_KEY = "aporia_sync_failure"
 
 
 @dataclass(frozen=True)

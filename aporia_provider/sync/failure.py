@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aporia_provider.compat import AirflowFailException
 from aporia_provider.exceptions import InputError
 from aporia_provider.metrics import emit_sync_metrics
+from aporia_provider.sync.outcome import FAILURE_XCOM_KEY
 
 if TYPE_CHECKING:
     from aporia_provider.sync import TaskLog
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
 def report_failure(exc: Exception, ti: Any, record: dict[str, Any], connections: Sequence[str], log: TaskLog) -> None:
     """Say why the sync failed, in the task's log (one ERROR line), its metrics and its failure XCom (where the sync
     view reads it); `record` names the model version and holds the summary's counts so far."""
-    from aporia_provider.plugins.windows import FAILURE_XCOM_KEY
-
     sentence = str(exc) or type(exc).__name__
     then = next_step(exc, ti, connections)
     log.error("%s", f"{sentence.rstrip('.')}. {then}" if then else sentence)

@@ -17,6 +17,7 @@ from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator
 from aporia_provider.redshift import jdbc_driver as checked_jdbc_driver
 from aporia_provider.redshift import table_query
 from aporia_provider.sync.failure import report_failure
+from aporia_provider.sync.outcome import SYNC_XCOM_KEY, SyncSummary, warnings_logged
 from aporia_provider.sync.rejected_rows import RejectedRowsFile, rejected_rows_file
 from aporia_provider.sync.window import window_of_run
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset, AssetAlias, Context
     from pyspark.sql import SparkSession
 
-    from aporia_provider.extraction.plan import SyncSummary
     from aporia_provider.extraction.sql import Window
 
 
@@ -206,8 +206,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
-        from aporia_provider.extraction.plan import SyncSummary
-
         started = time.monotonic()
         summary = SyncSummary()
         try:
@@ -227,6 +225,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         from aporia_provider.extraction.spark import spark_session
         from aporia_provider.hooks.spark import spark_target
 
+        ti = context.get("ti")
+        if ti is not None:  # the mark the sync view finds sync tasks by, whatever their class
+            ti.xcom_push(key=SYNC_XCOM_KEY, value={"model_id": self.model_id, "model_version": self.model_version})
         options = self._sync_options()
         window = self._resolve_window(context)
         schema = self.existing_schema(self.model_id, self.model_version)
@@ -281,19 +282,21 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
         rejected_rows = self._rejected_rows_file(context, window)
         try:
-            run_sync(
-                plan,
-                window,
-                self.redshift_hook.warehouse(self.jdbc_driver),
-                start_spark,
-                self.aporia_hook.client,
-                options,
-                tag=tag,
-                stop=self._stop,
-                spark_where=target.describe(),
-                rejected_rows=rejected_rows,
-                summary=summary,
-            )
+            # The WARNING lines the engine logs (rows left out, a low volume) go into the summary too.
+            with warnings_logged(summary):
+                run_sync(
+                    plan,
+                    window,
+                    self.redshift_hook.warehouse(self.jdbc_driver),
+                    start_spark,
+                    self.aporia_hook.client,
+                    options,
+                    tag=tag,
+                    stop=self._stop,
+                    spark_where=target.describe(),
+                    rejected_rows=rejected_rows,
+                    summary=summary,
+                )
         finally:
             if rejected_rows is not None:
                 rejected_rows.close()

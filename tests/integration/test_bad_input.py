@@ -319,6 +319,12 @@ def test_a_window_below_min_rows_fails_in_one_sentence_or_warns(
     summary = sync(hour(0), min_rows=7, on_low_volume="warn")  # the hour holds 6
     assert (summary["fragments_sent"], summary["min_rows"], summary["low_volume"]) == (6, 7, True)
     assert f"Only 6 in the window [{hour(0)[0].isoformat()}, {hour(0)[1].isoformat()}) of {MODEL} v1" in caplog.text
+    # The warning travels with the summary, to the sync view.
+    assert summary["logged_warnings"] == [
+        f"Only 6 in the window [{hour(0)[0].isoformat()}, {hour(0)[1].isoformat()}) of {MODEL} v1, fewer than "
+        "min_rows=7: check that the upstream job wrote this window's predictions; sending what there is, as "
+        "on_low_volume='warn' asks."
+    ]
     assert sync(hour(1), min_rows=6)["low_volume"] is False
 
 

@@ -200,9 +200,9 @@ def test_the_syncs_report_their_figures_to_statsd(scheduled_syncs: ScheduledSync
     assert len(lags) == len(succeeded) and all(lag > 0 for lag in lags)
     assert sum(values(f"{named}.failed", "c")) == len(failed)
     assert sum(values(f"{named}.rows_rejected", "c")) == 1  # the NaN
-    # Every successful try delivered its whole read: rows_sent adds up the summaries' fragments_sent.
+    # Every successful try delivered its whole read: the metric adds up the summaries' fragments_sent.
     sent = sum(int(summary_of(events)["fragments_sent"]) for events in succeeded.values())
-    assert sum(values(f"{named}.rows_sent", "c")) == sum(values("rows_sent", "c")) == sent > 0
+    assert sum(values(f"{named}.fragments_sent", "c")) == sum(values("fragments_sent", "c")) == sent > 0
     assert sum(values(f"{named}.rows_read", "c")) >= sent
     assert sum(values(f"{named}.actuals_sent", "c")) > 0
 
