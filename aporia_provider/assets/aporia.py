@@ -15,6 +15,8 @@ from airflow.sdk import Asset, AssetAlias
 if TYPE_CHECKING:
     from urllib.parse import SplitResult
 
+    from aporia_provider.extraction.sql import Window
+
 
 def create_asset(*, model_id: str, model_version: str, extra: dict[str, Any] | None = None) -> Asset:
     """The Asset of a model version (the factory Airflow finds through the provider info)."""
@@ -36,13 +38,24 @@ def sync_outlet(model_id: str, model_version: str, dag_id: str, task_id: str) ->
 
 
 def describe_sync_event(
-    events: Any, outlet: Asset | AssetAlias, model_id: str, model_version: str, extra: Mapping[str, Any]
+    events: Any,
+    outlet: Asset | AssetAlias,
+    model_id: str,
+    model_version: str,
+    window: Window,
+    summary: Mapping[str, Any],
 ) -> None:
     """Put a sync's description (its window and what reached Aporia) on the outlet's Asset event."""
+    extra = {
+        "window_start": window.start.isoformat(),
+        "window_end": window.end.isoformat(),
+        "rows": summary.get("fragments_sent", 0),
+        "actuals": summary.get("actuals_sent", 0),
+    }
     if isinstance(outlet, AssetAlias):
-        events[outlet].add(model_version_asset(model_id, model_version), extra=dict(extra))
+        events[outlet].add(model_version_asset(model_id, model_version), extra=extra)
     else:
-        events[outlet].extra = dict(extra)
+        events[outlet].extra = extra
 
 
 def sanitize_uri(uri: SplitResult) -> SplitResult:

@@ -34,10 +34,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
     The window is the run's data interval unless ``window_start``/``window_end`` are given; it is half-open,
     in UTC, and pushed down to Redshift. Delivery is idempotent by prediction id, so retries, backfills and
-    ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent, of them
-    those in the window and those the lookback re-read, rows rejected, batches, retries, seconds) to XCom and
-    Airflow's metrics (`aporia_provider.metrics`). A failing sync logs its reason in one ERROR line and pushes it,
-    with its counts so far, to the XCom ``aporia_sync_failure`` (where the sync view reads it) before it raises.
+    ``lookback`` re-reads never duplicate data. Returns its summary (`aporia_provider.sync.outcome`) to XCom and
+    Airflow's metrics; each try first pushes the XCom ``aporia_sync`` the sync view finds sync tasks by. A failing
+    sync logs its reason in one ERROR line and pushes it, with its counts so far, to the XCom
+    ``aporia_sync_failure`` (where the sync view reads it) before it raises.
 
     :param model_id: the model's id in Aporia (templated).
     :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
@@ -397,10 +397,4 @@ class AporiaSyncOperator(AporiaBaseOperator):
         events = context.get("outlet_events")
         if self.model_version_outlet is None or events is None:
             return
-        extra = {
-            "window_start": window.start.isoformat(),
-            "window_end": window.end.isoformat(),
-            "rows": summary.get("fragments_sent", 0),
-            "actuals": summary.get("actuals_sent", 0),
-        }
-        describe_sync_event(events, self.model_version_outlet, self.model_id, self.model_version, extra)
+        describe_sync_event(events, self.model_version_outlet, self.model_id, self.model_version, window, summary)
