@@ -1,4 +1,4 @@
-"""What moved between Airflow 3.1 and 3.3, imported from where the running Airflow has it.
+"""What moved into the Task SDK after Airflow 3.1 (exceptions, conf, Stats), imported from where the running one has it.
 
 Airflow 3.2 moved the task exceptions and `conf` into the Task SDK (`airflow.sdk`); 3.1 has them in
 `airflow.exceptions` and `airflow.configuration`. Airflow's metrics (`Stats`) moved into the Task SDK too

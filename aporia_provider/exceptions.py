@@ -7,6 +7,11 @@
   it is, and Airflow retries it while tries remain; delivery is idempotent, so a retry duplicates nothing.
 - ``AporiaError``: a call to Aporia failed. Airflow retries it: Aporia may be down for a while, and a wrong token or
   host is fixed in the connection, not the DAG (the message says which).
+
+One rule for configuration in every hook (Aporia, Redshift, Spark): a connection that is missing, or lacks what the
+hook needs (a host, a token, keys, an extra), raises ``AirflowFailException``: a retry would read the same
+connection, so the sentence says what to set, and clearing the task runs it again. What a service answers (Aporia,
+AWS) is not configuration, and stays retried.
 """
 
 from __future__ import annotations

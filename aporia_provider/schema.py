@@ -1,6 +1,7 @@
 """Aporia model-version schemas: parsed and checked before they are sent, compared with existing versions.
 
-Values are checked where the rows are, in Spark (`extraction.columns`).
+Values are checked where the rows are, by the sync's field rulebook (`extraction.rulebook`), in the task or in
+Spark.
 """
 
 from __future__ import annotations

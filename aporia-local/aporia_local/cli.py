@@ -163,7 +163,9 @@ def _up(args: argparse.Namespace) -> None:
             print(f"  AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(shown)}'")
         (directory / "up.pid").write_text(str(os.getpid()))
         (directory / "ready").touch()
-        print("The stack is up; stop it with `aporia-local down` or Ctrl-C.", flush=True)
+        # Detached, nobody is at this process's terminal to press Ctrl-C.
+        stop = "" if os.environ.get(DETACHED) else " or Ctrl-C"
+        print(f"The stack is up; stop it with `aporia-local down`{stop}.", flush=True)
         while all(p.poll() is None for p in stack.processes.values()):
             time.sleep(1)
         print("A stand-in exited; stopping the stack.", file=sys.stderr)
@@ -175,12 +177,17 @@ def _up(args: argparse.Namespace) -> None:
         (directory / "up.pid").unlink(missing_ok=True)
 
 
+# Set for the stack's process that `up --detach` starts.
+DETACHED = "APORIA_LOCAL_DETACHED"
+
+
 def _up_detached(directory: Path, up_args: list[str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "ready").unlink(missing_ok=True)
     log = open(directory / "up.log", "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "aporia_local.cli", *up_args],
+        env={**os.environ, DETACHED: "1"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

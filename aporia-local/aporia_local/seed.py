@@ -77,7 +77,7 @@ def seed_predictions(connection: Any, plan: SeedPlan, table: str = TABLE) -> Non
             CASE WHEN n %% {ACTUAL_EVERY} = 0
                 THEN %s::timestamptz + (n * 3600.0 / %s) * interval '1 second'
                      + (1 + (n / {ACTUAL_EVERY}) %% 3) * interval '1 day' END
-        FROM generate_series(0, %s - 1) AS n""",
+        FROM generate_series(0::bigint, %s - 1) AS n""",
         (plan.start, plan.rows_per_hour, plan.embedding_dim, plan.start, plan.rows_per_hour, plan.rows),
     )
     connection.commit()

@@ -6,13 +6,16 @@ A sync emits it with the extra ``{window_start, window_end, rows, actuals}``; a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetAlias
 
 if TYPE_CHECKING:
     from urllib.parse import SplitResult
+
+    from aporia_provider.extraction.sql import Window
 
 
 def create_asset(*, model_id: str, model_version: str, extra: dict[str, Any] | None = None) -> Asset:
@@ -24,6 +27,35 @@ def create_asset(*, model_id: str, model_version: str, extra: dict[str, Any] | N
 def model_version_asset(model_id: str, model_version: str) -> Asset:
     """The Asset a DAG can schedule on: fresh data for one Aporia model version."""
     return create_asset(model_id=model_id, model_version=model_version)
+
+
+def sync_outlet(model_id: str, model_version: str, dag_id: str, task_id: str) -> Asset | AssetAlias:
+    """The outlet a sync task declares: the model version's Asset; when the ids are templates (known only at run
+    time), an alias the run resolves to the Asset."""
+    if any("{{" in value for value in (model_id, model_version)):
+        return AssetAlias(name=f"aporia-sync/{dag_id}/{task_id}")
+    return model_version_asset(model_id, model_version)
+
+
+def describe_sync_event(
+    events: Any,
+    outlet: Asset | AssetAlias,
+    model_id: str,
+    model_version: str,
+    window: Window,
+    summary: Mapping[str, Any],
+) -> None:
+    """Put a sync's description (its window and what reached Aporia) on the outlet's Asset event."""
+    extra = {
+        "window_start": window.start.isoformat(),
+        "window_end": window.end.isoformat(),
+        "rows": summary.get("fragments_sent", 0),
+        "actuals": summary.get("actuals_sent", 0),
+    }
+    if isinstance(outlet, AssetAlias):
+        events[outlet].add(model_version_asset(model_id, model_version), extra=extra)
+    else:
+        events[outlet].extra = extra
 
 
 def sanitize_uri(uri: SplitResult) -> SplitResult:

@@ -7,8 +7,7 @@ by the warehouse's own identifier rule when the sync derives its layout (`layout
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from aporia_provider.exceptions import SyncInputError
 from aporia_provider.extraction.spark import require_pyspark
@@ -63,38 +62,3 @@ class SyncPlan:
                 "actuals are mapped but actuals_timestamp_column is not set; name the column that says when "
                 "each actual arrived."
             )
-
-
-@dataclass
-class SyncSummary:
-    """What a sync read and sent; filled in as it goes, so a failed sync still says how far it got.
-
-    The read counts cover [read_start, window_end): the window widened by the lookback. The in-window counts are the
-    rows delivered (with validate_only: that would be) whose timestamp, or for actuals arrival, lies in the window
-    itself; the re-read ones lie in [read_start, window_start), which the previous window's sync already covered.
-    """
-
-    window_start: str = ""
-    window_end: str = ""
-    read_start: str = ""
-    rows_read: int = 0
-    predictions_in_window: int = 0
-    predictions_reread: int = 0
-    fragments_sent: int = 0
-    actuals_read: int = 0
-    actuals_sent: int = 0
-    actuals_in_window: int = 0
-    actuals_reread: int = 0
-    rows_rejected: int = 0
-    rejected_examples: list[str] = field(default_factory=list)
-    # The volume expectation (min_rows) and whether the window fell short of it.
-    min_rows: int | None = None
-    low_volume: bool = False
-    batches: int = 0
-    retries: int = 0
-    warnings: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

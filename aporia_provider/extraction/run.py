@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
@@ -39,19 +39,18 @@ from aporia_provider.extraction.in_spark import (
 from aporia_provider.extraction.in_task import FETCH_ROWS, deliver_in_task, read_in_task, select_columns
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, layout_of
 from aporia_provider.extraction.options import SyncOptions
-from aporia_provider.extraction.plan import SyncPlan, SyncSummary
+from aporia_provider.extraction.plan import SyncPlan
+from aporia_provider.extraction.progress import Progress
 from aporia_provider.extraction.rulebook import ColumnType
-from aporia_provider.extraction.spark import is_connect, tagged
+from aporia_provider.extraction.spark import tagged
 from aporia_provider.extraction.sql import Window, derived, windowed
 from aporia_provider.extraction.warehouse import Warehouse
+from aporia_provider.sync.outcome import SyncSummary
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.connect.shell.progress import ProgressHandler
 
 log = logging.getLogger(__name__)
-
-PROGRESS_SECONDS = 30.0
 
 
 @dataclass
@@ -96,7 +95,7 @@ def run_sync(
     summary.read_start, summary.dry_run = read_window.start.isoformat(), options.dry_run
     subject = f"{plan.model_id} {plan.model_version}"
     layouts = layout_of(plan, warehouse.identifier)
-    progress = _Progress(subject, spark_where)
+    progress = Progress(subject, spark_where)
     checked: list[_Checked] = []
     with ExitStack() as stack:
         stack.enter_context(progress)
@@ -270,7 +269,7 @@ class _Reader:
     warehouse: Warehouse
     spark: Callable[[], SparkSession]
     client: AporiaClient
-    progress: _Progress
+    progress: Progress
     stack: ExitStack
     stop: threading.Event | None
     rejected_rows: RejectedRows | None
@@ -357,74 +356,3 @@ class _Reader:
             send=partial(deliver_with_spark, frame, self.client, model, self.options.batch_size),
             release=partial(_unpersist, read),
         )
-
-
-class _Progress:
-    """Logs, at most every PROGRESS_SECONDS, what the sync is doing and how far Spark got (once it runs)."""
-
-    def __init__(self, subject: str, spark_where: str) -> None:
-        self.subject = subject
-        self.spark_where = spark_where
-        self.phase = "starting"
-        self.spark: SparkSession | None = None
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._tick, name="aporia-sync-progress", daemon=True)
-        self._tasks: _Tasks | None = None
-
-    def watch(self, spark: SparkSession) -> None:
-        self.spark = spark
-        if is_connect(spark):
-            spark.registerProgressHandler(cast("ProgressHandler", self._on_connect_progress))
-
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        if self.spark is not None and is_connect(self.spark):
-            self.spark.removeProgressHandler(cast("ProgressHandler", self._on_connect_progress))
-
-    def _on_connect_progress(
-        self, stages: Iterable[Any] | None, inflight_tasks: int, operation_id: str | None, done: bool
-    ) -> None:
-        known = list(stages or [])
-        done_tasks, tasks = sum(s.num_completed_tasks for s in known), sum(s.num_tasks for s in known)
-        self._tasks = None if done else _Tasks(done_tasks, tasks, inflight_tasks)
-
-    def _tasks_now(self) -> _Tasks | None:
-        if self.spark is None or is_connect(self.spark):
-            return self._tasks
-        tracker = self.spark.sparkContext.statusTracker()
-        stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
-        known = [s for s in stages if s is not None]
-        if not known:
-            return None
-        return _Tasks(
-            sum(s.numCompletedTasks for s in known),
-            sum(s.numTasks for s in known),
-            sum(s.numActiveTasks for s in known),
-        )
-
-    def _tick(self) -> None:
-        while not self._stop.wait(PROGRESS_SECONDS):
-            elapsed = timedelta(seconds=round(time.monotonic() - self._started))
-            tasks = self._tasks_now()
-            phase, detail = self.phase, ""
-            if tasks is not None:
-                detail = f", {tasks.done} of {tasks.total} Spark tasks of this step done"
-                if not tasks.running and tasks.done < tasks.total:
-                    # A job with no task running: the cluster has no free core for this sync (yet).
-                    phase = f"waiting for executors on {self.spark_where}"
-            log.info("Syncing %s: %s, %s elapsed%s.", self.subject, phase, elapsed, detail)
-
-
-@dataclass(frozen=True)
-class _Tasks:
-    """The Spark tasks of the running step: done, in all, running now."""
-
-    done: int
-    total: int
-    running: int

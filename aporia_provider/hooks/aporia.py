@@ -12,7 +12,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, LogResult, iter_version_schema
-from aporia_provider.compat import AirflowException
+from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.exceptions import AporiaError
 from aporia_provider.schema import VersionSchema, check_model_type
@@ -88,7 +88,7 @@ class AporiaHook(BaseHook):
     def client(self) -> AporiaClient:
         conn = self._connection(self.aporia_conn_id, "Aporia")
         if not conn.password:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"Connection '{self.aporia_conn_id}' has no API token; store the Aporia token as its password."
             )
         mask_secret(conn.password)
@@ -112,7 +112,7 @@ class AporiaHook(BaseHook):
     def _address(self, conn: Connection) -> tuple[str, str, int]:
         scheme = conn.schema or "https"
         if scheme not in ("http", "https"):
-            raise AirflowException(
+            raise AirflowFailException(
                 f"Connection '{self.aporia_conn_id}' has scheme {scheme!r}; set its schema field to https or http."
             )
         host = conn.host or "app.aporia.com"
@@ -229,7 +229,9 @@ class AporiaHook(BaseHook):
         CONNECT_TIMEOUT (600 s, as in the SDK), or the connection's `timeout` if that is longer.
         """
         if dataset not in DATASET_NAMES:
-            raise AirflowException(f"dataset {dataset!r} is not one of {', '.join(DATASET_NAMES)}; pick one of those.")
+            raise AirflowFailException(
+                f"dataset {dataset!r} is not one of {', '.join(DATASET_NAMES)}; pick one of those."
+            )
         sync: dict[str, Any] = {"enabled": True, "environment": self.client.environment}
         if schedule:
             sync["schedule"] = schedule
@@ -283,7 +285,7 @@ class AporiaHook(BaseHook):
         try:
             return self.get_connection(conn_id)
         except Exception as exc:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"The {kind} connection '{conn_id}' is not defined; create it in Airflow "
                 f"(UI, CLI or an AIRFLOW_CONN_{conn_id.upper()} variable)."
             ) from exc

@@ -19,7 +19,7 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
 from airflow.sdk.log import mask_secret
 
-from aporia_provider.compat import AirflowException
+from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.redshift import JDBC_DRIVERS, RedshiftWarehouse, jdbc_driver
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
         try:
             return self.get_connection(self.redshift_conn_id)
         except Exception as exc:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"The Redshift connection '{self.redshift_conn_id}' is not defined; create it in Airflow "
                 f"(UI, CLI or an AIRFLOW_CONN_{self.redshift_conn_id.upper()} variable)."
             ) from exc
@@ -120,7 +120,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
         conn = self.conn
         extra = conn.extra_dejson
         if not conn.host or not conn.schema:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"Connection '{self.redshift_conn_id}' needs a host and a database (schema field); set both."
             )
         expires_at: datetime | None = None
@@ -140,7 +140,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
         elif conn.login and conn.password:
             user, password = conn.login, conn.password
         else:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"Connection '{self.redshift_conn_id}' has neither iam: true nor a login and password; "
                 "set extra iam to true (recommended) or give a user and password."
             )
@@ -159,7 +159,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
         cluster = self.cluster_identifier
         db_user = self.db_user
         if not db_user:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"Connection '{self.redshift_conn_id}' has no database user; set its login to the Redshift user "
                 "that GetClusterCredentials should issue credentials for."
             )
@@ -179,7 +179,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
     ) -> tuple[str, str, datetime]:
         workgroup = extra.get("serverless_work_group")
         if not workgroup:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"Connection '{self.redshift_conn_id}' is serverless but has no serverless_work_group; "
                 "set that extra to the workgroup name."
             )
@@ -196,7 +196,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
         try:
             yield
         except NoCredentialsError:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"AWS connection '{self.aws_conn_id}' yields no access key; {action} for Redshift connection "
                 f"'{self.redshift_conn_id}' needs an access key id (login) and secret key (password)."
             ) from None
@@ -296,7 +296,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
         """
         conn = self.conn
         if not conn.host or not conn.schema:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"Connection '{self.redshift_conn_id}' needs a host and a database (schema field) to build the "
                 "Aporia JDBC URL; set both."
             )
@@ -305,7 +305,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
         )
         aws = session_credentials.get_frozen_credentials() if session_credentials else None
         if aws is None or not aws.access_key or not aws.secret_key:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"AWS connection '{self.aws_conn_id}' yields no access key; Aporia's IAM JDBC URL needs an access "
                 "key id (login) and secret key (password)."
             )

@@ -2,8 +2,8 @@
 
 Predictions sent (blue) and actuals sent (green) per window, counted in the window (not what its lookback
 re-read), rows rejected stacked on the predictions in orange; a failed window is a red band over the whole
-height, a missing stretch between windows an amber hatched band; windows still queued or running are grey.
-Every mark carries a <title> tooltip.
+height, a missing stretch between windows an amber hatched band; windows still queued or running are grey; a
+window overlapping those on the timeline (counted there) a dashed outline. Every mark carries a <title> tooltip.
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ def window_tooltip(window: WindowRow) -> str:
     label = window_label(window.start, window.end)
     if window.succeeded:
         parts = [
-            f"predictions sent {window.predictions_sent or 0}",
-            f"actuals sent {window.actuals_sent or 0}",
+            f"predictions sent {window.predictions_in_window or 0}",
+            f"actuals sent {window.actuals_in_window or 0}",
             f"rows rejected {window.rows_rejected or 0}",
             f"lag {human_duration(window.lag)}",
         ]
         if window.reread:
             parts.insert(2, f"re-read {window.reread}")
+        if window.overlapping:
+            parts.append(
+                "overlaps " + ", ".join(window_label(*bounds) for bounds in window.overlaps) + ": counted there"
+            )
         return f"{label}: " + ", ".join(parts)
     return f"{label}: {window.state}" + (f": {window.failure}" if window.failure else "")
 
@@ -80,7 +84,8 @@ def sync_chart(view: VersionView, width: int = WIDTH, height: int = HEIGHT) -> s
         return LEFT + plot_w * (moment - t0).total_seconds() / span
 
     peak = max(
-        [max((w.predictions_sent or 0) + (w.rows_rejected or 0), w.actuals_sent or 0) for w in view.succeeded] + [1]
+        [max((w.predictions_in_window or 0) + (w.rows_rejected or 0), w.actuals_in_window or 0) for w in view.succeeded]
+        + [1]
     )
 
     def h(count: int | None) -> float:
@@ -96,8 +101,8 @@ def sync_chart(view: VersionView, width: int = WIDTH, height: int = HEIGHT) -> s
         marks: list[str] = []
         if window.succeeded:
             half = max(slot / 2, 1.0)
-            predictions, rejected = h(window.predictions_sent), h(window.rows_rejected)
-            actuals = h(window.actuals_sent)
+            predictions, rejected = h(window.predictions_in_window), h(window.rows_rejected)
+            actuals = h(window.actuals_in_window)
             marks.append(_rect(left, base - predictions, half, predictions, "bar predictions", COLORS["predictions"]))
             if window.rows_rejected:
                 marks.append(
@@ -111,6 +116,16 @@ def sync_chart(view: VersionView, width: int = WIDTH, height: int = HEIGHT) -> s
         parts.append(
             f'<g class="window state-{escape(window.state)}" data-start="{window.start.isoformat()}">'
             f"<title>{escape(window_tooltip(window))}</title>{''.join(marks)}</g>"
+        )
+    for window in view.overlapping:
+        assert window.start is not None and window.end is not None
+        dashed = ' stroke="#5f6368" stroke-dasharray="4 3"'
+        outline = _rect(
+            x(window.start), TOP, x(window.end) - x(window.start), plot_h, "band overlapping", "none", dashed
+        )
+        parts.append(
+            f'<g class="window overlapping state-{escape(window.state)}" data-start="{window.start.isoformat()}">'
+            f"<title>{escape(window_tooltip(window))}</title>{outline}</g>"
         )
     parts.append(_axes(t0, t1, x, peak, plot_w, base))
     parts.append("</svg>")

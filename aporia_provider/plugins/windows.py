@@ -2,8 +2,11 @@
 
 A window synced more than once (a retry, a re-run, a backfill, a manual run of the same bounds) is one row: the
 latest successful sync's, which is what Aporia holds (delivery is idempotent by id), with the other syncs listed
-on it; so totals count each window once. Its counts are the rows whose timestamp (for actuals, arrival) lies in
-the window; the rows only the lookback re-read, which the previous window's sync delivered, are shown apart.
+on it, earlier tries of the same task instance included. Windows of other bounds that overlap (a manual run over
+``[03:30, 04:30)`` beside hourly windows) make one timeline in `timeline.py`, where each row is counted once. A
+row's counts are those of the summary (`aporia_provider.sync.outcome`), by the same names: the rows whose timestamp
+(for actuals, arrival) lies in the window; the rows only the lookback re-read, which the previous window's sync
+delivered, are shown apart.
 
 Pure functions over plain records (no database, no Airflow imports), so they are tested on their own; the
 plugin (``sync_view.py``) reads the records from Airflow's metadata and renders what these build.
@@ -11,7 +14,7 @@ plugin (``sync_view.py``) reads the records from Airflow's metadata and renders 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,19 +22,31 @@ from typing import Any
 UNKNOWN = "(unknown)"
 SUCCESS = "success"
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
+# What an earlier try of a task instance ended as when it failed: retried, or failed for good (then cleared).
+FAILED_TRY_STATES = frozenset({"failed", "up_for_retry"})
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
-# The XCom a failing sync pushes before it raises (AporiaSyncOperator): its sentence and its counts so far.
-FAILURE_XCOM_KEY = "aporia_sync_failure"
+
+
+@dataclass(frozen=True)
+class EarlierTry:
+    """A try of a task instance before its latest one (Airflow's task instance history): a failed try that was
+    retried, or a whole sync that a clear, a re-run or a backfill replaced. Its XComs went with it."""
+
+    try_number: int
+    state: str | None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
 
 
 @dataclass(frozen=True)
 class SyncRecord:
-    """One task instance of an AporiaSyncOperator, as Airflow's metadata holds it.
+    """One task instance of a sync (an AporiaSyncOperator or a subclass), as Airflow's metadata holds it.
 
     ``summary`` is the task's XCom return value (None when it failed before returning one); ``failure`` the XCom
     its latest failed try pushed (FAILURE_XCOM_KEY: the sentence it failed with and its counts so far);
     ``rendered`` its rendered template fields, when Airflow still keeps them; ``declared`` the operator's arguments
-    as the DAG declares them (possibly unrendered templates), the last resort for naming the model version.
+    as the DAG declares them (possibly unrendered templates), the last resort for naming the model version;
+    ``earlier_tries`` its tries before the latest.
     """
 
     dag_id: str
@@ -49,11 +64,13 @@ class SyncRecord:
     failure: Mapping[str, Any] | None = None
     rendered: Mapping[str, Any] | None = None
     declared: Mapping[str, Any] | None = None
+    earlier_tries: tuple[EarlierTry, ...] = ()
 
 
 @dataclass(frozen=True)
 class WindowRow:
-    """One sync of one window, as the view shows it; `other_syncs` are the window's other syncs, if any."""
+    """One sync of one window, as the view shows it; `other_syncs` are the window's other syncs, if any; `overlaps`
+    the windows of other bounds on the timeline it overlaps (then they count its rows, and it is not counted)."""
 
     start: datetime | None
     end: datetime | None
@@ -62,27 +79,35 @@ class WindowRow:
     task_id: str
     run_id: str
     map_index: int
-    rows_read: int | None  # predictions read, the lookback's included
-    fragments_sent: int | None  # predictions delivered, the lookback's included
-    predictions_sent: int | None  # predictions in the window delivered (validate only: that would be)
-    predictions_reread: int | None  # predictions before the window the lookback read again and delivered
+    try_number: int
+    # The figures of the summary, by its names (aporia_provider.sync.outcome.SyncSummary).
+    rows_read: int | None
+    fragments_sent: int | None
+    predictions_in_window: int | None  # delivered (validate only: that would be)
+    predictions_reread: int | None
     actuals_read: int | None
-    actuals_sent: int | None  # actuals that arrived in the window, delivered
+    actuals_sent: int | None
+    actuals_in_window: int | None
     actuals_reread: int | None
     rows_rejected: int | None
     rejected_examples: tuple[str, ...]
     failure: str | None  # the sentence the sync failed with
-    min_rows: int | None  # the volume the window was expected to deliver, when one was set
-    low_volume: bool  # it delivered fewer predictions than that
-    task_retries: int
-    delivery_retries: int | None
+    min_rows: int | None
+    low_volume: bool
+    task_retries: int  # the task instance's failed tries before this one
+    retries: int | None
     warnings: int | None
+    logged_warnings: tuple[str, ...]
     seconds: float | None
     ended_at: datetime | None  # when the task instance's latest try ended (None: not yet)
     delivered_at: datetime | None
     lag: timedelta | None
     dry_run: bool
+    # Whether the window is its run's data interval (scheduled, backfilled, or a manual run with a logical date),
+    # not bounds given to the task: on the timeline such windows come first.
+    is_run_interval: bool = True
     other_syncs: tuple[WindowRow, ...] = ()
+    overlaps: tuple[tuple[datetime, datetime], ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -96,6 +121,17 @@ class WindowRow:
     def delivered(self) -> bool:
         """Whether what the row counts reached Aporia."""
         return self.succeeded and not self.dry_run
+
+    @property
+    def overlapping(self) -> bool:
+        return bool(self.overlaps)
+
+    @property
+    def warnings_shown(self) -> int | None:
+        """Aporia's delivery warnings and the sync's own logged ones."""
+        if self.warnings is None and not self.logged_warnings:
+            return None
+        return (self.warnings or 0) + len(self.logged_warnings)
 
     @property
     def reread(self) -> int | None:
@@ -125,21 +161,24 @@ class VersionView:
     model_version: str
     windows: list[WindowRow] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    # Windows overlapping others on the timeline: shown, marked, and not counted (the windows they overlap are).
+    overlapping: list[WindowRow] = field(default_factory=list)
     # Task instances whose window is unknown (e.g. a manual run without a data interval that failed).
     unplaced: list[WindowRow] = field(default_factory=list)
 
     @property
     def failed(self) -> list[WindowRow]:
-        return [w for w in self.windows + self.unplaced if w.failed]
+        return [w for w in self.windows + self.overlapping + self.unplaced if w.failed]
 
     @property
     def succeeded(self) -> list[WindowRow]:
         return [w for w in self.windows if w.succeeded]
 
     def total(self, name: str) -> int:
-        """A count summed over the windows, each once: what reached Aporia, or for rows_rejected what was rejected
-        (a failed window's too)."""
-        counted = self.windows if name == "rows_rejected" else [w for w in self.windows if w.delivered]
+        """A count summed over the timeline's windows, each once (not the overlapping ones): what reached Aporia, or
+        for rows_rejected and warnings what was rejected and warned of (a failed window's too)."""
+        every = name in ("rows_rejected", "warnings_shown")
+        counted = self.windows if every else [w for w in self.windows if w.delivered]
         return sum(getattr(w, name) or 0 for w in counted)
 
     @property
@@ -148,14 +187,18 @@ class VersionView:
         return max(lags) if lags else None
 
     def timeline(self) -> list[WindowRow | Gap]:
-        """Windows and gaps in time order, as the table lists them."""
-        items: list[WindowRow | Gap] = [*self.windows, *self.gaps]
-        return sorted(items, key=lambda item: (_start(item), isinstance(item, WindowRow)))
+        """Windows (overlapping ones beside those they overlap) and gaps in time order, as the table lists them."""
+        items: list[WindowRow | Gap] = [*self.windows, *self.overlapping, *self.gaps]
+        return sorted(items, key=lambda item: (_start(item), isinstance(item, WindowRow), _overlapping(item)))
 
 
 def _start(item: WindowRow | Gap) -> datetime:
     assert item.start is not None  # placed windows and gaps always have a start
     return item.start
+
+
+def _overlapping(item: WindowRow | Gap) -> bool:
+    return isinstance(item, WindowRow) and item.overlapping
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -181,6 +224,10 @@ def _int(summary: Mapping[str, Any] | None, key: str) -> int | None:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    return tuple(str(item) for item in value) if isinstance(value, list) else ()
 
 
 def model_version_of(record: SyncRecord) -> tuple[str, str]:
@@ -215,6 +262,7 @@ def _in_window(summary: Mapping[str, Any] | None, in_window: str, sent: str) -> 
 
 
 def window_row(record: SyncRecord) -> WindowRow:
+    """The record's latest try as a row; its earlier tries are `earlier_rows`."""
     state = record.state or "none"
     failure = record.failure if isinstance(record.failure, Mapping) and state != SUCCESS else None
     returned = record.summary if isinstance(record.summary, Mapping) else None
@@ -228,7 +276,6 @@ def window_row(record: SyncRecord) -> WindowRow:
     seconds = summary.get("seconds") if summary else None
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
         seconds = record.duration
-    examples = summary.get("rejected_examples") if summary else None
     return WindowRow(
         start=start,
         end=end,
@@ -237,80 +284,71 @@ def window_row(record: SyncRecord) -> WindowRow:
         task_id=record.task_id,
         run_id=record.run_id,
         map_index=record.map_index,
+        try_number=record.try_number,
         rows_read=_int(summary, "rows_read"),
         fragments_sent=_int(summary, "fragments_sent"),
-        predictions_sent=_in_window(returned, "predictions_in_window", "fragments_sent")
+        predictions_in_window=_in_window(returned, "predictions_in_window", "fragments_sent")
         if in_window
         else _int(summary, "fragments_sent"),
         predictions_reread=_int(returned, "predictions_reread"),
         actuals_read=_int(summary, "actuals_read"),
-        actuals_sent=_in_window(returned, "actuals_in_window", "actuals_sent")
+        actuals_sent=_int(summary, "actuals_sent"),
+        actuals_in_window=_in_window(returned, "actuals_in_window", "actuals_sent")
         if in_window
         else _int(summary, "actuals_sent"),
         actuals_reread=_int(returned, "actuals_reread"),
         rows_rejected=_int(summary, "rows_rejected"),
-        rejected_examples=tuple(str(e) for e in examples) if isinstance(examples, list) else (),
+        rejected_examples=_texts(summary.get("rejected_examples") if summary else None),
         failure=_text(failure.get("error")) if failure else None,
         min_rows=_int(summary, "min_rows"),
         low_volume=bool(summary.get("low_volume")) if summary else False,
-        task_retries=max(record.try_number - 1, 0),
-        delivery_retries=_int(summary, "retries"),
+        task_retries=sum(1 for earlier in record.earlier_tries if earlier.state in FAILED_TRY_STATES),
+        retries=_int(summary, "retries"),
         warnings=_int(summary, "warnings"),
+        logged_warnings=_texts(summary.get("logged_warnings") if summary else None),
         seconds=float(seconds) if seconds is not None else None,
         ended_at=ended_at,
         delivered_at=delivered_at,
         lag=delivered_at - end if delivered_at and end else None,
         dry_run=bool(summary.get("dry_run")) if summary else False,
+        is_run_interval=(start, end) == (parse_time(record.interval_start), parse_time(record.interval_end)),
     )
 
 
-def find_gaps(windows: Iterable[WindowRow]) -> list[Gap]:
-    """Stretches between consecutive windows that no window (of any state) covers.
-
-    A failed window is not a gap: it is shown as failed. Overlapping and repeated windows are fine.
-    """
-    placed = sorted((w for w in windows if w.start and w.end), key=lambda w: (w.start, w.end))
-    gaps: list[Gap] = []
-    covered_until: datetime | None = None
-    for window in placed:
-        assert window.start is not None and window.end is not None
-        if covered_until is not None and window.start > covered_until:
-            gaps.append(Gap(covered_until, window.start))
-        covered_until = window.end if covered_until is None else max(covered_until, window.end)
-    return gaps
-
-
-def _recency(row: WindowRow) -> tuple[bool, datetime]:
-    """Later syncs rank higher; one that has not ended yet is the latest."""
-    return row.ended_at is None, row.ended_at or NEVER
-
-
-def one_per_window(rows: Iterable[WindowRow]) -> list[WindowRow]:
-    """Each window once: the latest sync that delivered it, else the latest one that succeeded (validate only),
-    else the latest; the window's other syncs listed on it. In time order."""
-    by_window: dict[tuple[datetime | None, datetime | None], list[WindowRow]] = {}
-    for row in rows:
-        by_window.setdefault((row.start, row.end), []).append(row)
-    shown = []
-    for syncs in by_window.values():
-        syncs.sort(key=lambda w: (w.delivered, w.succeeded, *_recency(w)))
-        *others, chosen = syncs
-        shown.append(replace(chosen, other_syncs=tuple(sorted(others, key=_recency, reverse=True))))
-    return sorted(shown, key=lambda w: (w.start, w.end))
-
-
-def build_views(records: Iterable[SyncRecord]) -> list[VersionView]:
-    """One view per model version, each window once in time order, gaps found; versions sorted by name."""
-    views: dict[tuple[str, str], VersionView] = {}
-    for record in records:
-        key = model_version_of(record)
-        view = views.setdefault(key, VersionView(*key))
-        row = window_row(record)
-        (view.windows if row.start and row.end else view.unplaced).append(row)
-    for view in views.values():
-        view.windows = one_per_window(view.windows)
-        view.gaps = find_gaps(view.windows)
-    return [views[key] for key in sorted(views)]
+def earlier_rows(record: SyncRecord, latest: WindowRow) -> list[WindowRow]:
+    """The record's earlier tries as rows of the same window: what they counted went with their XComs."""
+    rows = []
+    for earlier in record.earlier_tries:
+        ended_at = parse_time(earlier.end_date)
+        rows.append(
+            replace(
+                latest,
+                state=earlier.state or "none",
+                try_number=earlier.try_number,
+                rows_read=None,
+                fragments_sent=None,
+                predictions_in_window=None,
+                predictions_reread=None,
+                actuals_read=None,
+                actuals_sent=None,
+                actuals_in_window=None,
+                actuals_reread=None,
+                rows_rejected=None,
+                min_rows=None,
+                retries=None,
+                warnings=None,
+                rejected_examples=(),
+                failure=None,
+                low_volume=False,
+                task_retries=0,
+                logged_warnings=(),
+                seconds=None,
+                ended_at=ended_at,
+                delivered_at=ended_at if earlier.state == SUCCESS else None,
+                lag=None,
+            )
+        )
+    return rows
 
 
 def human_duration(value: timedelta | float | None) -> str:

@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import Asset, AssetAlias
-
-from aporia_provider.compat import AirflowFailException
-from aporia_provider.exceptions import InputError
+from aporia_provider.assets.aporia import describe_sync_event, sync_outlet
 from aporia_provider.extraction.options import DEFAULT_BATCH_SIZE, SyncOptions
-from aporia_provider.extraction.sql import Window
 from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.metrics import emit_sync_metrics
-from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator, model_version_asset
+from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator
 from aporia_provider.redshift import jdbc_driver as checked_jdbc_driver
 from aporia_provider.redshift import table_query
+from aporia_provider.sync.failure import report_failure
+from aporia_provider.sync.outcome import SYNC_XCOM_KEY, SyncSummary, warnings_logged
+from aporia_provider.sync.rejected_rows import RejectedRowsFile, rejected_rows_file
+from aporia_provider.sync.window import window_of_run
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk import Context, ObjectStoragePath
+    from airflow.sdk import Asset, AssetAlias, Context
     from pyspark.sql import SparkSession
 
-    from aporia_provider.extraction.plan import SyncSummary
+    from aporia_provider.extraction.sql import Window
 
 
 class AporiaSyncOperator(AporiaBaseOperator):
@@ -35,10 +34,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
     The window is the run's data interval unless ``window_start``/``window_end`` are given; it is half-open,
     in UTC, and pushed down to Redshift. Delivery is idempotent by prediction id, so retries, backfills and
-    ``lookback`` re-reads never duplicate data. Returns a summary (rows read, fragments and actuals sent, of them
-    those in the window and those the lookback re-read, rows rejected, batches, retries, seconds) to XCom and
-    Airflow's metrics (`aporia_provider.metrics`). A failing sync logs its reason in one ERROR line and pushes it,
-    with its counts so far, to the XCom ``aporia_sync_failure`` (where the sync view reads it) before it raises.
+    ``lookback`` re-reads never duplicate data. Returns its summary (`aporia_provider.sync.outcome`) to XCom and
+    Airflow's metrics; each try first pushes the XCom ``aporia_sync`` the sync view finds sync tasks by. A failing
+    sync logs its reason in one ERROR line and pushes it, with its counts so far, to the XCom
+    ``aporia_sync_failure`` (where the sync view reads it) before it raises.
 
     :param model_id: the model's id in Aporia (templated).
     :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
@@ -207,8 +206,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self._synced: Mapping[str, Any] | None = None
 
     def run(self, context: Context) -> dict[str, Any]:
-        from aporia_provider.extraction.plan import SyncSummary
-
         started = time.monotonic()
         summary = SyncSummary()
         try:
@@ -228,6 +225,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         from aporia_provider.extraction.spark import spark_session
         from aporia_provider.hooks.spark import spark_target
 
+        ti = context.get("ti")
+        if ti is not None:  # the mark the sync view finds sync tasks by, whatever their class
+            ti.xcom_push(key=SYNC_XCOM_KEY, value={"model_id": self.model_id, "model_version": self.model_version})
         options = self._sync_options()
         window = self._resolve_window(context)
         schema = self.existing_schema(self.model_id, self.model_version)
@@ -282,19 +282,21 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
         rejected_rows = self._rejected_rows_file(context, window)
         try:
-            run_sync(
-                plan,
-                window,
-                self.redshift_hook.warehouse(self.jdbc_driver),
-                start_spark,
-                self.aporia_hook.client,
-                options,
-                tag=tag,
-                stop=self._stop,
-                spark_where=target.describe(),
-                rejected_rows=rejected_rows,
-                summary=summary,
-            )
+            # The WARNING lines the engine logs (rows left out, a low volume) go into the summary too.
+            with warnings_logged(summary):
+                run_sync(
+                    plan,
+                    window,
+                    self.redshift_hook.warehouse(self.jdbc_driver),
+                    start_spark,
+                    self.aporia_hook.client,
+                    options,
+                    tag=tag,
+                    stop=self._stop,
+                    spark_where=target.describe(),
+                    rejected_rows=rejected_rows,
+                    summary=summary,
+                )
         finally:
             if rejected_rows is not None:
                 rejected_rows.close()
@@ -310,39 +312,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         return result
 
     def _failed(self, context: Context, exc: Exception, summary: SyncSummary) -> None:
-        """Say why the sync failed, in the task's log (one ERROR line), its failure XCom and its metrics."""
-        from aporia_provider.plugins.windows import FAILURE_XCOM_KEY
-
-        sentence = str(exc) or type(exc).__name__
-        ti = context.get("ti")
-        next_step = self._after_failure(exc, ti)
-        self.log.error("%s", f"{sentence.rstrip('.')}. {next_step}" if next_step else sentence)
-        record = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
-        emit_sync_metrics(self.model_id, self.model_version, record, failed=True, lag=None)
-        if ti is None:  # run outside a task instance (a test, a script): no XCom to push to
-            return
-        record |= {"error": sentence, "next_step": next_step, "try_number": ti.try_number}
-        try:
-            ti.xcom_push(key=FAILURE_XCOM_KEY, value=record)
-        except Exception as push_error:  # the failure itself matters more: it is raised all the same
-            self.log.warning("Could not record the failure for the sync view: %s", push_error)
-
-    def _after_failure(self, exc: Exception, ti: Any) -> str:
-        """What happens next and what to check, for a failure a later try can fix; nothing for bad input, which the
-        sentence itself says how to fix (Airflow does not retry it)."""
-        if isinstance(exc, InputError | AirflowFailException):
-            return ""
         connections = [c for c in (self.aporia_conn_id, self.redshift_conn_id, self.aws_conn_id) if c]
-        check = f"check what the error names and the connections {', '.join(connections)}"
-        if ti is None:
-            return f"A later try can succeed; if it keeps failing, {check}."
-        tries = f"try {ti.try_number} of up to {ti.max_tries + 1}"
-        if ti.try_number <= ti.max_tries:
-            return f"Airflow will retry the task ({tries}); if it keeps failing, {check}."
-        return (
-            f"That was the last try ({tries}): {check}, then clear the task to run it again (delivery is "
-            "idempotent: nothing is duplicated)."
-        )
+        record = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
+        report_failure(exc, context.get("ti"), record, connections, self.log)
 
     def _sync_options(self) -> SyncOptions:
         """The sync's settings, each checked: an InputError naming the argument (at run time, a failure that Airflow
@@ -364,15 +336,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
         """Where this window's try keeps its rejected rows, when rejected_rows_path is set."""
         if not self.rejected_rows_path:
             return None
-        from airflow.sdk import ObjectStoragePath
-
-        base = ObjectStoragePath(
-            self.rejected_rows_path, conn_id=self.aws_conn_id if self.rejected_rows_path.startswith("s3") else None
+        attempt = getattr(context.get("ti"), "try_number", None) or 1
+        return rejected_rows_file(
+            self.rejected_rows_path, self.aws_conn_id, self.model_id, self.model_version, window, attempt
         )
-        ti = context.get("ti")
-        attempt = getattr(ti, "try_number", None) or 1
-        span = f"{window.start.isoformat()}--{window.end.isoformat()}"
-        return RejectedRowsFile(base / self.model_id / self.model_version / span / f"try-{attempt}.jsonl")
 
     def on_kill(self) -> None:
         """Stop the sync's Spark jobs and its own delivery, so nothing goes on posting to Aporia after the task."""
@@ -412,34 +379,16 @@ class AporiaSyncOperator(AporiaBaseOperator):
     # ------------------------------------------------------------------ the window
 
     def _resolve_window(self, context: Context) -> Window:
-        """The window of this run: ``window_start``/``window_end`` where given, else the run's data interval, else
-        (a run without one: a manual trigger in Airflow 3, which has no logical date) the last complete interval
-        of the DAG's timetable before the run was triggered."""
-        start: datetime | str | None = _given(self.window_start) or context.get("data_interval_start")
-        end: datetime | str | None = _given(self.window_end) or context.get("data_interval_end")
-        if start is None or end is None:
-            interval = _last_complete_interval(context)
-            if interval is not None:
-                start, end = start or interval[0], end or interval[1]
-                self.log.info(
-                    "This run has no data interval (a manual trigger without a logical date): syncing the last "
-                    "complete interval of the DAG's timetable before %s.",
-                    context["dag_run"].run_after.isoformat(),
-                )
-        return Window.of(start, end)
+        return window_of_run(context, self.window_start, self.window_end, self.log)
 
     # ------------------------------------------------------------------ the Asset
 
     def _declare_asset(self) -> Asset | AssetAlias | None:
-        """The model version's Asset, as an outlet. Ids that are templates are only known at run time, so the outlet
-        is then an alias the run resolves to the Asset. A validate-only sync changes nothing and declares none."""
+        """The model version's Asset (or an alias of it) as an outlet; a validate-only sync changes nothing and
+        declares none."""
         if self.validate_only:
             return None
-        outlet: Asset | AssetAlias
-        if any(isinstance(v, str) and "{{" in v for v in (self.model_id, self.model_version)):
-            outlet = AssetAlias(name=f"aporia-sync/{self.dag_id}/{self.task_id}")
-        else:
-            outlet = model_version_asset(self.model_id, self.model_version)
+        outlet = sync_outlet(self.model_id, self.model_version, self.dag_id, self.task_id)
         self.add_outlets([outlet])
         return outlet
 
@@ -448,75 +397,4 @@ class AporiaSyncOperator(AporiaBaseOperator):
         events = context.get("outlet_events")
         if self.model_version_outlet is None or events is None:
             return
-        extra = {
-            "window_start": window.start.isoformat(),
-            "window_end": window.end.isoformat(),
-            "rows": summary.get("fragments_sent", 0),
-            "actuals": summary.get("actuals_sent", 0),
-        }
-        if isinstance(self.model_version_outlet, AssetAlias):
-            asset = model_version_asset(self.model_id, self.model_version)
-            events[self.model_version_outlet].add(asset, extra=extra)
-        else:
-            events[self.model_version_outlet].extra = extra
-
-
-class RejectedRowsFile:
-    """A JSON-lines object of rejected rows, written as they come; created with the first one."""
-
-    def __init__(self, path: ObjectStoragePath) -> None:
-        self.path = path
-        self.rows = 0
-        self._file: IO[str] | None = None
-
-    def __call__(self, row: Mapping[str, Any]) -> None:
-        if self._file is None:
-            if self.path.protocol == "file":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w")
-        self._file.write(json.dumps(row) + "\n")
-        self.rows += 1
-
-    @property
-    def url(self) -> str:
-        """Where it is, as a URL without the connection id the path carries."""
-        return f"{self.path.protocol}://{self.path.path}"
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
-def _given(bound: str | datetime | None) -> str | datetime | None:
-    """A bound typed by a person or rendered from a template; empty means not given."""
-    if not isinstance(bound, str):
-        return bound
-    if not bound.strip():
-        return None
-    bound = bound.strip()
-    # ISO-8601's "Z" for UTC, as browsers write it (Python 3.10's fromisoformat does not read it).
-    return bound[:-1] + "+00:00" if bound.endswith("Z") else bound
-
-
-def _last_complete_interval(context: Context) -> tuple[datetime, datetime] | None:
-    """What the DAG's timetable would give a manual run with a logical date: for an interval timetable, the last
-    complete interval before the run. None when there is no DAG run or the timetable cannot say."""
-    import pendulum
-
-    dag, dag_run = context.get("dag"), context.get("dag_run")
-    run_after = getattr(dag_run, "run_after", None)
-    if dag is None or run_after is None:
-        return None
-    timetable: Any = dag.timetable
-    if not hasattr(timetable, "infer_manual_data_interval"):
-        # Airflow >= 3.2 gives DAG files the Task SDK's timetables; the scheduler's own (core) ones know intervals.
-        try:
-            from airflow.serialization.encoders import coerce_to_core_timetable
-        except ImportError:
-            return None
-        timetable = coerce_to_core_timetable(timetable)
-    try:
-        interval = timetable.infer_manual_data_interval(run_after=pendulum.instance(run_after))
-    except NotImplementedError:
-        return None
-    return interval.start, interval.end
+        describe_sync_event(events, self.model_version_outlet, self.model_id, self.model_version, window, summary)

@@ -195,7 +195,7 @@ class AirflowStandalone:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{inherited.get('PATH', '')}",
             **connections_env,
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # LocalExecutor forks `parallelism` workers up front (32 by default); two cores run two syncs well.
@@ -224,6 +224,11 @@ class AirflowStandalone:
     def start(self, timeout: float = START_TIMEOUT) -> float:
         """Start standalone and wait until all its components are healthy; returns the seconds it took."""
         (self.home / "config").mkdir(parents=True, exist_ok=True)
+        # The example DAGs as users get them, and the tier's own (a subclassed sync), as links in one folder.
+        (self.home / "dags").mkdir(exist_ok=True)
+        for dag_file in [*DAGS_FOLDER.glob("*.py"), *TIER_DAGS_FOLDER.glob("*.py")]:
+            if not (link := self.home / "dags" / dag_file.name).exists():
+                link.symlink_to(dag_file)
         (self.home / "passwords.json").write_text(json.dumps({USER: self.password}))
         bounds = {dag_id: (start.isoformat(), end.isoformat()) for dag_id, (start, end) in self.bounds.items()}
         (self.home / "config" / "airflow_local_settings.py").write_text(POLICY.format(bounds=repr(bounds)))
@@ -293,6 +298,9 @@ class AirflowStandalone:
 SETUP_DAG = "aporia_setup"
 SYNC_DAG = "aporia_redshift_sync"
 SYNC_TASK = "sync_predictions_and_actuals"
+# The tier's own DAG: one task of a subclass of AporiaSyncOperator.
+TIER_DAGS_FOLDER = Path(__file__).parent / "dags"
+SUBCLASS_DAG, SUBCLASS_TASK = "aporia_subclassed_sync", "team_sync"
 FINISHED = ("success", "failed")
 RUN_TIMEOUT = 600.0
 # Aporia answers this many logPredictions calls with 503 once the catch-up starts. The client makes 4 attempts per
@@ -308,9 +316,13 @@ class ScheduledSyncs:
     windows: list[tuple[datetime, datetime]]  # the windows the sync DAG caught up, in order
     backfilled: list[tuple[datetime, datetime]]  # the windows the backfill re-ran
     failed_window: tuple[datetime, datetime]  # synced by a manual run with a row Aporia cannot take (NaN)
+    overlapping_window: tuple[datetime, datetime]  # synced by a manual run across two caught-up windows
+    subclass_window: tuple[datetime, datetime]  # synced by the subclass's DAG, after the failed window
     setup_run: dict[str, Any]
     sync_runs: list[dict[str, Any]]  # the catch-up's runs (the backfill's among them)
     failed_run: dict[str, Any]
+    overlapping_run: dict[str, Any]
+    subclass_run: dict[str, Any]
     backfill: dict[str, Any]
     task_instances: dict[tuple[str, str], list[dict[str, Any]]]  # (dag_id, run_id) -> its task instances
     logs: dict[tuple[str, str, str, int], str]  # (dag_id, run_id, task_id, try) -> the log as the UI gets it
@@ -352,9 +364,10 @@ def run_example_dags(
     backfill: slice,
 ) -> ScheduledSyncs:
     """aporia_setup by a manual run; aporia_redshift_sync caught up by the scheduler, a try of it failing on Aporia's
-    faults and retried by Airflow; a backfill; then a manual run of the next window, which fails on a NaN."""
+    faults and retried by Airflow; a backfill; a manual run over half of two windows; a manual run of the next
+    window, which fails on a NaN; then the subclass's DAG syncing the window after it."""
     api, seconds = airflow.api, {}
-    for dag_id in (SETUP_DAG, SYNC_DAG):
+    for dag_id in (SETUP_DAG, SYNC_DAG, SUBCLASS_DAG):
         wait_for(f"the dag-processor to parse {dag_id}", lambda d=dag_id: api.get(f"/api/v2/dags/{d}"), 180)
 
     started = time.monotonic()
@@ -403,14 +416,21 @@ def run_example_dags(
     seconds["backfill"] = time.monotonic() - started
 
     started = time.monotonic()
-    failed_window = (windows[-1][1], windows[-1][1] + (windows[-1][1] - windows[-1][0]))
+    hour = windows[-1][1] - windows[-1][0]
+    overlapping_window = (windows[3][0] + hour / 2, windows[4][0] + hour / 2)
+    overlapping_run = run_with_bounds(api, SYNC_DAG, overlapping_window)
+    failed_window = (windows[-1][1], windows[-1][1] + hour)
     failed_run = fail_a_window(api, stack, failed_window)
-    seconds["failed_window"] = time.monotonic() - started
+    subclass_window = (failed_window[1], failed_window[1] + hour)
+    subclass_run = run_with_bounds(api, SUBCLASS_DAG, subclass_window)
+    seconds["manual_runs"] = time.monotonic() - started
 
-    sync_runs = [r for r in api.dag_runs(SYNC_DAG) if r["dag_run_id"] != failed_run["dag_run_id"]]
+    manual = {run["dag_run_id"] for run in (failed_run, overlapping_run)}
+    sync_runs = [r for r in api.dag_runs(SYNC_DAG) if r["dag_run_id"] not in manual]
+    runs = [(SETUP_DAG, setup_run), *[(SYNC_DAG, r) for r in [*sync_runs, overlapping_run, failed_run]]]
     task_instances = {
         (dag_id, run["dag_run_id"]): api.task_instances(dag_id, run["dag_run_id"])
-        for dag_id, run in [(SETUP_DAG, setup_run)] + [(SYNC_DAG, r) for r in [*sync_runs, failed_run]]
+        for dag_id, run in [*runs, (SUBCLASS_DAG, subclass_run)]
     }
     logs = {
         (dag_id, run_id, ti["task_id"], attempt): api.log(dag_id, run_id, ti["task_id"], attempt)
@@ -422,9 +442,13 @@ def run_example_dags(
         windows=windows,
         backfilled=backfilled,
         failed_window=failed_window,
+        overlapping_window=overlapping_window,
+        subclass_window=subclass_window,
         setup_run=setup_run,
         sync_runs=sync_runs,
         failed_run=failed_run,
+        overlapping_run=overlapping_run,
+        subclass_run=subclass_run,
         backfill=done,
         task_instances=task_instances,
         logs=logs,
@@ -449,18 +473,23 @@ FROM model_predictions WHERE prediction_timestamp >= %s ORDER BY prediction_time
 NAN_ID = "pred-not-a-number"
 
 
+def run_with_bounds(api: AirflowApi, dag_id: str, window: tuple[datetime, datetime]) -> dict[str, Any]:
+    """A manual run of `dag_id` for `window`, typed into the trigger form; returns the run once it finished."""
+    bounds = {"window_start": window[0].isoformat(), "window_end": window[1].isoformat()}
+    run_id = api.trigger(dag_id, conf=bounds)
+    run: dict[str, Any] = wait_for(
+        f"{dag_id} run {run_id} to finish",
+        lambda: (r := api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"))["state"] in FINISHED and r,
+        RUN_TIMEOUT,
+    )
+    return run
+
+
 def fail_a_window(api: AirflowApi, stack: LocalStack, window: tuple[datetime, datetime]) -> dict[str, Any]:
-    """A manual run of the sync DAG for `window`, typed into the trigger form, while the window holds a NaN amount:
-    the sync fails (bad input: no retry). The row is removed afterwards."""
+    """A manual run of the sync DAG for `window` while the window holds a NaN amount: the sync fails (bad input: no
+    retry). The row is removed afterwards."""
     redshift_sql(stack, NAN_ROW, (NAN_ID, window[0]))
     try:
-        bounds = {"window_start": window[0].isoformat(), "window_end": window[1].isoformat()}
-        run_id = api.trigger(SYNC_DAG, conf=bounds)
-        run: dict[str, Any] = wait_for(
-            f"{SYNC_DAG} run {run_id} to finish",
-            lambda: (r := api.get(f"/api/v2/dags/{SYNC_DAG}/dagRuns/{run_id}"))["state"] in FINISHED and r,
-            RUN_TIMEOUT,
-        )
+        return run_with_bounds(api, SYNC_DAG, window)
     finally:
         redshift_sql(stack, "DELETE FROM model_predictions WHERE prediction_id = %s", (NAN_ID,))
-    return run

@@ -319,6 +319,12 @@ def test_a_window_below_min_rows_fails_in_one_sentence_or_warns(
     summary = sync(hour(0), min_rows=7, on_low_volume="warn")  # the hour holds 6
     assert (summary["fragments_sent"], summary["min_rows"], summary["low_volume"]) == (6, 7, True)
     assert f"Only 6 in the window [{hour(0)[0].isoformat()}, {hour(0)[1].isoformat()}) of {MODEL} v1" in caplog.text
+    # The warning travels with the summary, to the sync view.
+    assert summary["logged_warnings"] == [
+        f"Only 6 in the window [{hour(0)[0].isoformat()}, {hour(0)[1].isoformat()}) of {MODEL} v1, fewer than "
+        "min_rows=7: check that the upstream job wrote this window's predictions; sending what there is, as "
+        "on_low_volume='warn' asks."
+    ]
     assert sync(hour(1), min_rows=6)["low_volume"] is False
 
 
@@ -605,7 +611,7 @@ def test_a_version_that_does_not_exist(version: str, aporia: AporiaProbe) -> Non
 @pytest.mark.parametrize(("argument", "kind"), [("aporia_conn_id", "Aporia"), ("redshift_conn_id", "Redshift")])
 def test_missing_connection(version: str, aporia: AporiaProbe, argument: str, kind: str) -> None:
     conn_id = f"{kind.lower()}_nowhere"
-    with pytest.raises(AirflowException) as error:
+    with pytest.raises(AirflowFailException) as error:
         sync(**{argument: conn_id})
     assert str(error.value) == (
         f"The {kind} connection '{conn_id}' is not defined; create it in Airflow "
@@ -618,7 +624,7 @@ def test_aporia_connection_without_token(
     version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_APORIA_NOTOKEN", connection(stack, "aporia_default", password=None))
-    with pytest.raises(AirflowException) as error:
+    with pytest.raises(AirflowFailException) as error:
         sync(aporia_conn_id="aporia_notoken")
     assert str(error.value) == ("Connection 'aporia_notoken' has no API token; store the Aporia token as its password.")
     assert aporia.count(MODEL, "v1")["total"] == 0
@@ -649,7 +655,7 @@ def test_incomplete_redshift_connection(
     message: str,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_INCOMPLETE", connection(stack, "redshift_default", **changes))
-    with pytest.raises(AirflowException) as error:
+    with pytest.raises(AirflowFailException) as error:
         sync(redshift_conn_id="redshift_incomplete")
     assert str(error.value) == message
     assert aporia.count(MODEL, "v1")["total"] == 0
@@ -676,7 +682,7 @@ def test_aws_connection_without_keys_for_the_iam_jdbc_url(
             stack, "redshift_default", login=MASTER_USER, password=stack.settings.master_password, extra={"ssl": False}
         ),
     )
-    with pytest.raises(AirflowException) as error:
+    with pytest.raises(AirflowFailException) as error:
         AporiaConnectServingOperator(
             task_id="serving",
             model_id=MODEL,
@@ -698,7 +704,7 @@ def test_aws_connection_without_keys_for_iam_credentials(
     version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_ambient_aws: None
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_AWS_NOKEYS", connection(stack, "aws_default", login=None, password=None))
-    with pytest.raises(AirflowException) as error:
+    with pytest.raises(AirflowFailException) as error:
         sync(aws_conn_id="aws_nokeys")
     assert str(error.value) == (
         "AWS connection 'aws_nokeys' yields no access key; GetClusterCredentials for Redshift connection "

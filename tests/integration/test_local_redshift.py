@@ -9,7 +9,7 @@ import pytest
 import redshift_connector
 
 from aporia_local.credentials import issue_password
-from aporia_local.seed import SeedPlan, embedding_value
+from aporia_local.seed import SeedPlan, embedding_value, seed_predictions
 from aporia_local.stack import DATABASE, LocalStack
 from tests.helpers import redshift_sql
 
@@ -89,3 +89,16 @@ def test_json_parse_builds_super_and_refuses_malformed_json(stack: LocalStack) -
     ]
     with pytest.raises(redshift_connector.ProgrammingError, match="invalid input syntax for type json"):
         redshift_sql(stack, "SELECT JSON_PARSE('[0.1, 0.2')")
+
+
+def test_the_seed_numbers_rows_past_int4_products(stack: LocalStack) -> None:
+    """Row n's amount uses n * 7919, which left int4 after row 271,183: a seed of 300,000 rows (10M work the same
+    way) failed with "integer out of range"."""
+    plan = SeedPlan(datetime(2026, 11, 20, tzinfo=timezone.utc), hours=1, rows_per_hour=300_000, embedding_dim=1)
+    with stack.master_connection() as connection:
+        seed_predictions(connection, plan, table="seed_of_300k")
+    [[count, amount]] = redshift_sql(
+        stack, "SELECT count(*), max(amount) FILTER (WHERE prediction_id = 'pred-0000299999') FROM seed_of_300k"
+    )
+    assert (count, amount) == (300_000, round(100 + (299_999 * 7919) % 10000 / 10.0, 2))
+    redshift_sql(stack, "DROP TABLE seed_of_300k")

@@ -10,7 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -172,27 +172,35 @@ def test_the_test_button_answers_for_a_good_and_a_wrong_token(
 
 def check_sync_view(view: Page | FrameLocator, s: ScheduledSyncs, stack: LocalStack) -> None:
     """The view shows each window once, with the counts Aporia holds: the scheduled ones succeeded (the lookback's
-    rows apart, as re-read), the manual run's failed with its reason and the row it rejected."""
+    rows apart, as re-read), the manual run over two halves marked as overlapping and not counted, the manual run's
+    failed with its reason and the row it rejected, the subclass's window beside the others."""
     from playwright.sync_api import expect
 
     section = view.locator('section.version[data-model-id="insurance-propensity"][data-model-version="v1"]')
     expect(section).to_be_visible()
     facts = {
         name: section.locator(f'[data-fact="{name}"]').inner_text()
-        for name in ("windows", "failed", "missing", "predictions_sent", "actuals_sent", "rows_rejected")
+        for name in ("windows", "failed", "missing", "predictions_in_window", "actuals_in_window", "rows_rejected")
     }
     first, last = s.windows[0][0], s.windows[-1][1]
     predictions, actuals = seeded_rows(stack, first, last)
+    subclass_predictions, subclass_actuals = seeded_rows(stack, *s.subclass_window)
     assert facts == {
-        "windows": str(len(s.windows) + 1),
+        "windows": str(len(s.windows) + 2),
         "failed": "1",
         "missing": "0",
-        "predictions_sent": f"{len(predictions):,}",  # each window once: what Aporia holds of them
-        "actuals_sent": f"{len(actuals):,}",
+        # Each row once: what Aporia holds of the span, whatever the retries, the backfill and the overlapping run.
+        "predictions_in_window": f"{len(predictions) + len(subclass_predictions):,}",
+        "actuals_in_window": f"{len(actuals) + len(subclass_actuals):,}",
         "rows_rejected": "1",
     }
     assert section.locator("tr.gap").count() == 0
-    assert section.locator("svg.sync-chart g.window.state-success").count() == len(s.windows)
+    delivered = len(s.windows) + 1  # and the subclass's
+    assert section.locator("svg.sync-chart g.window.state-success:not(.overlapping)").count() == delivered
+    overlapping = section.locator("tr.overlapping")
+    assert overlapping.count() == 1
+    assert overlapping.get_attribute("data-window-start") == s.overlapping_window[0].isoformat()
+    assert overlapping.locator('[data-col="overlaps"]').inner_text().endswith("counted there, not in the totals")
 
     failed = section.locator("tr.failed")
     assert failed.count() == 1
@@ -201,33 +209,44 @@ def check_sync_view(view: Page | FrameLocator, s: ScheduledSyncs, stack: LocalSt
     assert "pred-not-a-number" in reason and "not a finite number" in reason
     assert failed.locator('td[data-col="rows_rejected"]').inner_text().strip() == "1"
 
-    rows = section.locator("tr.window.state-success")
-    assert rows.count() == len(s.windows)
+    rows = section.locator("tr.window.state-success:not(.overlapping)")
+    assert rows.count() == delivered
     lookback = sync_lookback()
-    delivery_retries = {
-        w["window_start"]: w["delivery_retries"] for v in s.view if v["model_version"] == "v1" for w in v["windows"]
+    retries = {
+        w["window_start"]: f"{w['task_retries']} / {w['retries']}"
+        for v in s.view
+        if v["model_version"] == "v1"
+        for w in v["windows"]
     }
-    shown, expected = [], []
+    shown: list[Any] = []
     for i in range(rows.count()):
         row = rows.nth(i)
         cells = {
             col: row.locator(f'td[data-col="{col}"]').inner_text().strip()
-            for col in ("rows_read", "predictions_sent", "actuals_sent", "reread", "rows_rejected", "retries")
+            for col in ("rows_read", "predictions_in_window", "actuals_in_window", "reread", "rows_rejected", "retries")
         }
         shown.append((row.get_attribute("data-window-start"), row.get_attribute("class"), cells))
+    subclass_counts = {
+        "rows_read": str(len(subclass_predictions)),  # no lookback
+        "predictions_in_window": str(len(subclass_predictions)),
+        "actuals_in_window": str(len(subclass_actuals)),
+        "reread": "0 / 0",
+        "rows_rejected": "0",
+        "retries": retries[s.subclass_window[0].isoformat()],
+    }
+    expected = [(s.subclass_window[0].isoformat(), "window state-success", subclass_counts)]
     for start, end in reversed(s.windows):  # newest first, as the table lists them
         read, _ = seeded_rows(stack, start - lookback, end)
         in_window, arrived = seeded_rows(stack, start, end)
         reread, reread_actuals = seeded_rows(stack, start - lookback, start)
-        tries = s.sync_instance((start, end))["try_number"]
         counts = {
             "rows_read": str(len(read)),
-            "predictions_sent": str(len(in_window)),
-            "actuals_sent": str(len(arrived)),
+            "predictions_in_window": str(len(in_window)),
+            "actuals_in_window": str(len(arrived)),
             "reread": f"{len(reread)} / {len(reread_actuals)}",
             "rows_rejected": "0",
-            # Task tries retried (Airflow's retry, the backfill's re-run) / delivery requests retried.
-            "retries": f"{tries - 1} / {delivery_retries[start.isoformat()]}",
+            # Failed tries of the task (test_scheduler checks them against the logs) / delivery requests retried.
+            "retries": retries[start.isoformat()],
         }
         expected.append((start.isoformat(), "window state-success", counts))
     assert shown == expected

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from aporia_local.spark import StandaloneCluster
 from aporia_local.stack import LocalStack
 from tests.helpers import LOUD, AporiaProbe, assert_delivered_exactly
 
@@ -74,4 +75,18 @@ def test_each_spark_deployment_delivers_the_window_exactly_once(
     again = sync_in_own_process(env, **arguments)  # a re-run, as a retry or backfill would do
     assert first["rows_read"] == again["rows_read"] == first["fragments_sent"] == 18
     assert first["rows_rejected"] == 0
+    assert_delivered_exactly(stack, aporia, *WINDOW)
+
+
+def test_a_spark_connections_short_settings_reach_spark_without_a_warning(
+    spark_cluster: StandaloneCluster, aporia: AporiaProbe, stack: LocalStack, airflow_env: dict[str, str]
+) -> None:
+    """A `spark` connection's extras are Spark settings, not secrets: a one-core cap ("1", as a shared cluster's
+    connection has) used to reach Airflow's secret masker, which warned that it was too short to mask."""
+    conn_id = "spark_one_core"
+    connection = spark_cluster.connection()
+    connection["extra"] = {**connection["extra"], "spark.cores.max": "1", "spark.executor.cores": "1"}
+    env = {**airflow_env, f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
+    summary = sync_in_own_process(env, spark_min_rows=0, spark_conn_id=conn_id)  # asserts no WARNING line
+    assert (summary["rows_read"], summary["fragments_sent"], summary["rows_rejected"]) == (18, 18, 0)
     assert_delivered_exactly(stack, aporia, *WINDOW)

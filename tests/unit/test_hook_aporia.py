@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from aporia_provider.client import MODEL_VERSION_SCHEMA, AporiaClient, LogResult
-from aporia_provider.compat import AirflowException
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.exceptions import AporiaError, SchemaError
 from aporia_provider.hooks.aporia import AporiaHook
@@ -79,7 +79,7 @@ def test_verify_ssl_extra(connection: ConnectionFactory, value: Any, expected: b
 
 def test_a_connection_without_token(connection: ConnectionFactory) -> None:
     connection("aporia_default", conn_type="aporia", host="aporia.test")
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         AporiaHook().client  # noqa: B018
     assert str(raised.value) == (
         "Connection 'aporia_default' has no API token; store the Aporia token as its password."
@@ -88,13 +88,13 @@ def test_a_connection_without_token(connection: ConnectionFactory) -> None:
 
 def test_a_connection_with_another_scheme(connection: ConnectionFactory) -> None:
     connection("aporia_default", conn_type="aporia", schema="ftp", password="t0ken-abc")
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         AporiaHook().client  # noqa: B018
     assert str(raised.value) == "Connection 'aporia_default' has scheme 'ftp'; set its schema field to https or http."
 
 
 def test_a_missing_connection() -> None:
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         AporiaHook(aporia_conn_id="aporia_missing").client  # noqa: B018
     assert str(raised.value) == (
         "The Aporia connection 'aporia_missing' is not defined; create it in Airflow "
@@ -387,7 +387,7 @@ def test_connect_dataset_waits_as_long_as_the_sdk(
 
 
 def test_connect_dataset_refuses_an_unknown_data_set(hook: AporiaHook, http: responses.RequestsMock) -> None:
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         hook.connect_dataset("fraud", "v1", "validation", JDBCDataSource(url=JDBC_URL, query="SELECT 1"), "id", "ts")
     assert str(raised.value) == (
         "dataset 'validation' is not one of serving, training, testing, actuals; pick one of those."

@@ -12,7 +12,7 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
 from botocore.exceptions import ClientError, NoCredentialsError
 
-from aporia_provider.compat import AirflowException
+from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.exceptions import SyncInputError
 from aporia_provider.hooks.redshift import (
     DEFAULT_CREDENTIAL_SECONDS,
@@ -144,7 +144,7 @@ def test_fresh_keeps_the_refresh_margin() -> None:
 @pytest.mark.parametrize("missing", ["host", "schema"])
 def test_a_connection_without_host_or_database(connection: ConnectionFactory, missing: str) -> None:
     hook = static(connection, **{missing: None})
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         hook.get_credentials()
     assert str(raised.value) == "Connection 'rs' needs a host and a database (schema field); set both."
 
@@ -152,7 +152,7 @@ def test_a_connection_without_host_or_database(connection: ConnectionFactory, mi
 @pytest.mark.parametrize("changes", [{"password": None}, {"login": None}, {"login": None, "password": None}])
 def test_neither_iam_nor_login_and_password(connection: ConnectionFactory, changes: dict[str, Any]) -> None:
     hook = static(connection, **changes)
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         hook.get_credentials()
     assert str(raised.value) == (
         "Connection 'rs' has neither iam: true nor a login and password; "
@@ -162,7 +162,7 @@ def test_neither_iam_nor_login_and_password(connection: ConnectionFactory, chang
 
 def test_a_missing_connection() -> None:
     hook = RedshiftIAMHook(redshift_conn_id="rs_missing")
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         hook.get_credentials()
     assert str(raised.value) == (
         "The Redshift connection 'rs_missing' is not defined; create it in Airflow "
@@ -248,7 +248,7 @@ def test_iam_jdbc_url(connection: ConnectionFactory, aws: dict[str, FakeAws]) ->
 
 def test_iam_jdbc_url_without_host(connection: ConnectionFactory) -> None:
     connection("rs_nohost", conn_type="redshift", schema="dev", login="alice", extra={"iam": True})
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         RedshiftIAMHook(redshift_conn_id="rs_nohost").iam_jdbc_url()
     assert str(raised.value) == (
         "Connection 'rs_nohost' needs a host and a database (schema field) to build the Aporia JDBC URL; set both."
@@ -264,7 +264,7 @@ def test_iam_jdbc_url_without_aws_keys(
     connection: ConnectionFactory, aws: dict[str, FakeAws], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(AwsBaseHook, "get_session", lambda self, *args, **kwargs: _NoCredentialsSession())
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         iam(connection).iam_jdbc_url()
     assert str(raised.value) == (
         "AWS connection 'aws_unit' yields no access key; Aporia's IAM JDBC URL needs an access key id (login) and "
@@ -348,7 +348,7 @@ def test_renewed_inside_the_refresh_margin(connection: ConnectionFactory, aws: d
 
 
 def test_iam_without_a_database_user(connection: ConnectionFactory, aws: dict[str, FakeAws]) -> None:
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         iam(connection, login=None).get_credentials()
     assert str(raised.value) == (
         "Connection 'rs_iam' has no database user; set its login to the Redshift user that GetClusterCredentials "
@@ -371,7 +371,7 @@ def test_aws_refusal_is_one_sentence(connection: ConnectionFactory, aws: dict[st
 
 def test_aws_without_keys(connection: ConnectionFactory, aws: dict[str, FakeAws]) -> None:
     aws["redshift"].answers = [NoCredentialsError()]
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         iam(connection).get_credentials()
     assert str(raised.value) == (
         "AWS connection 'aws_unit' yields no access key; GetClusterCredentials for Redshift connection 'rs_iam' "
@@ -407,7 +407,7 @@ def test_serverless_duration_falls_back_to_iam_duration(connection: ConnectionFa
 
 
 def test_serverless_without_workgroup(connection: ConnectionFactory, aws: dict[str, FakeAws]) -> None:
-    with pytest.raises(AirflowException) as raised:
+    with pytest.raises(AirflowFailException) as raised:
         iam(connection, is_serverless="true").get_credentials()
     assert str(raised.value) == (
         "Connection 'rs_iam' is serverless but has no serverless_work_group; set that extra to the workgroup name."

@@ -9,7 +9,7 @@ import pytest
 from aporia_provider.exceptions import InvalidRowsError, SyncInputError
 from aporia_provider.extraction.layout import layout_of, mapped_fields
 from aporia_provider.extraction.options import SyncOptions
-from aporia_provider.extraction.plan import SyncPlan, SyncSummary
+from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.redshift import identifier
 from aporia_provider.schema import VersionSchema
 
@@ -130,33 +130,6 @@ def test_actuals_with_their_timestamp_column() -> None:
 
 def test_invalid_rows_error_is_a_sync_input_error() -> None:
     assert issubclass(InvalidRowsError, SyncInputError)
-
-
-def test_summary_to_dict() -> None:
-    summary = SyncSummary("2026-11-20T00:00:00+00:00", "2026-11-20T01:00:00+00:00", rows_read=3)
-    summary.rejected_examples.append("row 7: amount: expected a number")
-    assert summary.to_dict() == {
-        "window_start": "2026-11-20T00:00:00+00:00",
-        "window_end": "2026-11-20T01:00:00+00:00",
-        "read_start": "",
-        "rows_read": 3,
-        "predictions_in_window": 0,
-        "predictions_reread": 0,
-        "fragments_sent": 0,
-        "actuals_read": 0,
-        "actuals_sent": 0,
-        "actuals_in_window": 0,
-        "actuals_reread": 0,
-        "rows_rejected": 0,
-        "rejected_examples": ["row 7: amount: expected a number"],
-        "min_rows": None,
-        "low_volume": False,
-        "batches": 0,
-        "retries": 0,
-        "warnings": 0,
-        "seconds": 0.0,
-        "dry_run": False,
-    }
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from importlib.metadata import entry_points, version
+from pathlib import Path
 from typing import Any
 
 import aporia_provider
@@ -117,6 +118,24 @@ def test_the_product_never_imports_the_local_stand_ins() -> None:
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("clean")
+
+
+def test_nothing_in_the_product_imports_the_sync_view() -> None:
+    """The view is the outcome's consumer: the operator, the metrics and the engine name it through
+    aporia_provider.sync.outcome, never through the UI plugin."""
+    import ast
+
+    package = Path(aporia_provider.__file__).parent
+    importers = []
+    for path in sorted(package.rglob("*.py")):
+        if path.is_relative_to(package / "plugins"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if any(name.startswith("aporia_provider.plugins") for name in names):
+                importers.append(str(path.relative_to(package)))
+    assert importers == []
 
 
 def test_the_connection_form_as_the_ui_receives_it() -> None:

@@ -12,8 +12,7 @@ import pytest
 from aporia_provider import metrics
 from aporia_provider.compat import AirflowFailException
 from aporia_provider.exceptions import AporiaError, InvalidRowsError, SyncFailed
-from aporia_provider.extraction.plan import SyncSummary
-from aporia_provider.plugins.windows import FAILURE_XCOM_KEY
+from aporia_provider.sync.outcome import FAILURE_XCOM_KEY, SyncSummary, warnings_logged
 from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
 
 UTC = timezone.utc
@@ -161,7 +160,7 @@ def test_a_sync_reports_its_figures_per_model_version(stats: StatsRecorder) -> N
     result = operator().run({})
     assert result["fragments_sent"] == 124
     tags = {"model_id": "fraud.detector", "model_version": "v1"}
-    for metric, count in (("rows_read", 125), ("rows_sent", 124), ("rows_rejected", 1), ("actuals_sent", 20)):
+    for metric, count in (("rows_read", 125), ("fragments_sent", 124), ("rows_rejected", 1), ("actuals_sent", 20)):
         assert stats.named(f"aporia.sync.{metric}") == [("incr", count, tags)]
         # Plain StatsD has no tags: the model version is in the name, its dot written as Airflow writes one.
         assert stats.named(f"aporia.sync.fraud__detector.v1.{metric}") == [("incr", count, None)]
@@ -179,9 +178,47 @@ def test_a_failed_sync_is_counted_with_its_counts_so_far(
     tags = {"model_id": "fraud.detector", "model_version": "v1"}
     assert stats.named("aporia.sync.failed") == [("incr", 1, tags)]
     assert stats.named("aporia.sync.rows_rejected") == [("incr", 1, tags)]
-    assert stats.named("aporia.sync.rows_sent") == [("incr", 0, tags)]
+    assert stats.named("aporia.sync.fragments_sent") == [("incr", 0, tags)]
     assert stats.named("aporia.sync.lag_seconds") == []  # nothing was delivered
 
 
 def test_a_model_id_becomes_one_part_of_a_metric_name() -> None:
     assert metrics.name_part("fraud.detector v2/eu") == "fraud__detector_v2_eu"
+
+
+def test_summary_to_dict() -> None:
+    summary = SyncSummary("2026-11-20T00:00:00+00:00", "2026-11-20T01:00:00+00:00", rows_read=3)
+    summary.rejected_examples.append("row 7: amount: expected a number")
+    assert summary.to_dict() == {
+        "window_start": "2026-11-20T00:00:00+00:00",
+        "window_end": "2026-11-20T01:00:00+00:00",
+        "read_start": "",
+        "rows_read": 3,
+        "predictions_in_window": 0,
+        "predictions_reread": 0,
+        "fragments_sent": 0,
+        "actuals_read": 0,
+        "actuals_sent": 0,
+        "actuals_in_window": 0,
+        "actuals_reread": 0,
+        "rows_rejected": 0,
+        "rejected_examples": ["row 7: amount: expected a number"],
+        "min_rows": None,
+        "low_volume": False,
+        "batches": 0,
+        "retries": 0,
+        "warnings": 0,
+        "seconds": 0.0,
+        "dry_run": False,
+        "logged_warnings": [],
+    }
+
+
+def test_the_summary_keeps_the_warnings_the_engine_logged() -> None:
+    summary = SyncSummary()
+    with warnings_logged(summary):
+        logging.getLogger("aporia_provider.extraction.run").warning("%s; left out.", "2 invalid rows of 200")
+        logging.getLogger("aporia_provider.extraction.run").info("Read 200 predictions.")
+        logging.getLogger("elsewhere").warning("not the sync's")
+    logging.getLogger("aporia_provider.extraction.run").warning("after the sync")
+    assert summary.logged_warnings == ["2 invalid rows of 200; left out."]

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from aporia_provider.plugins.chart import sync_chart
+from aporia_provider.plugins.timeline import build_views, find_gaps
 from aporia_provider.plugins.windows import (
     UNKNOWN,
+    EarlierTry,
     Gap,
     SyncRecord,
     VersionView,
-    build_views,
-    find_gaps,
     human_duration,
     model_version_of,
     window_label,
@@ -75,15 +75,23 @@ def record(hour: int, state: str = "success", with_summary: bool = True, **chang
     return SyncRecord(**(fields | changes))
 
 
+def failed_tries(count: int) -> tuple[EarlierTry, ...]:
+    """A task instance's tries before its latest, each failed (and retried)."""
+    return tuple(
+        EarlierTry(n, "failed", T0 + n * HOUR, T0 + n * HOUR + timedelta(minutes=1)) for n in range(1, count + 1)
+    )
+
+
 # --- window rows -------------------------------------------------------------------------------------------
 
 
 def test_a_successful_sync_shows_its_summary_retries_and_lag() -> None:
-    row = window_row(record(3, try_number=3, summary=summary(3, retries=2, rows_rejected=1, rejected_examples=["x"])))
+    recorded = summary(3, retries=2, rows_rejected=1, rejected_examples=["x"])
+    row = window_row(record(3, try_number=3, earlier_tries=failed_tries(2), summary=recorded))
     assert (row.start, row.end) == (T0 + 3 * HOUR, T0 + 4 * HOUR)
     assert (row.rows_read, row.fragments_sent, row.actuals_sent, row.rows_rejected) == (8, 8, 2, 1)
     assert row.rejected_examples == ("x",)
-    assert (row.task_retries, row.delivery_retries) == (2, 2)
+    assert (row.task_retries, row.retries) == (2, 2)
     assert row.seconds == 4.25  # the sync's own timing, not the task's
     assert row.delivered_at == T0 + 4 * HOUR + timedelta(minutes=10)
     assert row.lag == timedelta(minutes=10)
@@ -91,11 +99,11 @@ def test_a_successful_sync_shows_its_summary_retries_and_lag() -> None:
 
 
 def test_a_failed_sync_without_summary_keeps_its_window_from_the_run() -> None:
-    row = window_row(record(2, state="failed", with_summary=False, try_number=3))
+    row = window_row(record(2, state="failed", with_summary=False, try_number=3, earlier_tries=failed_tries(2)))
     assert (row.start, row.end) == (T0 + 2 * HOUR, T0 + 3 * HOUR)
     assert row.failed and not row.succeeded
     assert (row.rows_read, row.fragments_sent, row.actuals_sent, row.rows_rejected) == (None, None, None, None)
-    assert (row.task_retries, row.delivery_retries) == (2, None)
+    assert (row.task_retries, row.retries) == (2, None)
     assert row.seconds == 9.5  # the task's duration
     assert (row.delivered_at, row.lag) == (None, None)  # nothing was delivered
 
@@ -209,14 +217,14 @@ def test_a_lookbacks_rereads_are_shown_apart_and_totals_count_each_row_once() ->
     later = [record(h, summary=with_lookback(h, 100 + h, 25, actuals=22, actuals_reread=5)) for h in range(1, 6)]
     [view] = build_views([first, *later])
     row = view.windows[1]
-    assert (row.rows_read, row.predictions_sent, row.predictions_reread) == (126, 101, 25)
-    assert (row.actuals_sent, row.actuals_reread, row.reread) == (22, 5, 30)
-    assert (view.total("predictions_sent"), view.total("actuals_sent")) == (615, 133)  # what Aporia holds
+    assert (row.rows_read, row.predictions_in_window, row.predictions_reread) == (126, 101, 25)
+    assert (row.actuals_in_window, row.actuals_reread, row.reread) == (22, 5, 30)
+    assert (view.total("predictions_in_window"), view.total("actuals_in_window")) == (615, 133)  # what Aporia holds
     assert view.total("reread") == 150
     html = page(first, *later)
-    assert '<td class="num" data-col="predictions_sent">101</td>' in html
+    assert '<td class="num" data-col="predictions_in_window">101</td>' in html
     assert '<td class="num" data-col="reread">25 / 5</td>' in html
-    assert '<b data-fact="predictions_sent">615</b> predictions sent' in html
+    assert '<b data-fact="predictions_in_window">615</b> predictions sent' in html
     assert '<b data-fact="reread">150</b> re-read' in html
 
 
@@ -224,7 +232,7 @@ def test_a_summary_from_before_in_window_counts_shows_what_it_sent() -> None:
     recorded = summary(0, fragments_sent=12, actuals_sent=3).items()
     old = {k: v for k, v in recorded if k != "read_start" and not k.endswith(("_in_window", "_reread"))}
     row = window_row(record(0, summary=old))
-    assert (row.predictions_sent, row.actuals_sent, row.reread) == (12, 3, None)
+    assert (row.predictions_in_window, row.actuals_in_window, row.reread) == (12, 3, None)
 
 
 def test_a_window_synced_again_is_one_row_of_its_latest_successful_sync() -> None:
@@ -239,9 +247,9 @@ def test_a_window_synced_again_is_one_row_of_its_latest_successful_sync() -> Non
     [view] = build_views([*runs, later_failure, validate_only, running, record(1)])
     assert [w.start for w in view.windows] == [T0, T0 + HOUR]
     shown = view.windows[0]
-    assert (shown.run_id, shown.state, shown.predictions_sent) == ("run-2", "success", 2000)
+    assert (shown.run_id, shown.state, shown.predictions_in_window) == ("run-2", "success", 2000)
     assert [w.run_id for w in shown.other_syncs] == ["run-5", "run-4", "run-3", "run-1", "run-0"]  # newest first
-    assert view.total("predictions_sent") == 2000 + 8
+    assert view.total("predictions_in_window") == 2000 + 8
     assert view.failed == [] and view.gaps == []
     html = page(*runs, later_failure, validate_only, running, record(1))
     assert html.count('<tr class="window') == 2
@@ -250,9 +258,33 @@ def test_a_window_synced_again_is_one_row_of_its_latest_successful_sync() -> Non
 
 def test_a_retried_window_shows_its_successful_try() -> None:
     """Airflow keeps one task instance per run: its latest try's state and summary."""
-    [view] = build_views([record(0, try_number=2, summary=summary(0, predictions_in_window=100))])
+    retried = record(0, try_number=2, earlier_tries=failed_tries(1), summary=summary(0, predictions_in_window=100))
+    [view] = build_views([retried])
     [row] = view.windows
-    assert (row.state, row.task_retries, row.predictions_sent, row.failure) == ("success", 1, 100, None)
+    assert (row.state, row.task_retries, row.predictions_in_window, row.failure) == ("success", 1, 100, None)
+    assert [(other.try_number, other.state) for other in row.other_syncs] == [(1, "failed")]
+
+
+def test_a_backfill_over_a_synced_window_lists_the_sync_it_replaced_and_is_no_retry() -> None:
+    """A backfill (or a clear) runs the task instance again: its earlier, successful try is another sync of the
+    window, not a failed try."""
+    replaced = EarlierTry(1, "success", T0 + HOUR, T0 + HOUR + timedelta(minutes=10))
+    backfilled = record(0, try_number=2, earlier_tries=(replaced,), end_date=T0 + 5 * HOUR)
+    [view] = build_views([backfilled])
+    [row] = view.windows
+    assert (row.try_number, row.task_retries, row.predictions_in_window) == (2, 0, 8)
+    [other] = row.other_syncs
+    assert (other.run_id, other.try_number, other.state, other.ended_at) == (
+        row.run_id,
+        1,
+        "success",
+        replaced.end_date,
+    )
+    assert other.predictions_in_window is None  # its summary went with its XComs
+    assert view.total("predictions_in_window") == 8
+    html = page(backfilled)
+    assert '<td class="num" data-col="retries">0 / 0</td>' in html
+    assert '<li data-try="1">' in html and "try 1 success</li>" in html
 
 
 def test_a_failed_window_shows_why_and_what_it_rejected() -> None:
@@ -270,9 +302,9 @@ def test_a_failed_window_shows_why_and_what_it_rejected() -> None:
     [view] = build_views([record(0), failed])
     row = view.windows[1]
     assert (row.start, row.failed, row.failure, row.rows_rejected) == (T0 + HOUR, True, sentence, 1)
-    assert (row.rows_read, row.predictions_sent, row.actuals_sent, row.reread) == (125, 0, 0, None)  # sent nothing
+    assert (row.rows_read, row.predictions_in_window, row.actuals_in_window, row.reread) == (125, 0, 0, None)
     assert view.failed == [row]
-    assert (view.total("rows_rejected"), view.total("predictions_sent")) == (1, 8)  # nothing of it reached Aporia
+    assert (view.total("rows_rejected"), view.total("predictions_in_window")) == (1, 8)  # none of it reached Aporia
     assert (view.model_id, view.model_version) == ("insurance-propensity", "v1")  # named by the failure
     html = page(record(0), failed)
     assert f'<div class="reason" data-col="reason">{sentence}</div>' in html
@@ -377,7 +409,7 @@ def page(*records: SyncRecord) -> str:
 def test_the_page_lists_windows_newest_first_with_gaps_and_failures_standing_out() -> None:
     html = page(
         record(0),
-        record(1, state="failed", with_summary=False, try_number=2),
+        record(1, state="failed", with_summary=False, try_number=2, earlier_tries=failed_tries(1)),
         record(3, summary=summary(3, rows_rejected=1, rejected_examples=["pred-7: amount <b>NaN</b>"])),
     )
     rows = re.findall(r'<tr class="([^"]+)" data-window-start="([^"]+)"', html)
@@ -389,7 +421,7 @@ def test_the_page_lists_windows_newest_first_with_gaps_and_failures_standing_out
     ]
     assert "missing: no sync ran for these 1 h 00 min" in html
     assert '<b data-fact="failed">1</b> failed' in html and '<b data-fact="missing">1</b> missing' in html
-    assert '<td class="num" data-col="predictions_sent">8</td>' in html
+    assert '<td class="num" data-col="predictions_in_window">8</td>' in html
     assert '<td class="num" data-col="retries">1 / —</td>' in html  # the failed try was retried once
     assert "pred-7: amount &lt;b&gt;NaN&lt;/b&gt;" in html  # rejected examples are escaped
     assert (
@@ -432,3 +464,88 @@ def test_a_window_below_its_volume_expectation_says_so() -> None:
     html = page(record(0, summary=summary(0, min_rows=20, low_volume=True)), record(1, summary=summary(1, min_rows=5)))
     assert html.count('data-col="low_volume"') == 1
     assert '<div class="reason" data-col="low_volume">below min_rows 20</div>' in html
+
+
+# --- one timeline, whatever the bounds ----------------------------------------------------------------------
+
+
+def manual(start: datetime, end: datetime, in_window: int, actuals: int, **changes: Any) -> SyncRecord:
+    """A manual run given explicit bounds (its run has no data interval), ended at T0 + 20 h."""
+    bounds = {"window_start": start.isoformat(), "window_end": end.isoformat(), "read_start": start.isoformat()}
+    counts = {"predictions_in_window": in_window, "fragments_sent": in_window, "actuals_in_window": actuals}
+    fields: dict[str, Any] = {
+        "run_id": "manual__2026-11-21T20:00:00+00:00",
+        "interval_start": None,
+        "interval_end": None,
+        "end_date": T0 + 20 * HOUR,
+        "summary": summary(0) | bounds | counts,
+    }
+    return record(0, **(fields | changes))
+
+
+def test_an_overlapping_manual_run_is_marked_and_not_counted_again() -> None:
+    """Six hourly windows of 12 predictions and 1-2 actuals, and a manual run over [03:30, 04:30): the header is
+    what Aporia holds for the six hours, 72 predictions, as the issue's on-call engineer found it should be."""
+    hourly = [record(h, summary=summary(h, predictions_in_window=12, actuals_in_window=1 + h % 2)) for h in range(6)]
+    overlapping = manual(T0 + 3.5 * HOUR, T0 + 4.5 * HOUR, 12, 1)
+    [view] = build_views([*hourly, overlapping])
+    assert [w.start for w in view.windows] == [T0 + h * HOUR for h in range(6)]
+    [marked] = view.overlapping
+    assert (marked.start, marked.end, marked.run_id) == (T0 + 3.5 * HOUR, T0 + 4.5 * HOUR, overlapping.run_id)
+    assert marked.overlaps == ((T0 + 3 * HOUR, T0 + 4 * HOUR), (T0 + 4 * HOUR, T0 + 5 * HOUR))
+    assert (view.total("predictions_in_window"), view.total("actuals_in_window")) == (72, 9)
+    assert view.gaps == []
+    html = page(*hourly, overlapping)
+    assert '<b data-fact="predictions_in_window">72</b> predictions sent' in html
+    assert '<b data-fact="overlapping">1</b> overlapping' in html
+    rows = re.findall(r'<tr class="([^"]+)" data-window-start="([^"]+)"', html)
+    assert rows[1:4] == [
+        ("window state-success", (T0 + 4 * HOUR).isoformat()),
+        ("window state-success overlapping", (T0 + 3.5 * HOUR).isoformat()),
+        ("window state-success", (T0 + 3 * HOUR).isoformat()),
+    ]
+    assert (
+        '<div class="reason" data-col="overlaps">overlaps [2026-11-21 03:00, 04:00), [2026-11-21 04:00, 05:00): '
+        "counted there, not in the totals</div>"
+    ) in html
+    [outline] = groups(chart_of(*hourly, overlapping), "overlapping")
+    assert outline.findtext(SVG + "title", "").endswith(
+        "overlaps [2026-11-21 03:00, 04:00), [2026-11-21 04:00, 05:00): counted there"
+    )
+
+
+def test_a_manual_run_of_an_existing_windows_bounds_folds_into_it() -> None:
+    hourly = [record(h) for h in range(3)]
+    same = manual(T0 + HOUR, T0 + 2 * HOUR, 8, 2)
+    [view] = build_views([*hourly, same])
+    assert view.overlapping == [] and len(view.windows) == 3
+    assert view.windows[1].run_id == same.run_id  # the latest delivery of the window
+    assert [o.run_id for o in view.windows[1].other_syncs] == [hourly[1].run_id]
+    assert view.total("predictions_in_window") == 24
+
+
+def test_windows_given_to_the_task_alone_make_the_timeline_by_their_start() -> None:
+    """Without runs' own intervals (every window given explicitly), the earliest of two overlapping ones counts."""
+    first = manual(T0, T0 + 2 * HOUR, 20, 0, run_id="manual-1")
+    second = manual(T0 + HOUR, T0 + 3 * HOUR, 30, 0, run_id="manual-2")
+    third = manual(T0 + 3 * HOUR, T0 + 4 * HOUR, 5, 0, run_id="manual-3")
+    [view] = build_views([second, third, first])
+    assert [w.run_id for w in view.windows] == ["manual-1", "manual-3"]
+    assert [w.run_id for w in view.overlapping] == ["manual-2"]
+    assert view.total("predictions_in_window") == 25
+
+
+def test_warnings_the_sync_logged_and_its_expectation_reach_the_page_and_the_api() -> None:
+    from aporia_provider.plugins.sync_view import view_json
+
+    line = "2 invalid rows of 200 (e.g. …); left out, within max_invalid_rows=0.02 (4)."
+    warned = record(0, summary=summary(0, warnings=1, logged_warnings=[line], min_rows=10, low_volume=True))
+    [view] = build_views([warned, record(1)])
+    assert (view.windows[0].warnings_shown, view.total("warnings_shown")) == (2, 2)
+    html = page(warned, record(1))
+    assert '<b data-fact="warnings">2</b> warnings' in html
+    assert f'<details><summary>2</summary>\n      <ul class="examples"><li>{line}</li></ul>' in html
+    [shown, _] = view_json(view)["windows"]
+    assert (shown["warnings"], shown["logged_warnings"]) == (1, [line])
+    assert (shown["min_rows"], shown["low_volume"], shown["predictions_in_window"]) == (10, True, 8)
+    assert shown["overlaps"] == [] and view_json(view)["overlapping"] == []

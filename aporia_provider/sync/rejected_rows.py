@@ -1,0 +1,49 @@
+"""The rejected-rows file: every row a window's try left out, kept where ``rejected_rows_path`` says."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from aporia_provider.extraction.sql import Window
+
+
+class RejectedRowsFile:
+    """A JSON-lines object of rejected rows, written as they come; created with the first one."""
+
+    def __init__(self, path: ObjectStoragePath) -> None:
+        self.path = path
+        self.rows = 0
+        self._file: IO[str] | None = None
+
+    def __call__(self, row: Mapping[str, Any]) -> None:
+        if self._file is None:
+            if self.path.protocol == "file":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w")
+        self._file.write(json.dumps(row) + "\n")
+        self.rows += 1
+
+    @property
+    def url(self) -> str:
+        """Where it is, as a URL without the connection id the path carries."""
+        return f"{self.path.protocol}://{self.path.path}"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def rejected_rows_file(
+    base_url: str, aws_conn_id: str | None, model_id: str, model_version: str, window: Window, attempt: int
+) -> RejectedRowsFile:
+    """Where one window's try keeps its rejected rows: ``<model id>/<version>/<start>--<end>/try-<n>.jsonl``."""
+    from airflow.sdk import ObjectStoragePath
+
+    base = ObjectStoragePath(base_url, conn_id=aws_conn_id if base_url.startswith("s3") else None)
+    span = f"{window.start.isoformat()}--{window.end.isoformat()}"
+    return RejectedRowsFile(base / model_id / model_version / span / f"try-{attempt}.jsonl")
