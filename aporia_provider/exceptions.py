@@ -49,6 +49,16 @@ class SyncFailed(TransientError):
     """Redshift, Spark or Aporia failed mid-sync in a way a re-run can fix; delivery is idempotent."""
 
 
+class SyncStopped(SyncFailed):
+    """Someone, or Airflow, stopped the task mid-sync (on_kill); the sentence says what a re-run does."""
+
+    def __init__(self, how_far: str, subject: str) -> None:
+        super().__init__(
+            f"Stopped {how_far} of {subject}: the task was killed (a person marked or cleared it, or Airflow stopped "
+            "it: a timeout, a shutdown); a re-run sends the window again, nothing twice (delivery is idempotent)."
+        )
+
+
 class AporiaError(Exception):
     """A call to Aporia failed; the message names the call and Aporia's reason."""
 

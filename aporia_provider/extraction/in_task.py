@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aporia_provider.client import AporiaClient, JoinedFragments, LogResult
-from aporia_provider.exceptions import SyncFailed
+from aporia_provider.exceptions import SyncStopped
 from aporia_provider.extraction.columnar import JUDGED, arrow_batch, fragment_texts, judge
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout
 from aporia_provider.extraction.rulebook import ColumnType
@@ -176,10 +176,7 @@ def deliver_in_task(
         )
         for joined, count in joined_batches:
             if stop is not None and stop.is_set():
-                raise SyncFailed(
-                    f"Stopped (the task was killed) after {sent} fragments of {subject}; re-run the task to deliver "
-                    "the rest (delivery is idempotent: nothing is duplicated)."
-                )
+                raise SyncStopped(f"after {sent:,} fragments", subject)
             yield joined, count
             sent += count
 

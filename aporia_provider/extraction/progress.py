@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("aporia_provider.extraction.run")
 
 PROGRESS_SECONDS = 30.0
+# How often Spark is looked at, so that a step left waiting for executors is said at once, not a line later.
+WATCH_SECONDS = 1.0
 
 
 class Progress:
@@ -72,15 +74,18 @@ class Progress:
         )
 
     def _tick(self) -> None:
-        while not self._stop.wait(PROGRESS_SECONDS):
-            elapsed = timedelta(seconds=round(time.monotonic() - self._started))
+        """A line every PROGRESS_SECONDS, and one as soon as a step waits with no Spark task running."""
+        last_line, waited = time.monotonic(), False
+        while not self._stop.wait(WATCH_SECONDS):
             tasks = self._tasks_now()
-            phase, detail = self.phase, ""
-            if tasks is not None:
-                detail = f", {tasks.done} of {tasks.total} Spark tasks of this step done"
-                if not tasks.running and tasks.done < tasks.total:
-                    # A job with no task running: the cluster has no free core for this sync (yet).
-                    phase = f"waiting for executors on {self.spark_where}"
+            # A job with no task running: the cluster has no free core for this sync (yet).
+            waiting = tasks is not None and not tasks.running and tasks.done < tasks.total
+            if not (waiting and not waited) and time.monotonic() - last_line < PROGRESS_SECONDS:
+                continue
+            last_line, waited = time.monotonic(), waiting
+            elapsed = timedelta(seconds=round(last_line - self._started))
+            phase = f"waiting for executors on {self.spark_where}" if waiting else self.phase
+            detail = f", {tasks.done} of {tasks.total} Spark tasks of this step done" if tasks is not None else ""
             log.info("Syncing %s: %s, %s elapsed%s.", self.subject, phase, elapsed, detail)
 
 

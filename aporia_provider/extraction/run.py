@@ -27,7 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
+from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError, SyncStopped
 from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.in_spark import (
     TASK_READ_OPTIONS,
@@ -140,10 +140,7 @@ def run_sync(
             sent = LogResult()
             for rows in checked:
                 if stop is not None and stop.is_set():
-                    raise SyncFailed(
-                        f"Stopped (the task was killed) before sending the {rows.kind} of {subject}; re-run the "
-                        "task to deliver them (delivery is idempotent: nothing is duplicated)."
-                    )
+                    raise SyncStopped(f"before sending the {rows.kind}", subject)
                 progress.phase = f"sending {rows.kind}"
                 with failures_of(warehouse, "delivering the window to Aporia", subject, "query"):
                     delivered = rows.send()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aporia_provider.compat import AirflowFailException
-from aporia_provider.exceptions import InputError
+from aporia_provider.exceptions import InputError, SyncStopped
 from aporia_provider.metrics import emit_sync_metrics
 from aporia_provider.sync.outcome import FAILURE_XCOM_KEY
 
@@ -33,7 +33,7 @@ def report_failure(exc: Exception, ti: Any, record: dict[str, Any], connections:
 def next_step(exc: Exception, ti: Any, connections: Sequence[str]) -> str:
     """What happens next and what to check, for a failure a later try can fix; nothing for bad input, which the
     sentence itself says how to fix (Airflow does not retry it)."""
-    if isinstance(exc, InputError | AirflowFailException):
+    if isinstance(exc, InputError | AirflowFailException | SyncStopped):
         return ""
     check = f"check what the error names and the connections {', '.join(connections)}"
     if ti is None:

@@ -219,7 +219,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         return result
 
     def _sync(self, context: Context, summary: SyncSummary) -> dict[str, Any]:
-        from aporia_provider.exceptions import SyncFailed
+        from aporia_provider.exceptions import SyncStopped
         from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import run_sync
         from aporia_provider.extraction.spark import spark_session
@@ -274,10 +274,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             spark = spark_session(target)
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
-                raise SyncFailed(
-                    f"Stopped (the task was killed) before Spark ran for {self.model_id} {self.model_version}; re-run "
-                    "the task to deliver the window (delivery is idempotent: nothing is duplicated)."
-                )
+                raise SyncStopped("before Spark ran", f"{self.model_id} {self.model_version}")
             return spark
 
         rejected_rows = self._rejected_rows_file(context, window)

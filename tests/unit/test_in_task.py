@@ -933,8 +933,8 @@ def test_nothing_to_deliver_posts_nothing() -> None:
 
 
 STOPPED = (
-    "Stopped (the task was killed) after {} fragments of fraud v1; re-run the task to deliver the rest "
-    "(delivery is idempotent: nothing is duplicated)."
+    "Stopped after {} fragments of fraud v1: the task was killed (a person marked or cleared it, or Airflow stopped "
+    "it: a timeout, a shutdown); a re-run sends the window again, nothing twice (delivery is idempotent)."
 )
 
 
