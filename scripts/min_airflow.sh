@@ -200,7 +200,10 @@ EOF
     local cluster_starter=$!
     # The stack's Connect server is the one started above, not one of the main .venv's PySpark.
     .venv/bin/aporia-local up --detach --dir "$work/stack" --days 3 --rows-per-hour 12 \
-        --spark-connect-host 127.0.0.1 --spark-connect-port "$connect_port" >/dev/null
+        --spark-connect-host 127.0.0.1 --spark-connect-port "$connect_port" >"$work/up.out"
+    # Detached, nobody is at the stack's terminal: `down` is the one way to stop it.
+    [ "$(tail -n 1 "$work/up.out")" = 'The stack is up; stop it with `aporia-local down`.' ] ||
+        failed "aporia-local up --detach's last line" "$work/up.out"
     # The example sync DAG unchanged, but every window through Spark, as large ones go (a cluster policy).
     mkdir -p "$work/airflow-home/config"
     cat >"$work/airflow-home/config/airflow_local_settings.py" <<EOF

@@ -30,7 +30,8 @@ class SyncOptions:
         means the upstream job did not write them, which ``on_low_volume`` makes a failure (``fail``: retried, as the
         rows may still come) or a warning (``warn``).
     :param max_invalid_rows: with ``fail``, how many invalid rows may be left out while the rest is sent: a count,
-        or a fraction of the window's rows (a float between 0 and 1); one more, and nothing is sent.
+        or a fraction (a float between 0 and 1) of the window's own predictions and, apart, of its own actuals (the
+        lookback's re-reads left out); one more, and nothing is sent.
     :param dry_run: read and check, send nothing.
     """
 

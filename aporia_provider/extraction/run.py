@@ -196,22 +196,30 @@ def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked:
     if not summary.rows_rejected:
         return
     invalid = "1 invalid row" if summary.rows_rejected == 1 else f"{summary.rows_rejected:,} invalid rows"
+    # A window's own rows, each source apart: the lookback's re-reads were judged in their own window already.
+    own = {rows.kind: rows.rows - rows.reread for rows in checked}
     message = (
-        f"{invalid} of {summary.rows_read + summary.actuals_read:,} (e.g. {'; '.join(summary.rejected_examples)}) "
+        f"{invalid} of {sum(own.values()):,} (e.g. {'; '.join(summary.rejected_examples)}) "
         f"in the window of {plan.model_id} {plan.model_version}"
     )
-    allowed = options.invalid_rows_allowed(summary.rows_read + summary.actuals_read)
-    if allowed is not None and summary.rows_rejected > allowed:
+    if options.on_invalid_rows == "skip":
+        log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
+        return
+    if isinstance(options.max_invalid_rows, float):
+        allowed = {rows.kind: options.invalid_rows_allowed(own[rows.kind]) or 0 for rows in checked}
+        over = any(rows.rejected > allowed[rows.kind] for rows in checked)
+        allowance = ", ".join(f"{allowed[kind]:,} of the {own[kind]:,} {kind}" for kind in own)
+    else:
+        limit = options.max_invalid_rows or 0
+        over, allowance = summary.rows_rejected > limit, f"{limit:,}"
+    if over:
         if options.max_invalid_rows is None:
             fix = "fix the rows or the mapping, or pass on_invalid_rows='skip'"
         else:
-            limit = f"max_invalid_rows={options.max_invalid_rows!r}"
-            fix = f"more than {limit} allows ({allowed:,}): fix the rows or the mapping"
+            limit_text = f"max_invalid_rows={options.max_invalid_rows!r}"
+            fix = f"more than {limit_text} allows ({allowance}): fix the rows or the mapping"
         raise InvalidRowsError(f"{message}; nothing was sent: {fix}.")
-    if allowed is None:
-        log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
-    else:
-        log.warning("%s; left out, within max_invalid_rows=%r (%s).", message, options.max_invalid_rows, f"{allowed:,}")
+    log.warning("%s; left out, within max_invalid_rows=%r (%s).", message, options.max_invalid_rows, allowance)
 
 
 def _expect_volume(summary: SyncSummary, subject: str, options: SyncOptions) -> None:

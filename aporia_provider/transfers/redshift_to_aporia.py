@@ -64,9 +64,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
     :param lookback: also re-read rows this much before the window's start (late rows); idempotent.
     :param on_invalid_rows: ``fail`` (default: nothing is sent) or ``skip`` (invalid rows are counted and left
         out).
-    :param max_invalid_rows: with ``fail``, a limit instead of none at all: a count, or a fraction of the window's
-        rows (a float between 0 and 1). At or under it invalid rows are left out and counted with a WARNING; over
-        it nothing is sent. ``on_invalid_rows="skip"`` is the same with no limit.
+    :param max_invalid_rows: with ``fail``, a limit instead of none at all: a count, or a fraction (a float between 0
+        and 1) of the window's own predictions and, apart, of its own actuals (lookback re-reads left out). At or
+        under it invalid rows are left out and counted with a WARNING; over it nothing is sent.
+        ``on_invalid_rows="skip"`` is the same with no limit.
     :param rejected_rows_path: where every rejected row is kept (id, column, reason, an excerpt of the value), an
         ObjectStoragePath URL (templated): ``s3://bucket/prefix`` through ``aws_conn_id`` (the Amazon provider's
         ``s3fs`` extra), or ``file:///dir``. Each window and try that rejects rows writes one JSON-lines object,

@@ -272,6 +272,41 @@ def test_max_invalid_rows_leaves_them_out_up_to_the_limit_and_keeps_every_one_in
     assert aporia.count(MODEL, "v1")["total"] == 34
 
 
+def test_a_fraction_of_max_invalid_rows_is_taken_of_the_windows_own_predictions_and_actuals_apart(
+    version: str, aporia: AporiaProbe, stack: LocalStack
+) -> None:
+    """Four hours with a two-hour lookback: 24 own predictions (and 12 re-read), 2 own actuals (and 2 re-read)."""
+    window, lookback = (T0 + 26 * HOUR, T0 + 30 * HOUR), timedelta(hours=2)
+    redshift_sql(stack, "DROP TABLE IF EXISTS fraction_rows")
+    redshift_sql(stack, "CREATE TABLE fraction_rows AS SELECT * FROM model_predictions")
+    # Row 163 is predicted in the window; row 18 was predicted on the first day and its actual arrives in it.
+    redshift_sql(stack, "UPDATE fraction_rows SET amount = 'NaN' WHERE prediction_id = %s", (row_id(163),))
+    redshift_sql(stack, "UPDATE fraction_rows SET prediction_id = NULL WHERE prediction_id = %s", (row_id(18),))
+    arguments: dict[str, Any] = {
+        "query": "SELECT * FROM fraction_rows",
+        "actuals": example.ACTUALS,
+        "actuals_timestamp_column": example.ACTUALS_TIMESTAMP_COLUMN,
+        "lookback": lookback,
+    }
+    examples = f"predictions {row_id(163)}: amount: not a finite number; actuals (no id): prediction_id is null"
+    opening = f"2 invalid rows of 26 (e.g. {examples}) in the window of {MODEL} v1"
+    # Of all 40 rows read, 5% would allow 2; of the 2 own actuals it allows none.
+    with pytest.raises(AirflowFailException) as error:
+        sync(window, max_invalid_rows=0.05, **arguments)
+    assert str(error.value) == (
+        f"{opening}; nothing was sent: more than max_invalid_rows=0.05 allows (1 of the 24 predictions, 0 of the 2 "
+        "actuals): fix the rows or the mapping."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+    summary = sync(window, max_invalid_rows=0.5, **arguments)
+    assert summary["logged_warnings"] == [
+        f"{opening}; left out, within max_invalid_rows=0.5 (12 of the 24 predictions, 1 of the 2 actuals)."
+    ]
+    assert (summary["rows_rejected"], summary["fragments_sent"], summary["actuals_sent"]) == (2, 35, 3)
+    assert (summary["predictions_in_window"], summary["actuals_in_window"]) == (23, 1)
+    redshift_sql(stack, "DROP TABLE fraction_rows")
+
+
 def test_rejected_rows_go_to_s3_through_the_aws_connection(
     version: str, aporia: AporiaProbe, bad_rows: str, stack: LocalStack
 ) -> None:
