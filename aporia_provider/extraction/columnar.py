@@ -73,6 +73,25 @@ def _arrow_array(values: Sequence[Any], column_type: ColumnType | None) -> pa.Ar
     return pa.array(values)
 
 
+def conformed(batch: pa.RecordBatch, columns: list[str], types: dict[str, ColumnType | None]) -> pa.RecordBatch:
+    """A batch of files the warehouse wrote (an UNLOAD's Parquet) with each of `columns` as `arrow_batch` makes it
+    of the same rows read through the cursor, so both reads are judged alike."""
+    arrays = []
+    for name in columns:
+        values = batch.column(name)
+        column_type = types[name]
+        category = column_type.category if column_type is not None else None
+        if category == "decimal":
+            values = pc.cast(values, STRING)  # the driver's Decimal text: its own scale
+        elif pa.types.is_float32(values.type):
+            # The cursor hands a REAL over as the shortest text that reads back as it: 1.1, not 1.100000023841858.
+            values = pc.cast(pc.cast(values, STRING), pa.float64())
+        elif category in _ARROW_TYPES and values.type != _ARROW_TYPES[category]:
+            values = pc.cast(values, _ARROW_TYPES[category])  # a timestamp without a zone is UTC
+        arrays.append(values)
+    return pa.RecordBatch.from_arrays(arrays, names=columns)
+
+
 def judge(batch: pa.RecordBatch, layout: SourceLayout, window_start: datetime) -> pa.RecordBatch:
     """Each row's verdict (`JUDGED`); rows before the run's `window_start` were read only for the lookback."""
     if layout.presence_columns:

@@ -21,9 +21,11 @@ from aporia_provider.extraction.columnar import JUDGED_DDL, fragment_texts, judg
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, derived, windowed
+from aporia_provider.extraction.unload import judge_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.fs as pafs
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructField
 
@@ -89,6 +91,24 @@ def read_with_spark(
         if len(parts) > 1:
             projected.count()  # read this part now, while its credentials are fresh
     return kept
+
+
+def read_unloaded_with_spark(
+    spark: SparkSession,
+    filesystem: pafs.FileSystem,
+    paths: list[str],
+    layout: SourceLayout,
+    columns: list[str],
+    types: dict[str, ColumnType | None],
+    window_start: datetime,
+) -> list[DataFrame]:
+    """The unloaded files of the source's window, a file to each Spark task, read through pyarrow's filesystem (no
+    hadoop-aws jar needed) and judged there by the same rules; kept on disk."""
+    from pyspark import StorageLevel
+
+    names = spark.createDataFrame([(path,) for path in paths], "path string").repartition(max(1, len(paths)))
+    judge = partial(judge_files, filesystem, columns, types, layout, window_start)
+    return [names.mapInArrow(judge, JUDGED_DDL).persist(StorageLevel.DISK_ONLY)]
 
 
 def cores(spark: SparkSession) -> int:

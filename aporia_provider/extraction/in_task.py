@@ -130,9 +130,22 @@ def read_in_task(
     window_start: datetime,
     rejected: RejectedRows | None = None,
 ) -> TaskRows:
-    """Judge every row of one source's window (chunks of rows of `columns`, as `select_columns` selects them) into
-    a spool, and count what passed; rows before the run's `window_start` were read only for the lookback; every
-    rejected row goes to `rejected` too, when given."""
+    """Judge every row of one source's window (chunks of cursor rows of `columns`, as `select_columns` selects
+    them): `judge_in_task` of them as Arrow batches."""
+    batches = (arrow_batch(batch, columns, types) for batch in _judge_sized(rows))
+    return judge_in_task(batches, layout, types, window_start, rejected)
+
+
+def judge_in_task(
+    batches: Iterable[pa.RecordBatch],
+    layout: SourceLayout,
+    types: dict[str, ColumnType | None],
+    window_start: datetime,
+    rejected: RejectedRows | None = None,
+) -> TaskRows:
+    """Judge every row of one source's window (Arrow batches, as `arrow_batch` makes them) into a spool, and count
+    what passed; rows before the run's `window_start` were read only for the lookback; every rejected row goes to
+    `rejected` too, when given."""
     for slot in layout.fields:
         column_type = types[slot.column]
         # The reader sends a window here only when every needed column is of a type it reads.
@@ -140,8 +153,8 @@ def read_in_task(
         slot.fit(column_type)
     spool = Spool()
     try:
-        for batch in _judge_sized(rows):
-            spool.add(judge(arrow_batch(batch, columns, types), layout, window_start))
+        for batch in batches:
+            spool.add(judge(batch, layout, window_start))
         return _verdicts(layout, spool, rejected)
     except BaseException:
         spool.close()

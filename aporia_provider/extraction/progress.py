@@ -96,3 +96,10 @@ class _Tasks:
     done: int
     total: int
     running: int
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 row', '12 rows', '1 batch', '3 batches', '1,000,000 predictions' for the log."""
+    if number == 1:
+        return f"1 {noun}"
+    return f"{number:,} {noun}es" if noun.endswith("ch") else f"{number:,} {noun}s"

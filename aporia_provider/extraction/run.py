@@ -27,23 +27,33 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError, SyncStopped
+from aporia_provider.exceptions import SyncInputError, SyncStopped
+from aporia_provider.extraction.expectations import expect_volume, judge_window
 from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.in_spark import (
     TASK_READ_OPTIONS,
     SparkReads,
     check_with_spark,
     deliver_with_spark,
+    read_unloaded_with_spark,
     read_with_spark,
 )
-from aporia_provider.extraction.in_task import FETCH_ROWS, deliver_in_task, read_in_task, select_columns
-from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, layout_of
+from aporia_provider.extraction.in_task import (
+    FETCH_ROWS,
+    TaskRows,
+    deliver_in_task,
+    judge_in_task,
+    read_in_task,
+    select_columns,
+)
+from aporia_provider.extraction.layout import RejectedRows, SourceLayout, layout_of
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan
-from aporia_provider.extraction.progress import Progress
+from aporia_provider.extraction.progress import Progress, counted
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.spark import tagged
 from aporia_provider.extraction.sql import Window, derived, windowed
+from aporia_provider.extraction.unload import Unload, read_files
 from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
 
@@ -78,6 +88,7 @@ def run_sync(
     spark_where: str = "Spark",
     rejected_rows: RejectedRows | None = None,
     summary: SyncSummary | None = None,
+    unload: Unload | None = None,
 ) -> SyncSummary:
     """Sync predictions whose timestamp, and actuals whose arrival, fall in the window (widened by the lookback).
 
@@ -124,6 +135,7 @@ def run_sync(
             stack=stack,
             stop=stop,
             rejected_rows=rejected_rows,
+            unload=unload,
         )
         reading = f"reading the window from {warehouse.name}"
         for layout in layouts:
@@ -132,10 +144,10 @@ def run_sync(
             checked.append(read)
             _count_in_window(summary, read)
             log.info(
-                "Checked %s of %s: %s, %d rejected.", layout.kind, subject, _counted(read.rows, "row"), read.rejected
+                "Checked %s of %s: %s, %d rejected.", layout.kind, subject, counted(read.rows, "row"), read.rejected
             )
-        _decide(summary, plan, options, checked)
-        _expect_volume(summary, subject, options)
+        judge_window(summary, plan, options, checked)
+        expect_volume(summary, subject, options)
         if not options.dry_run:
             sent = LogResult()
             for rows in checked:
@@ -146,9 +158,9 @@ def run_sync(
                     delivered = rows.send()
                 log.info(
                     "Sent %s of %s in %s.",
-                    _counted(delivered.fragments, rows.kind[:-1]),
+                    counted(delivered.fragments, rows.kind[:-1]),
                     subject,
-                    _counted(delivered.batches, "batch"),
+                    counted(delivered.batches, "batch"),
                 )
                 if rows.kind == "predictions":
                     summary.fragments_sent = delivered.fragments
@@ -156,15 +168,12 @@ def run_sync(
                     summary.actuals_sent = delivered.fragments
                 sent.add(delivered)
             summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
+        if unload is not None and reader.unloaded:
+            # Kept after a failure, for its diagnosis; a retry unloads to a prefix of its own.
+            unload.remove()
+            log.info("Deleted the files unloaded to %s.", unload.prefix)
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
-
-
-def _counted(number: int, noun: str) -> str:
-    """'1 row', '12 rows', '1 batch', '3 batches', '1,000,000 predictions' for the log."""
-    if number == 1:
-        return f"1 {noun}"
-    return f"{number:,} {noun}es" if noun.endswith("ch") else f"{number:,} {noun}s"
 
 
 def _count_in_window(summary: SyncSummary, read: _Checked) -> None:
@@ -184,58 +193,6 @@ def _release(checked: list[_Checked]) -> None:
 def _unpersist(kept: list[DataFrame]) -> None:
     for frame in kept:
         frame.unpersist()
-
-
-def _decide(summary: SyncSummary, plan: SyncPlan, options: SyncOptions, checked: list[_Checked]) -> None:
-    """Fill in what was read; fail before anything is sent when rows are invalid and the policy says so."""
-    by_kind = {rows.kind: rows for rows in checked}
-    summary.rows_read = by_kind["predictions"].rows
-    summary.actuals_read = by_kind["actuals"].rows if "actuals" in by_kind else 0
-    summary.rows_rejected = sum(rows.rejected for rows in checked)
-    summary.rejected_examples = [e for rows in checked for e in rows.examples][:MAX_EXAMPLES]
-    if not summary.rows_rejected:
-        return
-    invalid = "1 invalid row" if summary.rows_rejected == 1 else f"{summary.rows_rejected:,} invalid rows"
-    # A window's own rows, each source apart: the lookback's re-reads were judged in their own window already.
-    own = {rows.kind: rows.rows - rows.reread for rows in checked}
-    message = (
-        f"{invalid} of {sum(own.values()):,} (e.g. {'; '.join(summary.rejected_examples)}) "
-        f"in the window of {plan.model_id} {plan.model_version}"
-    )
-    if options.on_invalid_rows == "skip":
-        log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
-        return
-    if isinstance(options.max_invalid_rows, float):
-        allowed = {rows.kind: options.invalid_rows_allowed(own[rows.kind]) or 0 for rows in checked}
-        over = any(rows.rejected > allowed[rows.kind] for rows in checked)
-        allowance = ", ".join(f"{allowed[kind]:,} of the {own[kind]:,} {kind}" for kind in own)
-    else:
-        limit = options.max_invalid_rows or 0
-        over, allowance = summary.rows_rejected > limit, f"{limit:,}"
-    if over:
-        if options.max_invalid_rows is None:
-            fix = "fix the rows or the mapping, or pass on_invalid_rows='skip'"
-        else:
-            limit_text = f"max_invalid_rows={options.max_invalid_rows!r}"
-            fix = f"more than {limit_text} allows ({allowance}): fix the rows or the mapping"
-        raise InvalidRowsError(f"{message}; nothing was sent: {fix}.")
-    log.warning("%s; left out, within max_invalid_rows=%r (%s).", message, options.max_invalid_rows, allowance)
-
-
-def _expect_volume(summary: SyncSummary, subject: str, options: SyncOptions) -> None:
-    """Turn a window with fewer predictions than min_rows (a silent upstream outage) into a failure or a warning."""
-    summary.min_rows = options.min_rows
-    if options.min_rows is None or summary.predictions_in_window >= options.min_rows:
-        return
-    summary.low_volume = True
-    found = "No predictions" if not summary.predictions_in_window else f"Only {summary.predictions_in_window:,}"
-    message = (
-        f"{found} in the window [{summary.window_start}, {summary.window_end}) of {subject}, fewer than "
-        f"min_rows={options.min_rows:,}: check that the upstream job wrote this window's predictions"
-    )
-    if options.on_low_volume == "fail":
-        raise SyncFailed(f"{message}; nothing was sent (on_low_volume='warn' would send what there is).")
-    log.warning("%s; sending what there is, as on_low_volume='warn' asks.", message)
 
 
 class _Probe(Protocol):
@@ -278,6 +235,8 @@ class _Reader:
     stack: ExitStack
     stop: threading.Event | None
     rejected_rows: RejectedRows | None
+    unload: Unload | None = None
+    unloaded: bool = False  # whether a source went by UNLOAD
     _cursor: Any = None
     _types: dict[str, dict[str, ColumnType | None]] = field(default_factory=dict)  # by query: one probe each
 
@@ -319,25 +278,70 @@ class _Reader:
             return self._with_spark(layout, total, dates)
         columns, select = select_columns(layout, types, self.window)
         unread = [column for column in columns if types[column] is None]
-        subject, threshold = layout.subject, options.spark_min_rows
-        if unread or (threshold is not None and total >= threshold):
+        subject, threshold, unload = layout.subject, options.spark_min_rows, self.unload
+        spark_wanted = threshold is not None and total >= threshold
+        if not unread and unload is not None and total >= unload.min_rows:
+            return self._by_unload(layout, unload, select, columns, types, total, spark_wanted)
+        if unread or spark_wanted:
             if unread:
                 why = f"of a type only Spark reads ({', '.join(unread)})"
             elif threshold == 0:
                 why = "spark_min_rows=0 sends every window to Spark"
             else:
                 why = f"at least {threshold:,}"
-            log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
+            log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, counted(total, "row"), why)
             return self._with_spark(layout, total, dates)
         why = f"under {threshold:,}" if threshold is not None else "as every window (spark_min_rows is not set)"
-        log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, _counted(total, "row"), why)
+        log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, counted(total, "row"), why)
         self.progress.phase = f"reading and checking {layout.kind}"
         stream = self.warehouse.stream(self.cursor(), select, FETCH_ROWS)
-        rows = read_in_task(stream, layout, columns, types, self.window_start, self.rejected_rows)
+        return self._in_task(
+            layout, read_in_task(stream, layout, columns, types, self.window_start, self.rejected_rows)
+        )
+
+    def _in_task(self, layout: SourceLayout, rows: TaskRows) -> _Checked:
         self.stack.callback(rows.release)
         model = (self.plan.model_id, self.plan.model_version)
-        send = partial(deliver_in_task, rows, self.client, subject, model, options.batch_size, self.stop)
+        send = partial(deliver_in_task, rows, self.client, layout.subject, model, self.options.batch_size, self.stop)
         return _Checked(layout.kind, rows.rows, rows.rejected, rows.reread, rows.examples, send)
+
+    def _by_unload(
+        self,
+        layout: SourceLayout,
+        unload: Unload,
+        select: str,
+        columns: list[str],
+        types: dict[str, ColumnType | None],
+        total: int,
+        spark_wanted: bool,
+    ) -> _Checked:
+        """Unload the window to S3 (Redshift's compute nodes write it) and read the files, in Spark's executors
+        when the window is large enough for Spark, else in this task."""
+        reader = "Spark" if spark_wanted else "this task"
+        log.info(
+            "Unloading %s of %s to %s, read by %s: %s, at least unload_min_rows=%s (a cursor would hold them all on "
+            "the leader node).",
+            layout.kind,
+            layout.subject,
+            unload.location(layout.kind),
+            reader,
+            counted(total, "row"),
+            f"{unload.min_rows:,}",
+        )
+        self.progress.phase = f"unloading {layout.kind}"
+        self.unloaded = True
+        self.cursor().execute(unload.statement(select, layout.kind))
+        paths = unload.files(layout.kind)
+        log.info("Unloaded %s of %s: %s.", layout.kind, layout.subject, counted(len(paths), "file"))
+        if spark_wanted:
+            reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
+            kept = read_unloaded_with_spark(
+                reads.spark, unload.filesystem, paths, layout, columns, types, self.window_start
+            )
+            return self._checked_by_spark(layout, kept)
+        self.progress.phase = f"reading and checking {layout.kind}"
+        batches = read_files(unload.filesystem, paths, columns, types)
+        return self._in_task(layout, judge_in_task(batches, layout, types, self.window_start, self.rejected_rows))
 
     def _column_types(self, probe: _Probe, query: str) -> dict[str, ColumnType | None]:
         if isinstance(probe, SparkReads):
@@ -350,6 +354,9 @@ class _Reader:
         # Spark reads lazily: the check job is what reads the window.
         reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
         read = read_with_spark(reads, layout, self.window, self.window_start, total, dates, self.options.num_partitions)
+        return self._checked_by_spark(layout, read)
+
+    def _checked_by_spark(self, layout: SourceLayout, read: list[DataFrame]) -> _Checked:
         frame, rows, rejected, reread, examples = check_with_spark(read, layout, self.rejected_rows)
         model = (self.plan.model_id, self.plan.model_version)
         return _Checked(

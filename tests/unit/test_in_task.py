@@ -1005,9 +1005,9 @@ def test_the_task_path_does_not_load_spark() -> None:
     ],
 )
 def test_the_log_counts_in_words(number: int, noun: str, words: str) -> None:
-    from aporia_provider.extraction.run import _counted
+    from aporia_provider.extraction.progress import counted
 
-    assert _counted(number, noun) == words
+    assert counted(number, noun) == words
 
 
 # Streaming: memory does not grow with the window

@@ -1,0 +1,103 @@
+"""A large window by UNLOAD: Redshift's compute nodes write it to S3 as Parquet, and the sync reads the files.
+
+A cursor materializes its whole result on the leader node (Redshift's DECLARE page), and Spark's JDBC partitions
+all pass through that node too; for large extracts AWS recommends UNLOAD (the JDBC driver page), which the compute
+nodes write in parallel. The files are read straight into Arrow, with no per-row driver decoding, conformed to the
+cursor's representation (`columnar.conformed`) and judged by the same row rules: by the task, a file after another
+(its memory flat), or by Spark's executors, a file each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from aporia_provider.extraction.columnar import conformed, judge
+from aporia_provider.extraction.in_task import JUDGE_BYTES, JUDGE_ROWS
+from aporia_provider.extraction.rulebook import ColumnType
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from aporia_provider.extraction.layout import SourceLayout
+
+# Files of at most this size (UNLOAD's MAXFILESIZE): enough of them for Spark's executors to share, each read in a
+# few seconds.
+MAX_FILE_MB = 256
+
+
+@dataclass(frozen=True)
+class Unload:
+    """Where a window's try unloads (``s3://bucket/key``, its own for each try), the role Redshift assumes to
+    write there, the fewest rows a window has to go this way, and the files' filesystem."""
+
+    prefix: str
+    iam_role: str
+    min_rows: int
+    filesystem: pafs.FileSystem = field(repr=False, compare=False)
+
+    def location(self, kind: str) -> str:
+        """The S3 prefix `kind`'s files (predictions, actuals) go under."""
+        return f"{self.prefix.rstrip('/')}/{kind}/"
+
+    def statement(self, select: str, kind: str) -> str:
+        """The UNLOAD of `select`. Redshift's UNLOAD page: the query is a quoted literal, its own quotes doubled;
+        CLEANPATH empties the prefix first, so a statement run again leaves no file of the run before."""
+        literal = select.replace("'", "''")
+        return (
+            f"UNLOAD ('{literal}') TO '{self.location(kind)}' IAM_ROLE '{self.iam_role}' "
+            f"FORMAT AS PARQUET CLEANPATH MAXFILESIZE {MAX_FILE_MB} MB"
+        )
+
+    def files(self, kind: str) -> list[str]:
+        """The Parquet files unloaded for `kind`, in name order, as the filesystem names them."""
+        selector = pafs.FileSelector(_key(self.location(kind)), recursive=True, allow_not_found=True)
+        found = self.filesystem.get_file_info(selector)
+        return sorted(info.path for info in found if info.is_file and info.path.endswith(".parquet"))
+
+    def remove(self) -> None:
+        """Delete every file of this try."""
+        self.filesystem.delete_dir_contents(_key(self.prefix), missing_dir_ok=True)
+
+
+def read_files(
+    filesystem: pafs.FileSystem, paths: list[str], columns: list[str], types: dict[str, ColumnType | None]
+) -> Iterator[pa.RecordBatch]:
+    """The files' rows of `columns`, batch by batch, as the cursor's reader makes them (`columnar.conformed`)."""
+    for path in paths:
+        with filesystem.open_input_file(path) as raw:
+            parquet = pq.ParquetFile(raw)
+            for batch in parquet.iter_batches(batch_size=_rows_per_batch(parquet.metadata), columns=columns):
+                yield conformed(batch, columns, types)
+
+
+def judge_files(
+    filesystem: pafs.FileSystem,
+    columns: list[str],
+    types: dict[str, ColumnType | None],
+    layout: SourceLayout,
+    window_start: datetime,
+    batches: Iterator[pa.RecordBatch],
+) -> Iterator[pa.RecordBatch]:
+    """Runs in a Spark task (mapInArrow over a column of paths): read and judge each file named."""
+    for batch in batches:
+        for rows in read_files(filesystem, batch.column("path").to_pylist(), columns, types):
+            yield judge(rows, layout, window_start)
+
+
+def _rows_per_batch(metadata: pq.FileMetaData) -> int:
+    """Batches of about the size the cursor's chunks are judged in."""
+    data = sum(metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups))
+    if not metadata.num_rows or not data:
+        return JUDGE_ROWS
+    return max(1, min(JUDGE_ROWS, JUDGE_BYTES * metadata.num_rows // data))
+
+
+def _key(url: str) -> str:
+    """`s3://bucket/key` as pyarrow's filesystem names it: ``bucket/key``."""
+    return url.removeprefix("s3://").rstrip("/")
