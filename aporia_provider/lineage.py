@@ -60,3 +60,16 @@ def warehouse_lineage(warehouse: Warehouse, queries: Iterable[str], outputs: lis
     if errors:
         run_facets["extractionError"] = ExtractionErrorRunFacet(totalTasks=1, failedTasks=1, errors=errors)
     return OperatorLineage(inputs=list(inputs.values()), outputs=outputs, run_facets=run_facets)
+
+
+def sync_lineage(
+    warehouse: Warehouse,
+    queries: Iterable[str],
+    aporia_hook: AporiaHook,
+    model: tuple[str, str] | None,
+    rows: int | None,
+) -> OperatorLineage:
+    """A sync's lineage: the tables its queries read, and the model version they went to (None: nothing was
+    written), with the predictions delivered as its row count."""
+    outputs = [] if model is None else [aporia_dataset(aporia_hook, *model, rows)]
+    return warehouse_lineage(warehouse, queries, outputs)

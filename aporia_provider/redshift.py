@@ -7,12 +7,14 @@ credentials; the engine (`extraction`) sees only the `Warehouse` protocol.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from itertools import count
 from typing import Any
 
@@ -100,6 +102,9 @@ class RedshiftWarehouse:
     spark_options: Callable[[], Mapping[str, str]] = field(repr=False)
     namespace: Callable[[], str] = field(repr=False)
     database: str = ""
+    # Redshift cancels a statement running longer (its statement_timeout page), so a window query Airflow gave up
+    # on does not keep its WLM slot: the task's execution_timeout.
+    statement_timeout: timedelta | None = None
     name = "Redshift"
     lineage_dialect = "redshift"
 
@@ -108,11 +113,18 @@ class RedshiftWarehouse:
         # Each statement its own transaction, so no lock on the source tables outlives its query; bounds compared
         # in UTC, as Spark's JDBC sessions compare them, whatever the user's time zone.
         connection.autocommit = True
-        connection.cursor().execute("SET TIME ZONE 'UTC'")
+        cursor = connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        if self.statement_timeout:
+            cursor.execute(f"SET statement_timeout TO {math.ceil(self.statement_timeout.total_seconds() * 1000)}")
         return connection
 
     def jdbc_options(self) -> Mapping[str, str]:
-        return self.spark_options()
+        options = dict(self.spark_options())
+        if self.statement_timeout:
+            # The JDBC driver cancels a statement running longer, on the server as well.
+            options["queryTimeout"] = str(math.ceil(self.statement_timeout.total_seconds()))
+        return options
 
     def stream(self, cursor: Any, query: str, rows_per_fetch: int) -> Iterator[Sequence[Sequence[Any]]]:
         # redshift_connector keeps a whole result in memory when it is executed; a cursor declared on the server

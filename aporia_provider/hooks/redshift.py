@@ -278,15 +278,17 @@ class RedshiftIAMHook(RedshiftSQLHook):
         driver_class = JDBC_DRIVERS[driver]
         return {"url": url, "user": creds.user, "password": creds.password, "driver": driver_class}
 
-    def warehouse(self, driver: str = "postgresql") -> RedshiftWarehouse:
+    def warehouse(self, driver: str = "postgresql", statement_timeout: timedelta | None = None) -> RedshiftWarehouse:
         """Redshift for the sync engine: sessions and Spark's JDBC options (with `driver`) on this hook's
-        credentials, and the lineage namespace of the Amazon provider."""
+        credentials, statements cancelled after `statement_timeout`, and the lineage namespace of the Amazon
+        provider."""
         jdbc_driver(driver)
         return RedshiftWarehouse(
             open_connection=self.get_conn,
             spark_options=partial(self.spark_jdbc_options, driver),
             namespace=lambda: f"redshift://{self.get_openlineage_database_info(self.conn).authority}",
             database=self.conn.schema or "",
+            statement_timeout=statement_timeout,
         )
 
     def iam_jdbc_url(self) -> str:

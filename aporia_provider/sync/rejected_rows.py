@@ -9,8 +9,6 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from aporia_provider.extraction.sql import Window
-
 
 class RejectedRowsFile:
     """A JSON-lines object of rejected rows, written as they come; created with the first one."""
@@ -38,12 +36,9 @@ class RejectedRowsFile:
             self._file.close()
 
 
-def rejected_rows_file(
-    base_url: str, aws_conn_id: str | None, model_id: str, model_version: str, window: Window, attempt: int
-) -> RejectedRowsFile:
-    """Where one window's try keeps its rejected rows: ``<model id>/<version>/<start>--<end>/try-<n>.jsonl``."""
+def rejected_rows_file(base_url: str, aws_conn_id: str | None, key: str) -> RejectedRowsFile:
+    """Where one window's try (`key`, `unload.try_key`) keeps its rejected rows: ``<key>.jsonl`` under `base_url`."""
     from airflow.sdk import ObjectStoragePath
 
     base = ObjectStoragePath(base_url, conn_id=aws_conn_id if base_url.startswith("s3") else None)
-    span = f"{window.start.isoformat()}--{window.end.isoformat()}"
-    return RejectedRowsFile(base / model_id / model_version / span / f"try-{attempt}.jsonl")
+    return RejectedRowsFile(base / f"{key}.jsonl")

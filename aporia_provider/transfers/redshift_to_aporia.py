@@ -19,6 +19,7 @@ from aporia_provider.redshift import table_query
 from aporia_provider.sync.failure import report_failure
 from aporia_provider.sync.outcome import SYNC_XCOM_KEY, SyncSummary, warnings_logged
 from aporia_provider.sync.rejected_rows import RejectedRowsFile, rejected_rows_file
+from aporia_provider.sync.unload import DEFAULT_UNLOAD_MIN_ROWS, check_unload_settings, try_key, unload_target
 from aporia_provider.sync.window import window_of_run
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from aporia_provider.extraction.sql import Window
+    from aporia_provider.extraction.unload import Unload
 
 
 class AporiaSyncOperator(AporiaBaseOperator):
@@ -72,6 +74,12 @@ class AporiaSyncOperator(AporiaBaseOperator):
         ObjectStoragePath URL (templated): ``s3://bucket/prefix`` through ``aws_conn_id`` (the Amazon provider's
         ``s3fs`` extra), or ``file:///dir``. Each window and try that rejects rows writes one JSON-lines object,
         ``<model id>/<version>/<window start>--<window end>/try-<n>.jsonl``; the summary names it.
+    :param unload_s3_prefix: ``s3://bucket/prefix`` (templated; default: the Redshift connection's extra of that
+        name): a window of ``unload_min_rows`` or more is unloaded there as Parquet, not read through a cursor (which
+        Redshift materializes on its leader node), to ``<prefix>/<model id>/<version>/<start>--<end>/try-<n>/``, read
+        through ``aws_conn_id``, deleted after success and kept after a failure.
+    :param unload_iam_role: the ARN of the role Redshift assumes to write there (templated; default: the extra).
+    :param unload_min_rows: the fewest rows a window needs to go by UNLOAD.
     :param min_rows: the fewest predictions each window should deliver (its own, not the lookback's re-reads): a
         window with fewer — a silent upstream outage — fails (retried: the rows may still come) or, with
         ``on_low_volume="warn"``, logs a WARNING and sends what there is.
@@ -116,6 +124,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "spark_conf",
         "spark_conn_id",
         "rejected_rows_path",
+        "unload_s3_prefix",
+        "unload_iam_role",
         *ALL_CONNECTIONS,
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {
@@ -163,6 +173,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         spark_conn_id: str | None = None,
         spark_min_rows: int | None = None,
         jdbc_driver: str = "postgresql",
+        unload_s3_prefix: str | None = None,
+        unload_iam_role: str | None = None,
+        unload_min_rows: int = DEFAULT_UNLOAD_MIN_ROWS,
         **kwargs: Any,
     ) -> None:
         if (query is None) == (table is None):
@@ -197,6 +210,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.spark_conn_id = spark_conn_id
         self.spark_min_rows = spark_min_rows
         self.jdbc_driver = jdbc_driver
+        self.unload_s3_prefix = unload_s3_prefix
+        self.unload_iam_role = unload_iam_role
+        self.unload_min_rows = unload_min_rows
         # A bad literal fails the DAG's parse here, in one sentence naming the argument. (Mapped arguments are
         # known only when Airflow builds the task to run it, and this then runs at the start of the run.)
         self._sync_options()
@@ -251,13 +267,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
             read_options=dict(self.read_options or {}),
         )
         target = spark_target(self.spark_conn_id, self.spark_conf)
-        if options.spark_min_rows is None:
-            paths = f"every window in this task (Spark, on {target.describe()}, only for what only it reads)"
-        elif options.spark_min_rows == 0:
-            paths = f"every window on {target.describe()} (spark_min_rows=0)"
-        else:
-            rows = f"{options.spark_min_rows:,}"
-            paths = f"windows of {rows} rows or more on {target.describe()}, smaller ones in this task"
         self.log.info(
             "Syncing %s %s for [%s, %s)%s%s; %s.",
             self.model_id,
@@ -266,7 +275,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             window.end.isoformat(),
             f" with lookback {self.lookback}" if self.lookback else "",
             " (validate only: nothing is sent)" if self.validate_only else "",
-            paths,
+            options.paths(target.describe()),
         )
         tag = f"aporia-sync-{uuid.uuid4().hex}"
         self._stop = threading.Event()
@@ -278,14 +287,14 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 raise SyncStopped("before Spark ran", f"{self.model_id} {self.model_version}")
             return spark
 
-        rejected_rows = self._rejected_rows_file(context, window)
+        rejected_rows, unload = self._try_storage(context, window)
         try:
             # The WARNING lines the engine logs (rows left out, a low volume) go into the summary too.
             with warnings_logged(summary):
                 run_sync(
                     plan,
                     window,
-                    self.redshift_hook.warehouse(self.jdbc_driver),
+                    self.redshift_hook.warehouse(self.jdbc_driver, self.execution_timeout),
                     start_spark,
                     self.aporia_hook.client,
                     options,
@@ -294,6 +303,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                     spark_where=target.describe(),
                     rejected_rows=rejected_rows,
                     summary=summary,
+                    unload=unload,
                 )
         finally:
             if rejected_rows is not None:
@@ -306,7 +316,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         if rejected_rows is not None and rejected_rows.rows:
             result["rejected_rows_file"] = rejected_rows.url
         self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
-        self._after_sync(context, window, result)
+        # What a completed sync tells Airflow: the Asset event now, and (kept for later) its lineage.
+        self._synced = result
+        self._emit_asset(context, window, result)
         return result
 
     def _failed(self, context: Context, exc: Exception, summary: SyncSummary) -> None:
@@ -318,6 +330,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         """The sync's settings, each checked: an InputError naming the argument (at run time, a failure that Airflow
         does not retry)."""
         checked_jdbc_driver(self.jdbc_driver)
+        check_unload_settings(self.unload_s3_prefix, self.unload_iam_role, self.unload_min_rows)
         return SyncOptions(
             batch_size=self.batch_size,
             num_partitions=self.num_partitions,
@@ -330,14 +343,16 @@ class AporiaSyncOperator(AporiaBaseOperator):
             dry_run=self.validate_only,
         )
 
-    def _rejected_rows_file(self, context: Context, window: Window) -> RejectedRowsFile | None:
-        """Where this window's try keeps its rejected rows, when rejected_rows_path is set."""
-        if not self.rejected_rows_path:
-            return None
-        attempt = getattr(context.get("ti"), "try_number", None) or 1
-        return rejected_rows_file(
-            self.rejected_rows_path, self.aws_conn_id, self.model_id, self.model_version, window, attempt
+    def _try_storage(self, context: Context, window: Window) -> tuple[RejectedRowsFile | None, Unload | None]:
+        """Where this window's try keeps its rejected rows (with rejected_rows_path) and unloads (with an S3 prefix)."""
+        key = try_key(self.model_id, self.model_version, window, getattr(context.get("ti"), "try_number", None) or 1)
+        path = self.rejected_rows_path
+        rejected_rows = rejected_rows_file(path, self.aws_conn_id, key) if path else None
+        extra = self.redshift_hook.conn.extra_dejson
+        unload = unload_target(
+            self.unload_s3_prefix, self.unload_iam_role, self.unload_min_rows, extra, self.aws_conn_id, key
         )
+        return rejected_rows, unload
 
     def on_kill(self) -> None:
         """Stop the sync's Spark jobs and its own delivery, so nothing goes on posting to Aporia after the task."""
@@ -352,34 +367,21 @@ class AporiaSyncOperator(AporiaBaseOperator):
         cancel(spark, tag)
         self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, self.model_version)
 
-    # ------------------------------------------------------------------ after the sync
-
-    def _after_sync(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
-        """What a completed sync tells Airflow: the Asset event now, and (kept for later) its lineage."""
-        self._synced = summary
-        self._emit_asset(context, window, summary)
+    # ------------------------------------------------------------------ lineage and the Asset
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the Redshift tables the query (and actuals query) read, and the Aporia model version
         they went to, with the predictions delivered as its row count."""
-        from aporia_provider.lineage import aporia_dataset, warehouse_lineage
+        from aporia_provider.lineage import sync_lineage
 
-        rows = self._synced.get("fragments_sent") if self._synced else None
+        queries = [table_query(self.table) if self.table else self.query or "", *filter(None, [self.actuals_query])]
         # A validate-only sync reads, but writes nothing to Aporia.
-        outputs = []
-        if not self.validate_only:
-            outputs.append(aporia_dataset(self.aporia_hook, self.model_id, self.model_version, rows))
-        queries = [table_query(self.table) if self.table else self.query or ""]
-        if self.actuals_query:
-            queries.append(self.actuals_query)
-        return warehouse_lineage(self.redshift_hook.warehouse(self.jdbc_driver), queries, outputs)
-
-    # ------------------------------------------------------------------ the window
+        model = None if self.validate_only else (self.model_id, self.model_version)
+        rows = self._synced.get("fragments_sent") if self._synced else None
+        return sync_lineage(self.redshift_hook.warehouse(self.jdbc_driver), queries, self.aporia_hook, model, rows)
 
     def _resolve_window(self, context: Context) -> Window:
         return window_of_run(context, self.window_start, self.window_end, self.log)
-
-    # ------------------------------------------------------------------ the Asset
 
     def _declare_asset(self) -> Asset | AssetAlias | None:
         """The model version's Asset (or an alias of it) as an outlet; a validate-only sync changes nothing and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -234,6 +235,19 @@ def test_credentials_are_renewed_shortly_before_expiry(redshift: RedshiftIAMHook
     renewed = redshift.get_credentials()
     assert renewed is not first and renewed.expires_at is not None and first.expires_at is not None
     assert renewed.expires_at - datetime.now(timezone.utc) > timedelta(minutes=14)
+
+
+def test_a_statement_past_the_timeout_is_cancelled_by_redshift_as_a_passing_failure(redshift: RedshiftIAMHook) -> None:
+    warehouse = redshift.warehouse(statement_timeout=timedelta(milliseconds=300))
+    assert warehouse.jdbc_options()["queryTimeout"] == "1"
+    with closing(warehouse.connect()) as connection:
+        cursor = connection.cursor()
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "300ms"
+        with pytest.raises(Exception) as error:
+            cursor.execute("SELECT pg_sleep(5)")
+    assert error.value.args[0]["C"] == "57014"  # query_canceled
+    assert warehouse.driver_failure(error.value) == (False, "canceling statement due to statement timeout")
 
 
 def test_serverless_credentials(stack: LocalStack) -> None:
