@@ -21,6 +21,7 @@ from airflow.sdk.log import mask_secret
 
 from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.redshift import JDBC_DRIVERS, RedshiftWarehouse, jdbc_driver
+from aporia_provider.sync.unload import unload_read_policy
 
 if TYPE_CHECKING:
     import redshift_connector
@@ -326,8 +327,10 @@ class RedshiftIAMHook(RedshiftSQLHook):
         mask_secret(url)
         return url
 
-    def iam_policy(self) -> dict[str, Any]:
-        """The least-privilege policy that lets the AWS connection's user obtain these credentials."""
+    def iam_policy(self, unload_s3_prefix: str | None = None) -> dict[str, Any]:
+        """The least-privilege policy that lets the AWS connection's user obtain these credentials and, with an UNLOAD
+        prefix (`unload_s3_prefix`, else the connection's extra of that name), read and delete what Redshift
+        unloads under it."""
         conn = self.conn
         extra = conn.extra_dejson
         if _as_bool(extra.get("is_serverless", False)):
@@ -351,7 +354,10 @@ class RedshiftIAMHook(RedshiftSQLHook):
                 else "redshift:GetClusterCredentials",
                 "Resource": f"arn:aws:redshift:{region}:{aws.account_id}:dbuser:{cluster}/{self.db_user}",
             }
-        return {"Version": "2012-10-17", "Statement": statement}
+        prefix = unload_s3_prefix or extra.get("unload_s3_prefix")
+        if not prefix:
+            return {"Version": "2012-10-17", "Statement": statement}
+        return {"Version": "2012-10-17", "Statement": [statement, *unload_read_policy(prefix)]}
 
 
 @contextmanager

@@ -78,3 +78,23 @@ def s3_filesystem(aws_conn_id: str | None) -> pafs.S3FileSystem:
         endpoint_override=location.netloc if location else None,
         scheme=location.scheme if location else "https",
     )
+
+
+def unload_read_policy(prefix: str) -> list[dict[str, Any]]:
+    """What the sync does with the files under an UNLOAD prefix: lists them, reads them, deletes them after success.
+    (Writing them is the role's that Redshift assumes, not this user's.)"""
+    location = urlsplit(prefix)
+    key = location.path.strip("/")
+    return [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{location.netloc}/{key}/*",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{location.netloc}",
+            "Condition": {"StringLike": {"s3:prefix": f"{key}/*"}},
+        },
+    ]

@@ -450,3 +450,25 @@ def test_the_aws_user_agent_names_the_calling_operator_as_the_amazon_provider_do
     assert _SyncLikeOperator().execute(clients) == ("_SyncLikeOperator", "_SyncLikeOperator")
     assert _SyncLikeOperator().execute(clients, target="poke") == (None, None)
     assert clients._get_caller() == AwsBaseHook(aws_conn_id=None, client_type="redshift")._get_caller()
+
+
+def test_iam_policy_with_an_unload_prefix_reads_and_deletes_only_under_it(
+    connection: ConnectionFactory, aws: dict[str, FakeAws]
+) -> None:
+    hook = iam(connection, login="IAM:alice", unload_s3_prefix="s3://ml-unload/syncs/")
+    cluster = hook.iam_policy()["Statement"][0]
+    assert cluster["Resource"] == "arn:aws:redshift:us-west-2:123456789012:dbuser:examplecluster/alice"
+    for policy in (hook.iam_policy(), iam(connection, login="IAM:alice").iam_policy("s3://ml-unload/syncs")):
+        assert policy["Statement"][1:] == [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:DeleteObject"],
+                "Resource": "arn:aws:s3:::ml-unload/syncs/*",
+            },
+            {
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": "arn:aws:s3:::ml-unload",
+                "Condition": {"StringLike": {"s3:prefix": "syncs/*"}},
+            },
+        ]
