@@ -55,6 +55,10 @@ JDBC_DRIVERS = {"postgresql": "org.postgresql.Driver", "redshift": "com.amazon.r
 _REFUSED_SQLSTATE_CLASSES = ("42", "22", "0A", "3F", "3D", "2B")
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "57", "53", "40", "28")
 _STREAMS = count(1)
+# Redshift's DECLARE page ("Cursor constraints"): the results of a cluster's open cursors are capped together, by node
+# type; 8,000 MB is dc2.large's single-node cap, the least of them. The connection's extra cursor_result_limit_mb
+# gives a cluster's own.
+DEFAULT_CURSOR_LIMIT_MB = 8_000
 _SERVER_ERROR = re.compile(r"\bERROR: (.+?)(?:\n|$| Position:| Where:| Hint:)")
 
 
@@ -105,8 +109,13 @@ class RedshiftWarehouse:
     # Redshift cancels a statement running longer (its statement_timeout page), so a window query Airflow gave up
     # on does not keep its WLM slot: the task's execution_timeout.
     statement_timeout: timedelta | None = None
+    cursor_limit_mb: int = DEFAULT_CURSOR_LIMIT_MB
     name = "Redshift"
     lineage_dialect = "redshift"
+
+    @property
+    def cursor_limit_bytes(self) -> int:
+        return self.cursor_limit_mb * 1_000_000
 
     def connect(self) -> Any:
         connection = self.open_connection()

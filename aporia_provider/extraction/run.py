@@ -61,6 +61,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
+# Rows sampled to estimate a window's size as a cursor's result.
+CURSOR_SAMPLE_ROWS = 200
 
 
 @dataclass
@@ -281,7 +283,8 @@ class _Reader:
         subject, threshold, unload = layout.subject, options.spark_min_rows, self.unload
         spark_wanted = threshold is not None and total >= threshold
         if not unread and unload is not None and total >= unload.min_rows:
-            return self._by_unload(layout, unload, select, columns, types, total, spark_wanted)
+            why = f"at least unload_min_rows={unload.min_rows:,}"
+            return self._by_unload(layout, unload, select, columns, types, (total, why), spark_wanted)
         if unread or spark_wanted:
             if unread:
                 why = f"of a type only Spark reads ({', '.join(unread)})"
@@ -291,12 +294,38 @@ class _Reader:
                 why = f"at least {threshold:,}"
             log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, counted(total, "row"), why)
             return self._with_spark(layout, total, dates)
+        overflow = self._cursor_overflow(select, total)
+        if overflow and unload is not None:
+            return self._by_unload(layout, unload, select, columns, types, (total, overflow), False)
+        if overflow:
+            raise SyncInputError(
+                f"The window of {layout.kind} of {subject} would be {overflow}: set unload_s3_prefix and "
+                "unload_iam_role to unload it to S3 instead, or sync shorter windows."
+            )
         why = f"under {threshold:,}" if threshold is not None else "as every window (spark_min_rows is not set)"
         log.info("Reading %s of %s in this task: %s, %s.", layout.kind, subject, counted(total, "row"), why)
         self.progress.phase = f"reading and checking {layout.kind}"
         stream = self.warehouse.stream(self.cursor(), select, FETCH_ROWS)
         return self._in_task(
             layout, read_in_task(stream, layout, columns, types, self.window_start, self.rejected_rows)
+        )
+
+    def _cursor_overflow(self, select: str, total: int) -> str | None:
+        """How far the window's result would pass the warehouse's cursor limit (its rows times the mean size of a
+        sample of them), or None when it fits."""
+        limit = self.warehouse.cursor_limit_bytes
+        if not limit or total <= FETCH_ROWS:
+            return None
+        cursor = self.cursor()
+        cursor.execute(f"SELECT * FROM {derived(select)} LIMIT {CURSOR_SAMPLE_ROWS}")
+        sample = cursor.fetchall()
+        row_bytes = sum(len(str(value)) for row in sample for value in row if value is not None) / max(1, len(sample))
+        if row_bytes * total <= limit:
+            return None
+        name = self.warehouse.name
+        return (
+            f"about {row_bytes * total / 1e6:,.0f} MB as a cursor's result, over the {limit / 1e6:,.0f} MB {name}'s "
+            "leader node holds for cursors (cursor_result_limit_mb)"
         )
 
     def _in_task(self, layout: SourceLayout, rows: TaskRows) -> _Checked:
@@ -312,21 +341,20 @@ class _Reader:
         select: str,
         columns: list[str],
         types: dict[str, ColumnType | None],
-        total: int,
+        size: tuple[int, str],
         spark_wanted: bool,
     ) -> _Checked:
-        """Unload the window to S3 (Redshift's compute nodes write it) and read the files, in Spark's executors
-        when the window is large enough for Spark, else in this task."""
-        reader = "Spark" if spark_wanted else "this task"
+        """Unload the window (`size`: its rows, and why they go this way) to S3, written by Redshift's compute nodes,
+        and read the files, in Spark's executors when the window is large enough for Spark, else in this task."""
+        total, why = size
         log.info(
-            "Unloading %s of %s to %s, read by %s: %s, at least unload_min_rows=%s (a cursor would hold them all on "
-            "the leader node).",
+            "Unloading %s of %s to %s, read by %s: %s, %s.",
             layout.kind,
             layout.subject,
             unload.location(layout.kind),
-            reader,
+            "Spark" if spark_wanted else "this task",
             counted(total, "row"),
-            f"{unload.min_rows:,}",
+            why,
         )
         self.progress.phase = f"unloading {layout.kind}"
         self.unloaded = True

@@ -26,6 +26,10 @@ class Warehouse(Protocol):
     def database(self) -> str:
         """The database of unqualified tables, for lineage."""
 
+    @property
+    def cursor_limit_bytes(self) -> int | None:
+        """The most a cursor's result may hold (the warehouse materializes it whole), or None for no limit."""
+
     def connect(self) -> Any:
         """A DB-API connection with fresh credentials, its session set up for the sync (UTC, autocommit)."""
 

@@ -20,7 +20,7 @@ from airflow.providers.amazon.aws.hooks.redshift_sql import RedshiftSQLHook
 from airflow.sdk.log import mask_secret
 
 from aporia_provider.compat import AirflowException, AirflowFailException
-from aporia_provider.redshift import JDBC_DRIVERS, RedshiftWarehouse, jdbc_driver
+from aporia_provider.redshift import DEFAULT_CURSOR_LIMIT_MB, JDBC_DRIVERS, RedshiftWarehouse, jdbc_driver
 from aporia_provider.sync.unload import unload_read_policy
 
 if TYPE_CHECKING:
@@ -290,6 +290,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
             namespace=lambda: f"redshift://{self.get_openlineage_database_info(self.conn).authority}",
             database=self.conn.schema or "",
             statement_timeout=statement_timeout,
+            cursor_limit_mb=int(self.conn.extra_dejson.get("cursor_result_limit_mb", DEFAULT_CURSOR_LIMIT_MB)),
         )
 
     def iam_jdbc_url(self) -> str:

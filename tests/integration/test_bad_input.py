@@ -697,6 +697,36 @@ def test_incomplete_redshift_connection(
 
 
 @pytest.fixture
+def four_times_the_seed(stack: LocalStack, seeded: SeedPlan) -> Iterator[str]:
+    """The seeded rows four times over, each copy with ids of its own: 1,152 rows of 768-dim embeddings (~9 MB)."""
+    redshift_sql(stack, "DROP TABLE IF EXISTS four_times_the_seed")
+    redshift_sql(
+        stack,
+        "CREATE TABLE four_times_the_seed AS SELECT m.*, m.prediction_id || '-' || copy AS copy_id "
+        "FROM model_predictions m, generate_series(1, 4) AS copy",
+    )
+    yield "SELECT * FROM four_times_the_seed"
+    redshift_sql(stack, "DROP TABLE four_times_the_seed")
+
+
+def test_a_window_over_the_cursor_limit_without_unload_fails_before_reading_it(
+    version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch, four_times_the_seed: str
+) -> None:
+    extra = {**stack.connections()["redshift_default"]["extra"], "cursor_result_limit_mb": 1}
+    monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_SMALL", connection(stack, "redshift_default", extra=extra))
+    window = (T0, T0 + 48 * HOUR)
+    with pytest.raises(AirflowFailException) as error:
+        sync(window, query=four_times_the_seed, id_column="copy_id", redshift_conn_id="redshift_small")
+    # 1,152 rows of about 5.3 kB of text each (768 elements of 5 or 6 characters).
+    assert str(error.value) == (
+        f"The window of predictions of {MODEL} v1 would be about 6 MB as a cursor's result, over the 1 MB Redshift's "
+        "leader node holds for cursors (cursor_result_limit_mb): set unload_s3_prefix and unload_iam_role to unload "
+        "it to S3 instead, or sync shorter windows."
+    )
+    assert aporia.count(MODEL, "v1")["total"] == 0
+
+
+@pytest.fixture
 def no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No AWS keys outside the connection: no environment keys, no credentials files, no instance metadata."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
