@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import psutil
 import requests
 
+from aporia_local.aws import ACCOUNT_ID, REGION
 from aporia_local.stack import DATABASE, DB_USER, MASTER_USER, LocalStack, StackSettings
 from aporia_provider.extraction.spark import DEFAULT_SPARK_CONF
 from aporia_provider.extraction.sql import Window
@@ -63,9 +64,22 @@ RUNNER_LABELS = {
     "task": "sync, no Spark connection",
     "connect": "sync, Spark Connect",
     "cluster": "sync, 2-worker standalone",
+    "unload": "sync by UNLOAD, no Spark connection",
+    "unload-cluster": "sync by UNLOAD, 2-worker standalone",
 }
-SYNCS = ("task", "connect", "cluster")
-SHORT = {"loop": "loop", "sdk": "SDK", "task": "no Spark", "connect": "Connect", "cluster": "cluster"}
+SYNCS = ("task", "connect", "cluster", "unload", "unload-cluster")
+SHORT = {
+    "loop": "loop",
+    "sdk": "SDK",
+    "task": "no Spark",
+    "connect": "Connect",
+    "cluster": "cluster",
+    "unload": "UNLOAD",
+    "unload-cluster": "UNLOAD on the cluster",
+}
+# Where the UNLOAD runners unload (the bench makes the bucket, and the role Redshift assumes to write there).
+UNLOAD_BUCKET = "aporia-bench-unload"
+UNLOAD_ROLE = "aporia-bench-unload"
 PARTS = ("windows", "concurrent", "cluster-pair")
 # Windows of at most this many rows take a second or a few, and one run varies by a few tenths: they run
 # --rounds times, the ways taking turns, and the median counts.
@@ -87,6 +101,9 @@ TARGET_TASK_CPU_US_PER_FRAGMENT = 5.0
 TARGET_SPARK_CPU_VS_TASK = 1.5
 TARGET_VENV_WITHOUT_SPARK_MB = 700
 TARGET_RSS_GROWTH = 1.5
+# Issue 25 (large windows by UNLOAD).
+UNLOAD_ROWS = 10_000_000
+TARGET_UNLOAD_OF_COPY = 0.25
 TARGET_CONCURRENT_SLACK = 1.25
 TARGET_SINK_HEADROOM = 5.0
 NOT_RUN = "not run"
@@ -217,7 +234,42 @@ class Benchmark:
         return [runner for runner in RUNNER_LABELS if runner in self.args.runners.split(",")]
 
     def wants_cluster(self) -> bool:
-        return "cluster" in self.runners() or "cluster-pair" not in self.args.skip
+        return bool({"cluster", "unload-cluster"} & set(self.runners())) or "cluster-pair" not in self.args.skip
+
+    def make_unload_target(self) -> None:
+        """The bucket the UNLOAD runners write to, and the role Redshift assumes to write there."""
+        import boto3
+
+        # A key of no IAM user: the AWS stand-in takes it for the account's root.
+        clients = {
+            service: boto3.client(
+                service,
+                endpoint_url=self.stack.settings.aws_url,
+                region_name=REGION,
+                aws_access_key_id="root",
+                aws_secret_access_key="root",  # noqa: S106
+            )
+            for service in ("s3", "iam")
+        }
+        clients["s3"].create_bucket(Bucket=UNLOAD_BUCKET)
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "redshift.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        clients["iam"].create_role(RoleName=UNLOAD_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
+        writes = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{UNLOAD_BUCKET}", f"arn:aws:s3:::{UNLOAD_BUCKET}/*"],
+                }
+            ],
+        }
+        clients["iam"].put_role_policy(RoleName=UNLOAD_ROLE, PolicyName="unload", PolicyDocument=json.dumps(writes))
 
     def build_sdk_venv(self) -> None:
         subprocess.run(["bash", str(ROOT / "benchmarks" / "sdk_venv.sh"), str(SDK_VENV)], cwd=ROOT, check=True)
@@ -241,6 +293,8 @@ class Benchmark:
         tables = [] if "windows" in skip else [workload.window_table(rows) for rows in self.args.sizes]
         concurrency = not {"concurrent", "cluster-pair"} <= skip
         self.prepare_airflow()
+        if any(runner.startswith("unload") for runner in self.runners()):
+            step(f"Creating the UNLOAD bucket and role ({UNLOAD_BUCKET})", self.make_unload_target)
         step(f"Creating model {workload.MODEL_ID}, versions v16 and v768, in the local Aporia", self.create_versions)
         seeding = [*tables, *([workload.CONCURRENT_TABLE] if concurrency else [])]
         seeded = {t.name: step(f"Seeding {t.rows:,} rows into {t.name}", partial(self.seed, t)) for t in seeding}
@@ -464,8 +518,14 @@ class Benchmark:
             # The server owns its settings (its event log among them); a session may only change its own.
             arguments["spark_conn_id"] = SPARK_CONNECT_CONN_ID
             spark_conf = {}
-        elif job.runner == "cluster":
+        elif job.runner in ("cluster", "unload-cluster"):
             arguments["spark_conn_id"] = SPARK_CLUSTER_CONN_ID
+        if job.runner.startswith("unload"):
+            arguments["unload_s3_prefix"] = f"s3://{UNLOAD_BUCKET}/{job.label}"
+            arguments["unload_iam_role"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{UNLOAD_ROLE}"
+            arguments["unload_min_rows"] = 0
+            if job.runner == "unload-cluster":
+                arguments["spark_min_rows"] = 0
         elif self.args.profile:
             # A local JVM, should the sync start one: its event log and a flight recording.
             events = self.work_dir / "spark-events" / job.label
@@ -875,6 +935,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 all(ratio <= bound for ratio in ratios.values()),
             )
     engine_targets(result, windows, add)
+    unload_targets(result, windows, add)
     name = f"task RSS at 1,000,000 rows <= {TARGET_RSS_GROWTH}x its RSS at 10,000 (no Spark connection)"
     big, small = (windows.get(rows, {}).get("task") for rows in (1_000_000, 10_000))
     if big and small and not big["error"] and not small["error"]:
@@ -992,6 +1053,52 @@ def engine_targets(
     size = result["details"].get("venv_without_spark_mb")
     name = f"a fresh venv with the wheel installed without [spark] <= {TARGET_VENV_WITHOUT_SPARK_MB} MB"
     add(name, f"{size:,.0f} MB" if size else "not measured", None if not size else size <= TARGET_VENV_WITHOUT_SPARK_MB)
+
+
+def unload_targets(
+    result: dict[str, Any], windows: dict[int, dict[str, Any]], add: Callable[[str, str, bool | None], None]
+) -> None:
+    """Issue 25's targets at 10M rows (a month of a model's history, 16-dim) by UNLOAD: the task's rate against
+    COPY's, its memory against the smallest window's, and Spark on the cluster reading the unloaded files."""
+    window: dict[str, Any] = windows.get(UNLOAD_ROWS) or {}
+    unload: dict[str, Any] = window.get("unload") or {"error": NOT_RUN}
+    copy: dict[str, Any] | None = window.get("copy")
+    rows = f"{UNLOAD_ROWS:,} rows by UNLOAD"
+    name = f"{rows}, no Spark: >= {TARGET_UNLOAD_OF_COPY:.0%} of COPY's rows/s on the same window"
+    if not unload["error"] and copy:
+        share = unload["rows_per_s"] / copy["rows_per_s"]
+        add(
+            name,
+            f"{unload['rows_per_s']:,} vs COPY {copy['rows_per_s']:,} rows/s = {share:.1%}",
+            share >= TARGET_UNLOAD_OF_COPY,
+        )
+    else:
+        add(name, "not measured" if unload["error"] in (NOT_RUN, None) else "the sync failed", None)
+    smallest = min(windows) if windows else None
+    small = (windows.get(smallest) or {}).get("unload") if smallest else None
+    name = f"{rows}, no Spark: RSS <= {TARGET_RSS_GROWTH}x the smallest window's by UNLOAD"
+    if not unload["error"] and small and not small["error"] and smallest != UNLOAD_ROWS:
+        growth = unload["peak_rss_mb"] / small["peak_rss_mb"]
+        measured = f"{unload['peak_rss_mb']:,.0f} MB vs {small['peak_rss_mb']:,.0f} MB ({smallest:,} rows)"
+        add(name, f"{measured} = {growth:.2f}x", growth <= TARGET_RSS_GROWTH)
+    else:
+        add(name, "not measured", None)
+    cluster: dict[str, Any] = window.get("unload-cluster") or {"error": NOT_RUN}
+    name = f"{rows}: Spark on the 2-worker cluster reading the files no slower than the task"
+    if not unload["error"] and not cluster["error"]:
+        measured = f"Spark {cluster['seconds']:.2f} s vs the task {unload['seconds']:.2f} s"
+        add(name, measured, cluster["seconds"] <= unload["seconds"])
+    else:
+        add(name, "not measured", None)
+    runs = result["details"]["runs"]
+    task_cpu = _cpu_per_fragment(runs, window, "unload") if window else None
+    spark_cpu = _cpu_per_fragment(runs, window, "unload-cluster") if window else None
+    name = f"{rows}: Spark's CPU a fragment <= {TARGET_SPARK_CPU_VS_TASK}x the task's"
+    if task_cpu and spark_cpu is not None:
+        ratio = spark_cpu / task_cpu
+        add(name, f"{spark_cpu:.2f} vs {task_cpu:.2f} us = {ratio:.2f}x", ratio <= TARGET_SPARK_CPU_VS_TASK)
+    else:
+        add(name, "not measured", None)
 
 
 def _cpu_per_fragment(runs: dict[str, dict[str, Any]], window: dict[str, Any], runner: str) -> float | None:

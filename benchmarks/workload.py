@@ -231,6 +231,7 @@ def _hour(day: int, hour: int = 0, hours: int = 1) -> Window:
 # (1M rows of 768-dim vectors would be 7 GB of JSON).
 SIZES = (1_000, 10_000, 50_000, 200_000, 1_000_000)
 LARGEST_768 = 200_000
+HISTORY_ROWS = 10_000_000
 
 
 def _count_label(rows: int) -> str:
@@ -241,10 +242,12 @@ def _count_label(rows: int) -> str:
 
 
 def window_table(rows: int) -> Table:
-    """A table of `rows` predictions over one day, in the seed's schema up to LARGEST_768 rows, 16-dim above."""
+    """A table of `rows` predictions over one day, in the seed's schema up to LARGEST_768 rows, 16-dim above; from
+    HISTORY_ROWS on, a model's history: thirty days, synced in one manual run."""
     shape = SHAPE_768 if rows <= LARGEST_768 else SHAPE_16
     label = _count_label(rows)
-    return Table(f"bench{shape.dimensions}_{label}", shape, rows, _hour(20, hours=24), f"w{shape.dimensions}-{label}-")
+    window = _hour(1, hours=30 * 24) if rows >= HISTORY_ROWS else _hour(20, hours=24)
+    return Table(f"bench{shape.dimensions}_{label}", shape, rows, window, f"w{shape.dimensions}-{label}-")
 
 
 # Twenty hours of 2,000 rows (768-dim): each synced alone, then all twenty at once; two of them on the cluster.
