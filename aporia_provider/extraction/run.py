@@ -144,6 +144,8 @@ def run_sync(
             with failures_of(warehouse, reading, subject, layout.source.query_argument):
                 read = reader.read(layout)
             checked.append(read)
+            if unload is not None and reader.unload_seconds is not None:  # where a failed try's files are kept
+                summary.unloaded_to, summary.unload_seconds = unload.prefix, round(reader.unload_seconds, 3)
             _count_in_window(summary, read)
             log.info(
                 "Checked %s of %s: %s, %d rejected.", layout.kind, subject, counted(read.rows, "row"), read.rejected
@@ -170,7 +172,7 @@ def run_sync(
                     summary.actuals_sent = delivered.fragments
                 sent.add(delivered)
             summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
-        if unload is not None and reader.unloaded:
+        if unload is not None and reader.unload_seconds is not None:
             # Kept after a failure, for its diagnosis; a retry unloads to a prefix of its own.
             unload.remove()
             log.info("Deleted the files unloaded to %s.", unload.prefix)
@@ -238,7 +240,7 @@ class _Reader:
     stop: threading.Event | None
     rejected_rows: RejectedRows | None
     unload: Unload | None = None
-    unloaded: bool = False  # whether a source went by UNLOAD
+    unload_seconds: float | None = None  # what UNLOAD took, when a source went by it
     _cursor: Any = None
     _types: dict[str, dict[str, ColumnType | None]] = field(default_factory=dict)  # by query: one probe each
 
@@ -357,15 +359,14 @@ class _Reader:
             why,
         )
         self.progress.phase = f"unloading {layout.kind}"
-        self.unloaded = True
+        started = time.monotonic()
         self.cursor().execute(unload.statement(select, layout.kind))
-        paths = unload.files(layout.kind)
-        log.info("Unloaded %s of %s: %s.", layout.kind, layout.subject, counted(len(paths), "file"))
+        took = time.monotonic() - started
+        self.unload_seconds, paths = (self.unload_seconds or 0.0) + took, unload.files(layout.kind)
+        log.info("Unloaded %s of %s in %.1f s: %s.", layout.kind, layout.subject, took, counted(len(paths), "file"))
         if spark_wanted:
-            reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
-            kept = read_unloaded_with_spark(
-                reads.spark, unload.filesystem, paths, layout, columns, types, self.window_start
-            )
+            spark = self.spark_reads(f"reading and checking {layout.kind} with Spark").spark
+            kept = read_unloaded_with_spark(spark, unload.filesystem, paths, layout, columns, types, self.window_start)
             return self._checked_by_spark(layout, kept)
         self.progress.phase = f"reading and checking {layout.kind}"
         batches = read_files(unload.filesystem, paths, columns, types)

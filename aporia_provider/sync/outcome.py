@@ -61,6 +61,9 @@ class SyncSummary:
     retries: int = 0  # delivery requests retried
     warnings: int = 0  # warnings Aporia returned on delivery
     seconds: float = 0.0
+    # Where the window was unloaded to (the try's S3 prefix) and how long Redshift's UNLOAD took; none: a cursor.
+    unloaded_to: str | None = None
+    unload_seconds: float = 0.0
     dry_run: bool = False
     # The WARNING lines the sync logged (rows left out under max_invalid_rows, a low volume with "warn", ...).
     logged_warnings: list[str] = field(default_factory=list)

@@ -209,6 +209,8 @@ def test_summary_to_dict() -> None:
         "retries": 0,
         "warnings": 0,
         "seconds": 0.0,
+        "unloaded_to": None,
+        "unload_seconds": 0.0,
         "dry_run": False,
         "logged_warnings": [],
     }
