@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -47,3 +47,22 @@ def rejected_rows_file(
     base = ObjectStoragePath(base_url, conn_id=aws_conn_id if base_url.startswith("s3") else None)
     span = f"{window.start.isoformat()}--{window.end.isoformat()}"
     return RejectedRowsFile(base / model_id / model_version / span / f"try-{attempt}.jsonl")
+
+
+def rejected_rows_files(
+    base_url: str | None,
+    aws_conn_id: str | None,
+    model_id: str,
+    versions: Sequence[str],
+    window: Window,
+    attempt: int,
+    other: str | None = None,
+) -> dict[str, RejectedRowsFile]:
+    """Each version's file for one window's try (none without `base_url`); with `other`, under "" the file of the
+    rows naming another version, kept under `other` in place of a version."""
+    if not base_url:
+        return {}
+    files = {v: rejected_rows_file(base_url, aws_conn_id, model_id, v, window, attempt) for v in versions}
+    if other is not None:
+        files[""] = rejected_rows_file(base_url, aws_conn_id, model_id, other, window, attempt)
+    return files
