@@ -217,7 +217,10 @@ def test_drift_is_a_warning_before_any_row_is_read(
     assert aporia.count(MODEL, "champion")["total"] == len(expected("champion")[0])
 
 
-def test_a_200_column_table_is_mapped_by_its_prefix(stack: LocalStack, aporia: AporiaProbe) -> None:
+@pytest.mark.parametrize("spark_min_rows", [None, 0], ids=["in-task", "spark"])
+def test_a_200_column_table_is_mapped_by_its_prefix(
+    stack: LocalStack, aporia: AporiaProbe, spark_min_rows: int | None
+) -> None:
     features = {f"x{i:03d}": "numeric" for i in range(200)}
     AporiaCreateModelOperator(task_id="model", model_id="wide").execute({})
     AporiaCreateModelVersionOperator(
@@ -243,6 +246,8 @@ def test_a_200_column_table_is_mapped_by_its_prefix(stack: LocalStack, aporia: A
         id_column="id",
         timestamp_column="at",
         features_prefix="feat_",
+        spark_min_rows=spark_min_rows,
+        num_partitions=1,
         window_start=WINDOW[0].isoformat(),
         window_end=WINDOW[1].isoformat(),
     ).execute({})
