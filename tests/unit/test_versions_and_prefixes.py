@@ -4,22 +4,30 @@ column: the rules, refused arguments and the outcome per version, without the st
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from airflow.sdk.execution_time.context import OutletEventAccessors
 
-from aporia_provider.exceptions import SyncInputError
+from aporia_provider.assets.aporia import model_version_asset
+from aporia_provider.exceptions import InvalidRowsError, SyncInputError
 from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.plan import Routing, SyncPlan
+from aporia_provider.extraction.sql import Window
 from aporia_provider.extraction.versions import route
 from aporia_provider.plugins.timeline import build_views
 from aporia_provider.schema import VersionSchema
-from aporia_provider.sync.outcome import SyncSummary
+from aporia_provider.sync.outcome import FAILURE_XCOM_KEY, SyncSummary
 from aporia_provider.sync.versions import version_records, versions_result
 from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
+from tests.unit.test_sync_outcome import WINDOW_END, FakeTaskInstance, StatsRecorder, stats, task_log
 from tests.unit.test_sync_view import record, summary
 
+VERSIONS = ["champion", "challenger"]
+# The fixtures of the outcome's tests: Airflow's Stats recorded, the task's log where caplog reads it.
+__all__ = ["stats", "task_log"]
 SCHEMA = VersionSchema.parse({"amount": "numeric", "age": "numeric"}, {"proba": "numeric"})
 
 
@@ -202,3 +210,63 @@ def test_each_version_is_a_sync_of_its_own_in_the_view() -> None:
         ("challenger", [3]),
         ("champion", [8]),
     ]
+
+
+# ------------------------------------------------------------------------------------------- per version in Airflow
+
+
+def two_versions(failure: Exception | None = None) -> AporiaSyncOperator:
+    """A sync of champion (10 rows) and challenger (4 rows) whose run is stubbed, failing with `failure` if given."""
+    sync = sync_task(model_id="fraud.detector", model_version_column="version", model_versions=VERSIONS)
+
+    def stubbed(context: Any, summary: SyncSummary) -> dict[str, Any]:
+        sync._summaries = {version: SyncSummary() for version in VERSIONS}
+        for each, rows in zip(sync._summaries.values(), (10, 4), strict=True):
+            each.window_start, each.window_end = (WINDOW_END - timedelta(hours=1)).isoformat(), WINDOW_END.isoformat()
+            each.rows_read = each.fragments_sent = rows
+        if failure is not None:
+            raise failure
+        return versions_result(sync.model_id, sync._summaries, {})
+
+    sync._sync = stubbed  # type: ignore[method-assign]
+    return sync
+
+
+def test_each_version_has_its_own_metrics(stats: StatsRecorder) -> None:
+    result = two_versions().run({})
+    assert list(result["versions"]) == VERSIONS
+    for version, rows in zip(VERSIONS, (10, 4), strict=True):
+        tags = {"model_id": "fraud.detector", "model_version": version}
+        assert stats.named("aporia.sync.rows_read").count(("incr", rows, tags)) == 1
+        assert stats.named(f"aporia.sync.fraud__detector.{version}.fragments_sent") == [("incr", rows, None)]
+    assert len(stats.named("aporia.sync.lag_seconds")) == 2
+
+
+def test_a_failed_sync_of_two_versions_reports_each_once_in_one_error_line(
+    caplog: pytest.LogCaptureFixture, stats: StatsRecorder
+) -> None:
+    sentence = "1 invalid row of 5 (e.g. predictions p1: amount: not a finite number) in the window of fraud challenger"
+    ti = FakeTaskInstance()
+    with pytest.raises(InvalidRowsError):
+        two_versions(InvalidRowsError(sentence)).run({"ti": ti})
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [sentence]
+    record = ti.pushed[FAILURE_XCOM_KEY]
+    assert (record["error"], record["model_versions"]) == (sentence, VERSIONS)
+    assert [record["versions"][v]["rows_read"] for v in VERSIONS] == [10, 4]
+    assert [tags["model_version"] for _, _, tags in stats.named("aporia.sync.failed")] == VERSIONS
+    # The sync view shows each version's window as failed, with the sentence.
+    views = build_views([record_of_failure(record)])
+    assert [(v.model_version, v.failed[0].failure) for v in views] == [("challenger", sentence), ("champion", sentence)]
+
+
+def record_of_failure(failure: dict[str, Any]) -> Any:
+    return record(0, state="failed", with_summary=False, failure=failure, rendered=None)
+
+
+def test_each_version_gets_its_asset_event() -> None:
+    sync = two_versions()
+    events = OutletEventAccessors()
+    window = Window(WINDOW_END - timedelta(hours=1), WINDOW_END)
+    sync._emit_asset({"outlet_events": events}, window, sync.run({}))  # type: ignore[typeddict-item]
+    for version, rows in zip(VERSIONS, (10, 4), strict=True):
+        assert events[model_version_asset("fraud.detector", version)].extra["rows"] == rows
