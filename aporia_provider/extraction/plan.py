@@ -100,8 +100,10 @@ class Routing:
         if self.on_unknown not in ON_UNKNOWN_VERSION:
             raise SyncInputError(f"on_unknown_version {self.on_unknown!r} is not supported; use 'reject' or 'ignore'.")
 
+    NOT_SERVED = "which model_versions does not list"
+
     def problem(self, value: str | None) -> str:
-        """Why a row naming `value` is no row of this sync."""
+        """Why a row naming `value` is no row of this sync (`columnar.judge_routed` says it of each such row)."""
         if value is None:
             return f"{self.column} is null"
-        return f"{self.column} names {value!r}, which model_versions does not list"
+        return f"{self.column} names '{value}', {self.NOT_SERVED}"

@@ -1,15 +1,13 @@
 """Model versions from one table: the window read once, each row routed to the version its column names.
 
 ``model_version_column`` names the column, `Routing.versions` the versions the sync serves (each with its own plan:
-its schema from Aporia). Each source's window (predictions, then actuals) is read once, in this task; each Arrow
-batch is split by the version column (`route`, a columnar step before the row rules) and each part judged by its
-own version's layout (`columnar.judge`) into its own spool. So every version is decided, counted and sent as a sync
-of its own would be, with its own summary, while the window is read and counted once. A row naming a version the
-sync does not serve is an invalid row of the sync (``on_unknown_version="reject"``: counted, named, kept) or is left
-out and counted (``"ignore"``). Actuals follow the version their row names, from the same query or actuals_query.
-
-Spark does not route rows yet: a sync with a version column reads every window in the task, and refuses what only
-Spark reads, in one sentence.
+its schema from Aporia). Each source's window (predictions, then actuals) is counted and read once, by the task or
+by Spark as for a sync of one version (`run`); each Arrow batch is judged by `columnar.judge_routed`, in the task or
+in Spark's executors: every row by the layout of the version it names. Each version's verdicts then go their own
+way, as a sync of its own would (its spool, or its part of Spark's kept read): decided, counted and sent, with its
+own summary. A row naming a version the sync does not serve is an invalid row of the sync
+(``on_unknown_version="reject"``: counted, named, kept) or is left out and counted (``"ignore"``). Actuals follow
+the version their row names, from the same query or actuals_query.
 """
 
 from __future__ import annotations
@@ -17,68 +15,66 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack, closing
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial, reduce
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import InvalidRowsError, SyncInputError, SyncStopped
-from aporia_provider.extraction.columnar import arrow_batch, id_texts, judge
+from aporia_provider.extraction.columnar import arrow_batch, judge_routed
 from aporia_provider.extraction.failures import failures_of
-from aporia_provider.extraction.in_spark import TASK_READ_OPTIONS
-from aporia_provider.extraction.in_task import (
-    FETCH_ROWS,
-    Spool,
-    TaskRows,
-    _judge_sized,
-    _verdicts,
-    deliver_in_task,
+from aporia_provider.extraction.in_spark import (
+    TASK_READ_OPTIONS,
+    SparkReads,
+    check_with_spark,
+    deliver_with_spark,
+    project_routed,
+    read_with_spark,
 )
-from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, excerpt, layout_of
+from aporia_provider.extraction.in_task import FETCH_ROWS, Spool, _judge_sized, _verdicts, deliver_in_task
+from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, layout_of, require_columns
 from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import Routing, SyncPlan
-from aporia_provider.extraction.rulebook import ColumnType
-from aporia_provider.extraction.run import _Checked, _count_in_window, _counted, _decide, _expect_volume, _TaskProbe
+from aporia_provider.extraction.progress import Progress
+from aporia_provider.extraction.run import (
+    _Checked,
+    _count_in_window,
+    _counted,
+    _decide,
+    _expect_volume,
+    _Probe,
+    _Reader,
+    _TaskProbe,
+    _unpersist,
+)
+from aporia_provider.extraction.spark import tagged
 from aporia_provider.extraction.sql import Window, quoted, windowed
 from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
 log = logging.getLogger(__name__)
-
-
-def route(
-    batch: pa.RecordBatch, column: str, versions: Sequence[str]
-) -> tuple[list[pa.RecordBatch], pa.RecordBatch, pa.Array]:
-    """The batch's rows of each version (in `versions` order), the rows of none of them, and those rows' version
-    values as text (compared as text: a version column of integers names versions "1", "2")."""
-    names = id_texts(batch.column(column))
-    parts = [batch.filter(pc.fill_null(pc.equal(names, version), False)) for version in versions]
-    other = pc.invert(pc.fill_null(pc.is_in(names, value_set=pa.array(list(versions), pa.string())), False))
-    return parts, batch.filter(other), names.filter(other)
 
 
 @dataclass
 class OtherVersions:
-    """The rows of the window that name a version this sync does not serve."""
+    """The rows of the window that name a version this sync does not serve, as `judge_routed` judged them."""
 
     rows: int = 0
     examples: list[str] = field(default_factory=list)
 
-    def add(self, layout: SourceLayout, routing: Routing, batch: pa.RecordBatch, names: pa.Array, keep: Any) -> None:
-        ids = id_texts(batch.column(layout.id_column)).to_pylist()
-        for identity, name in zip(ids, names.to_pylist(), strict=True):
+    def add(self, layout: SourceLayout, verdicts: list[dict[str, Any]], keep: RejectedRows | None) -> None:
+        for row in verdicts:
             self.rows += 1
-            problem = routing.problem(name)
             if len(self.examples) < MAX_EXAMPLES:
-                self.examples.append(layout.rejected_example(identity, problem))
+                self.examples.append(layout.rejected_example(row["id"], row["problem"]))
             if keep is not None:
-                keep(layout.rejected_row(identity, problem, routing.column, excerpt(name)))
+                keep(layout.rejected_row(row["id"], row["problem"], row["column"], row["value"]))
 
 
 def run_versions(
@@ -86,16 +82,20 @@ def run_versions(
     routing: Routing,
     window: Window,
     warehouse: Warehouse,
+    spark: Callable[[], SparkSession],
     client: AporiaClient,
     options: SyncOptions,
     summaries: Mapping[str, SyncSummary],
+    tag: str | None = None,
     stop: threading.Event | None = None,
+    spark_where: str = "Spark",
     rejected_rows: Mapping[str, RejectedRows] | None = None,
     other_rejected: RejectedRows | None = None,
 ) -> Mapping[str, SyncSummary]:
     """Sync the window of every version in `routing` (its plan in `plans`, its summary in `summaries`, filled in as
     the sync goes) with one read of each source; rejected rows go to their version's `rejected_rows`, those naming
-    another version to `other_rejected`. Every version is judged before anything is sent."""
+    another version to `other_rejected`. Every version is judged before anything is sent. `spark`, `tag`, `stop` and
+    `spark_where` as for `run.run_sync`."""
     started = time.monotonic()
     versions = routing.versions
     read_window = window.widened(options.lookback)
@@ -104,151 +104,215 @@ def run_versions(
         summary.read_start, summary.dry_run = read_window.start.isoformat(), options.dry_run
     first = plans[versions[0]]
     subject = f"{first.model_id} {', '.join(versions)}"
-    if set(first.read_options) - TASK_READ_OPTIONS:
-        raise SyncInputError(_SPARK_ONLY.format(what=f"apply read_options {sorted(first.read_options)}"))
     warehouse.identifier(routing.column, "model_version_column")
     reading = f"reading the window from {warehouse.name}"
     other = OtherVersions()
     checked: dict[str, list[_Checked]] = {version: [] for version in versions}
     with ExitStack() as stack:
-        cursor = stack.enter_context(closing(warehouse.connect())).cursor()
-        probe = _TaskProbe(lambda: cursor, warehouse)
-        types: dict[str, dict[str, ColumnType | None]] = {}
-        with failures_of(warehouse, reading, subject, "query"):
-            types[first.query] = probe.column_types(first.query)
-        if first.prefixes:
-            mapped = [map_columns(plans[version], list(types[first.query])) for version in versions]
+        progress = stack.enter_context(Progress(subject, spark_where))
+        session: list[SparkSession] = []
+
+        def started_spark() -> SparkSession:
+            if not session:
+                progress.phase = f"starting Spark on {spark_where}"
+                session.append(spark())
+                if tag:
+                    stack.enter_context(tagged(session[0], tag))
+                progress.watch(session[0])
+            return session[0]
+
+        reader = _Reader(
+            plan=first,
+            options=options,
+            window=read_window,
+            window_start=window.start,
+            whole_days=window.whole_days(),
+            warehouse=warehouse,
+            spark=started_spark,
+            client=client,
+            progress=progress,
+            stack=stack,
+            stop=stop,
+            rejected_rows=None,
+        )
+        if first.prefixes:  # the fields the prefixes map, and the drift from the schemas, before any row is read
+            with failures_of(warehouse, reading, subject, "query"):
+                present = reader.columns(first.query)
+            mapped = [map_columns(plans[version], present) for version in versions]
             warn_of_drift(subject, mapped)
             plans = {version: m.plan for version, m in zip(versions, mapped, strict=True)}
         layouts = {version: layout_of(plans[version], warehouse.identifier) for version in versions}
         for index, layout in enumerate(layouts[versions[0]]):
-            query = layout.source.query
             with failures_of(warehouse, reading, subject, layout.source.query_argument):
-                if query not in types:
-                    types[query] = probe.column_types(query)
-                verdicts = _read_routed(
+                reads = _read_routed(
+                    reader,
                     subject,
-                    [layouts[version][index] for version in versions],
                     routing,
-                    types[query],
-                    read_window,
-                    window,
-                    warehouse,
-                    cursor,
-                    probe,
+                    [layouts[version][index] for version in versions],
                     rejected_rows or {},
                     other,
-                    other_rejected,
+                    other_rejected if routing.on_unknown == "reject" else None,
                 )
-            for version, rows in zip(versions, verdicts, strict=True):
-                stack.callback(rows.release)
-                model = (first.model_id, version)
-                send = partial(deliver_in_task, rows, client, " ".join(model), model, options.batch_size, stop)
-                read = _Checked(layout.kind, rows.rows, rows.rejected, rows.reread, rows.examples, send)
+            for version, read in zip(versions, reads, strict=True):
+                stack.callback(read.release)
                 checked[version].append(read)
                 _count_in_window(summaries[version], read)
+                model = f"{first.model_id} {version}"
                 log.info(
-                    "Checked %s of %s %s: %s, %d rejected.",
-                    layout.kind,
-                    first.model_id,
-                    version,
-                    _counted(read.rows, "row"),
-                    read.rejected,
+                    "Checked %s of %s: %s, %d rejected.", read.kind, model, _counted(read.rows, "row"), read.rejected
                 )
-        _decide_other_versions(
-            subject, routing, options, other, sum(r.rows for reads in checked.values() for r in reads)
-        )
+        _decide_other_versions(subject, routing, options, other, sum(r.rows for c in checked.values() for r in c))
         for version in versions:
             summaries[version].other_version_rows = other.rows
             _decide(summaries[version], plans[version], options, checked[version])
             _expect_volume(summaries[version], f"{first.model_id} {version}", options)
         if not options.dry_run:
             for version in versions:
+                progress.phase = f"sending {version}"
                 _send(checked[version], summaries[version], f"{first.model_id} {version}", warehouse, stop)
     for summary in summaries.values():
         summary.seconds = round(time.monotonic() - started, 3)  # the versions' shared read and their sends
     return summaries
 
 
-_SPARK_ONLY = (
-    "A sync with model_version_column reads in the task, which cannot {what} (only Spark can); drop it, or sync "
-    "each version with its own operator."
-)
-
-
 def _read_routed(
+    reader: _Reader,
     subject: str,
-    layouts: list[SourceLayout],
     routing: Routing,
-    types: dict[str, ColumnType | None],
-    read_window: Window,
-    window: Window,
-    warehouse: Warehouse,
-    cursor: Any,
-    probe: _TaskProbe,
+    layouts: list[SourceLayout],
     rejected_rows: Mapping[str, RejectedRows],
     other: OtherVersions,
-    other_rejected: RejectedRows | None,
-) -> list[TaskRows]:
-    """One read of a source's window, each row judged by the layout of the version it names."""
-    first = layouts[0]
+    keep_other: RejectedRows | None,
+) -> list[_Checked]:
+    """One source's window, counted and read once, the way its size and types ask (as `run._Reader.read` decides
+    for one version); each row judged by the layout of the version it names."""
+    first, options = layouts[0], reader.options
     source = first.source
+    counting = f"counting {first.kind}"
+    reader.progress.phase = counting
+    spark_only = bool(set(reader.plan.read_options) - TASK_READ_OPTIONS)
+    probe: _Probe = reader.spark_reads(counting) if spark_only else _TaskProbe(reader.cursor, reader.warehouse)
+    types = reader._column_types(probe, source.query)
     first.require_timestamp(list(types))
-    for layout in layouts:
-        layout.require(list(types))
-    if routing.column not in types:
-        raise SyncInputError(
-            f"The {source.query_argument} for {subject} has no column {routing.column!r} named by "
-            f"model_version_column; it returns {', '.join(types)}; select it, or set model_version_column to the "
-            "column naming each row's version."
-        )
+    if types[source.timestamp_column] is None:  # a type only Spark reads: Spark names it, in its own words
+        probe = reader.spark_reads(counting)
+        types = probe.column_types(source.query)
     timestamp_type = types[source.timestamp_column]
-    columns = list(dict.fromkeys([routing.column, *(c for layout in layouts for c in layout.columns)]))
-    unread = [column for column in columns if types[column] is None]
-    if timestamp_type is None or unread:
-        raise SyncInputError(
-            _SPARK_ONLY.format(what=f"read the type of {', '.join(unread or [source.timestamp_column])}")
-        )
-    problem = first.timestamp_problem(timestamp_type, window.whole_days())
+    assert timestamp_type is not None
+    problem = first.timestamp_problem(timestamp_type, reader.whole_days)
     if problem:
         raise SyncInputError(problem)
-    total = probe.count(source.query, source.timestamp_column, read_window)
-    log.info(
-        "Reading %s of %s in this task: %s, one read for the %d versions.",
-        first.kind,
-        subject,
-        _counted(total, "row"),
-        len(layouts),
-    )
+    total = probe.count(source.query, source.timestamp_column, reader.window)
+    rows, threshold, versions = _counted(total, "row"), options.spark_min_rows, len(layouts)
+    if reader.plan.select_expr or isinstance(probe, SparkReads):
+        log.info("Reading %s of %s with Spark: %s, one read for the %d versions.", first.kind, subject, rows, versions)
+        return _with_spark(
+            reader, routing, layouts, total, timestamp_type.category == "date", rejected_rows, other, keep_other
+        )
+    for layout in layouts:
+        layout.require(list(types))
+    require_columns(list(types), subject, {"model_version_column": [routing.column]})
+    columns = list(dict.fromkeys([routing.column, *(c for layout in layouts for c in layout.columns)]))
+    unread = [column for column in columns if types[column] is None]
+    if unread or (threshold is not None and total >= threshold):
+        why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {threshold:,}"
+        log.info(
+            "Reading %s of %s with Spark: %s, %s, one read for the %d versions.",
+            first.kind,
+            subject,
+            rows,
+            why,
+            versions,
+        )
+        return _with_spark(
+            reader, routing, layouts, total, timestamp_type.category == "date", rejected_rows, other, keep_other
+        )
+    log.info("Reading %s of %s in this task: %s, one read for the %d versions.", first.kind, subject, rows, versions)
+    reader.progress.phase = f"reading and checking {first.kind}"
     for layout in layouts:
         for slot in layout.fields:
             column_type = types[slot.column]
             assert column_type is not None
             slot.fit(column_type)
     selected = ", ".join(quoted(column) for column in columns)
-    select = f"SELECT {selected} FROM {windowed(source.query, source.timestamp_column, read_window)}"
+    select = f"SELECT {selected} FROM {windowed(source.query, source.timestamp_column, reader.window)}"
     spools = [Spool() for _ in layouts]
-    versions = routing.versions
     try:
-        for rows in _judge_sized(warehouse.stream(cursor, select, FETCH_ROWS)):
-            batch = arrow_batch(rows, columns, types)
-            if first.presence_columns:  # a row that holds no actual yet is no row, of any version
-                batch = batch.filter(reduce(pc.or_, [batch.column(c).is_valid() for c in first.presence_columns]))
-            parts, others, names = route(batch, routing.column, versions)
-            for layout, spool, part in zip(layouts, spools, parts, strict=True):
-                spool.add(judge(part, layout, window.start))
-            if others.num_rows:
-                keep = other_rejected if routing.on_unknown == "reject" else None
-                other.add(first, routing, others, names, keep)
+        for chunk in _judge_sized(reader.warehouse.stream(reader.cursor(), select, FETCH_ROWS)):
+            judged = judge_routed(arrow_batch(chunk, columns, types), layouts, routing, reader.window_start)
+            for spool, verdicts in zip(spools, judged, strict=False):  # one per version, then the others'
+                spool.add(verdicts.drop_columns(["version"]))
+            if len(judged) > len(layouts):
+                other.add(first, judged[-1].to_pylist(), keep_other)
         verdicts = [
             _verdicts(layout, spool, rejected_rows.get(version))
-            for layout, spool, version in zip(layouts, spools, versions, strict=True)
+            for layout, spool, version in zip(layouts, spools, routing.versions, strict=True)
         ]
     except BaseException:
         for spool in spools:
             spool.close()
         raise
-    return verdicts
+    model_id = reader.plan.model_id
+    return [
+        _Checked(
+            layout.kind,
+            task.rows,
+            task.rejected,
+            task.reread,
+            task.examples,
+            send=partial(
+                deliver_in_task,
+                task,
+                reader.client,
+                f"{model_id} {version}",
+                (model_id, version),
+                options.batch_size,
+                reader.stop,
+            ),
+            release=task.release,
+        )
+        for layout, task, version in zip(layouts, verdicts, routing.versions, strict=True)
+    ]
+
+
+def _with_spark(
+    reader: _Reader,
+    routing: Routing,
+    layouts: list[SourceLayout],
+    total: int,
+    dates: bool,
+    rejected_rows: Mapping[str, RejectedRows],
+    other: OtherVersions,
+    keep_other: RejectedRows | None,
+) -> list[_Checked]:
+    """Spark reads the window once (kept on its disk), its executors judge each row by its version's layout; each
+    version is checked and sent from its part of the kept read."""
+    from pyspark.sql import functions as F
+
+    first = layouts[0]
+    reads = reader.spark_reads(f"reading and checking {first.kind} with Spark")
+    projection = partial(project_routed, layouts=layouts, routing=routing, window_start=reader.window_start)
+    kept = read_with_spark(
+        reads, first, reader.window, reader.window_start, total, dates, reader.options.num_partitions, projection
+    )
+    reader.stack.callback(_unpersist, kept)
+    checked = []
+    model_id = reader.plan.model_id
+    for version, layout in zip(routing.versions, layouts, strict=True):
+        mine = [frame.where(F.col("version") == version).drop("version") for frame in kept]
+        frame, rows, rejected, reread, examples = check_with_spark(mine, layout, rejected_rows.get(version))
+        send = partial(deliver_with_spark, frame, reader.client, (model_id, version), reader.options.batch_size)
+        checked.append(_Checked(layout.kind, rows, rejected, reread, examples, send))
+    others: DataFrame = reduce(lambda a, b: a.unionAll(b), [frame.where(F.col("version").isNull()) for frame in kept])
+    others = others.select("id", "problem", "column", "value")
+    if others.limit(1).count():
+        other.add(first, [row.asDict() for row in others.limit(MAX_EXAMPLES).collect()], None)
+        counted = others.count()
+        if keep_other is not None:
+            for row in others.toLocalIterator():
+                keep_other(first.rejected_row(row["id"], row["problem"], row["column"], row["value"]))
+        other.rows += counted - min(counted, MAX_EXAMPLES)
+    return checked
 
 
 def _decide_other_versions(

@@ -9,7 +9,7 @@ Asset events are per version too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,8 @@ from aporia_provider.sync.outcome import ENGINE_LOGGER, VERSIONS_KEY, SyncSummar
 from aporia_provider.vocabulary import FIELD_GROUPS
 
 if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
     from aporia_provider.extraction.layout import RejectedRows
     from aporia_provider.extraction.options import SyncOptions
     from aporia_provider.extraction.sql import Window
@@ -58,12 +60,6 @@ def routing_of(task: AporiaSyncOperator) -> Routing | None:
         raise SyncInputError(
             f"model_versions {model_versions!r} is not a list; give the versions this sync serves, "
             "e.g. model_versions=['champion', 'challenger']."
-        )
-    if task.spark_min_rows is not None or task.select_expr:
-        used = "spark_min_rows" if task.spark_min_rows is not None else "select_expr"
-        raise SyncInputError(
-            f"model_version_column routes rows in the task, and {used} asks for Spark, which does not route them yet; "
-            f"leave {used} unset, or sync each version with its own operator."
         )
     return Routing(column, tuple(model_versions), task.on_unknown_version)
 
@@ -133,6 +129,9 @@ def sync_versions(
     window: Window,
     options: SyncOptions,
     kept: Mapping[str, RejectedRows],
+    spark: Callable[[], SparkSession],
+    tag: str,
+    spark_where: str,
 ) -> None:
     """Run the sync of several versions (`extraction.versions`), filling in the summaries the task keeps, so a
     failure reports each version's counts so far; `kept` holds each version's rejected-rows file (and, under "",
@@ -146,10 +145,13 @@ def sync_versions(
             routing,
             window,
             task.redshift_hook.warehouse(task.jdbc_driver),
+            spark,
             task.aporia_hook.client,
             options,
             summaries,
+            tag=tag,
             stop=task._stop,
+            spark_where=spark_where,
             rejected_rows={version: file for version, file in kept.items() if version},
             other_rejected=kept.get(""),
         )

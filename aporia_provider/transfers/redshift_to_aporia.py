@@ -55,8 +55,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
     :param model_id: the model's id in Aporia (templated).
     :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
         alias at run time); or give ``model_version_column``.
-    :param model_version_column: the column naming each row's version (templated): the window is read once, in the
-        task, and each row (actuals too) goes to its version, with a summary, metrics and Asset event per version.
+    :param model_version_column: the column naming each row's version (templated): the window is read once (task or
+        Spark) and each row (actuals too) goes to its version, with a summary, metrics and Asset event per version.
     :param model_versions: with ``model_version_column``, the versions this sync serves (a list, templated).
     :param on_unknown_version: a row naming another version is an invalid row (``reject``, the default; kept in
         ``rejected_rows_path`` under ``other-versions``) or is left out (``ignore``); counted as ``other_version_rows``.
@@ -262,7 +262,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         window = self._resolve_window(context)
         plans = {v: sync_plan(self, v, self.existing_schema(self.model_id, v)) for v in versions}
         target = spark_target(self.spark_conn_id, self.spark_conf)
-        reads = target.reads(options.spark_min_rows) if routing is None else "every window in this task, read once"
+        reads = target.reads(options.spark_min_rows) + (", each read once for every version" if routing else "")
         span = f"[{window.start.isoformat()}, {window.end.isoformat()})" + (
             f" with lookback {self.lookback}" if self.lookback else ""
         )
@@ -275,7 +275,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             spark = spark_session(target)
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
-                raise SyncStopped("before Spark ran", f"{self.model_id} {self.model_version}")
+                raise SyncStopped("before Spark ran", f"{self.model_id} {', '.join(versions)}")
             return spark
 
         # Each version's rejected rows in its own file; with a version column, the rows naming another one apart.
@@ -300,7 +300,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
                         summary=summary,
                     )
             else:
-                sync_versions(self, plans, routing, window, options, kept)
+                sync_versions(self, plans, routing, window, options, kept, start_spark, tag, target.describe())
         finally:
             for file in kept.values():
                 file.close()

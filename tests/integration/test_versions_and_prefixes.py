@@ -112,11 +112,15 @@ def expected(version: str) -> tuple[set[str], set[str]]:
     return predicted, arrived
 
 
+READERS = pytest.mark.parametrize("spark_min_rows", [None, 0], ids=["in-task", "spark"])
+
+
+@READERS
 def test_two_versions_from_one_table_in_one_read(
-    ab_table: str, aporia: AporiaProbe, caplog: pytest.LogCaptureFixture
+    ab_table: str, aporia: AporiaProbe, caplog: pytest.LogCaptureFixture, spark_min_rows: int | None
 ) -> None:
     with caplog.at_level(logging.INFO):
-        result = ab_sync(ab_table)
+        result = ab_sync(ab_table, spark_min_rows=spark_min_rows)
     for version, features in (("champion", CHAMPION), ("challenger", CHALLENGER)):
         stored = aporia.fragments(MODEL, version)
         ids = [f["id"] for f in stored]
@@ -137,23 +141,22 @@ def test_two_versions_from_one_table_in_one_read(
     assert result["model_versions"] == ["champion", "challenger"]
     messages = [r.getMessage() for r in caplog.records]
     # Each source is read once for both versions.
+    how = "in this task: 7 rows" if spark_min_rows is None else "with Spark: 7 rows, at least 0"
     assert (
-        messages.count(
-            f"Reading predictions of {MODEL} champion, challenger in this task: 7 rows, one read for the 2 versions."
-        )
-        == 1
+        messages.count(f"Reading predictions of {MODEL} champion, challenger {how}, one read for the 2 versions.") == 1
     )
     assert len([m for m in messages if m.startswith("Reading actuals of ")]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+@READERS
 def test_an_unknown_versions_rows_are_rejected_and_kept(
-    ab_table: str, stack: LocalStack, aporia: AporiaProbe, tmp_path: Path
+    ab_table: str, stack: LocalStack, aporia: AporiaProbe, tmp_path: Path, spark_min_rows: int | None
 ) -> None:
     insert_row(stack, "ab-shadow-1", "shadow", 15, False)
     insert_row(stack, "ab-shadow-2", "shadow", 25, False)
     with pytest.raises(AirflowFailException) as raised:
-        ab_sync(ab_table)
+        ab_sync(ab_table, spark_min_rows=spark_min_rows)
     assert str(raised.value) == (
         f"2 rows of the window of {MODEL} champion, challenger name a version this sync does not serve (e.g. "
         "predictions ab-shadow-1: model_version names 'shadow', which model_versions does not list; predictions "
@@ -161,12 +164,14 @@ def test_an_unknown_versions_rows_are_rejected_and_kept(
         "version to model_versions, or pass on_unknown_version='ignore'."
     )
     assert aporia.count(MODEL, "champion")["total"] == aporia.count(MODEL, "challenger")["total"] == 0
-    result = ab_sync(ab_table, on_invalid_rows="skip", rejected_rows_path=f"file://{tmp_path}")
+    result = ab_sync(
+        ab_table, on_invalid_rows="skip", rejected_rows_path=f"file://{tmp_path}", spark_min_rows=spark_min_rows
+    )
     assert [result["versions"][v]["other_version_rows"] for v in ("champion", "challenger")] == [2, 2]
     span = f"{WINDOW[0].isoformat()}--{WINDOW[1].isoformat()}"
     kept = tmp_path / MODEL / "other-versions" / span / "try-1.jsonl"
     assert result["other_versions_rejected_rows_file"] == f"file://{kept}"
-    assert [json.loads(line) for line in kept.read_text().splitlines()] == [
+    assert sorted((json.loads(line) for line in kept.read_text().splitlines()), key=lambda row: row["id"]) == [
         {
             "source": "predictions",
             "id": f"ab-shadow-{n}",
@@ -181,7 +186,12 @@ def test_an_unknown_versions_rows_are_rejected_and_kept(
     assert warning == result["versions"]["challenger"]["logged_warnings"]  # the sync's, so each version's
     assert warning[0].endswith("; skipping them as on_invalid_rows='skip' asks.")
     # Left out and counted, not kept, when the sync is told to ignore them: no warning, no file.
-    result = ab_sync(ab_table, on_unknown_version="ignore", rejected_rows_path=f"file://{tmp_path}/ignored")
+    result = ab_sync(
+        ab_table,
+        on_unknown_version="ignore",
+        rejected_rows_path=f"file://{tmp_path}/ignored",
+        spark_min_rows=spark_min_rows,
+    )
     assert result["versions"]["challenger"]["other_version_rows"] == 2
     assert result["versions"]["challenger"]["logged_warnings"] == []
     assert "other_versions_rejected_rows_file" not in result

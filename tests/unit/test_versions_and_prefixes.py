@@ -4,7 +4,7 @@ column: the rules, refused arguments and the outcome per version, without the st
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -13,11 +13,13 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from aporia_provider.assets.aporia import model_version_asset
 from aporia_provider.exceptions import InvalidRowsError, SyncInputError
+from aporia_provider.extraction.columnar import judge_routed
+from aporia_provider.extraction.layout import layout_of
 from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.plan import Routing, SyncPlan
 from aporia_provider.extraction.sql import Window
-from aporia_provider.extraction.versions import route
 from aporia_provider.plugins.timeline import build_views
+from aporia_provider.redshift import identifier
 from aporia_provider.schema import VersionSchema
 from aporia_provider.sync.outcome import FAILURE_XCOM_KEY, SyncSummary
 from aporia_provider.sync.versions import version_records, versions_result
@@ -118,13 +120,47 @@ def test_no_drift_logs_nothing_and_a_column_one_version_reads_is_no_drift(caplog
 # ------------------------------------------------------------------------------------------- versions
 
 
-def test_rows_are_routed_by_their_version_as_text() -> None:
-    batch = pa.RecordBatch.from_pydict({"id": ["a", "b", "c", "d", "e"], "version": [1, 2, 1, 3, None]})
-    (ones, twos), others, names = route(batch, "version", ["1", "2"])
-    assert ones.column("id").to_pylist() == ["a", "c"]
-    assert twos.column("id").to_pylist() == ["b"]
-    assert others.column("id").to_pylist() == ["d", "e"]
-    assert names.to_pylist() == ["3", None]
+def test_rows_are_judged_by_the_layout_of_the_version_they_name() -> None:
+    routing = Routing("version", ("1", "2"))
+    wider = VersionSchema.parse({"amount": "numeric", "age": "numeric", "income": "numeric"}, {"proba": "numeric"})
+    [one] = layout_of(plan(model_version="1"), identifier)
+    [two] = layout_of(plan(model_version="2", schema=wider), identifier)
+    moment = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "ts": pa.array([moment] * 5, pa.timestamp("us", tz="UTC")),
+            "version": [1, 2, 1, 3, None],  # compared as text
+            "amount": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "age": [30.0] * 5,
+            "income": [10.0] * 5,
+            "proba": [0.5] * 5,
+        }
+    )
+    ones, twos, others = judge_routed(batch, [one, two], routing, moment)
+    assert ones.column("id").to_pylist() == ["a", "c"] and set(ones.column("version").to_pylist()) == {"1"}
+    assert '"income"' not in ones.column("fragment")[0].as_py()
+    assert twos.column("id").to_pylist() == ["b"] and '"income":10.0' in twos.column("fragment")[0].as_py()
+    assert others.to_pylist() == [
+        {
+            "id": "d",
+            "fragment": None,
+            "problem": "version names '3', which model_versions does not list",
+            "column": "version",
+            "value": "3",
+            "reread": False,
+            "version": None,
+        },
+        {
+            "id": "e",
+            "fragment": None,
+            "problem": "version is null",
+            "column": "version",
+            "value": None,
+            "reread": False,
+            "version": None,
+        },
+    ]
 
 
 def test_an_unknown_version_row_is_named_in_the_projects_words() -> None:
@@ -174,11 +210,6 @@ def sync_task(**kwargs: Any) -> AporiaSyncOperator:
         (
             {"model_version_column": "version", "model_versions": ["v1"], "on_unknown_version": "drop"},
             "on_unknown_version 'drop' is not supported; use 'reject' or 'ignore'.",
-        ),
-        (
-            {"model_version_column": "version", "model_versions": ["v1"], "spark_min_rows": 0},
-            "model_version_column routes rows in the task, and spark_min_rows asks for Spark, which does not route "
-            "them yet; leave spark_min_rows unset, or sync each version with its own operator.",
         ),
     ],
 )
