@@ -71,6 +71,11 @@ def named_versions(task: AporiaSyncOperator) -> dict[str, Any]:
     return {"model_id": task.model_id, "model_versions": list(task.model_versions or ())}
 
 
+def served(task: AporiaSyncOperator) -> str:
+    """The version (or versions) a sync task serves, for its log lines."""
+    return ", ".join(task.model_versions or ()) if task.model_version_column else str(task.model_version)
+
+
 def sync_plan(task: AporiaSyncOperator, version: str, schema: VersionSchema) -> SyncPlan:
     """The plan of one version's sync: what the task reads and how its columns map onto the version's schema."""
     prefixes = {group: getattr(task, f"{group}_prefix") for group in FIELD_GROUPS}

@@ -25,6 +25,7 @@ from aporia_provider.sync.versions import (
     VERSION_ARGUMENTS,
     named_versions,
     routing_of,
+    served,
     sync_plan,
     sync_versions,
     synced_versions,
@@ -214,8 +215,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self.lookback = lookback or timedelta(0)
         self.on_invalid_rows, self.max_invalid_rows = on_invalid_rows, max_invalid_rows
         self.min_rows, self.on_low_volume = min_rows, on_low_volume
-        self.rejected_rows_path = rejected_rows_path
-        self.validate_only = validate_only
+        self.rejected_rows_path, self.validate_only = rejected_rows_path, validate_only
         self.batch_size, self.num_partitions = batch_size, num_partitions
         self.spark_conf, self.spark_conn_id = spark_conf, spark_conn_id
         self.spark_min_rows = spark_min_rows
@@ -275,7 +275,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             spark = spark_session(target)
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
-                raise SyncStopped("before Spark ran", f"{self.model_id} {', '.join(versions)}")
+                raise SyncStopped("before Spark ran", f"{self.model_id} {served(self)}")
             return spark
 
         # Each version's rejected rows in its own file; with a version column, the rows naming another one apart.
@@ -352,7 +352,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
         spark, tag = running
         cancel(spark, tag)
-        self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, self.model_version)
+        self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, served(self))
 
     # ------------------------------------------------------------------ after the sync
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from airflow.sdk import AssetAlias
 from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from aporia_provider.assets.aporia import model_version_asset
@@ -301,3 +302,22 @@ def test_each_version_gets_its_asset_event() -> None:
     sync._emit_asset({"outlet_events": events}, window, sync.run({}))  # type: ignore[typeddict-item]
     for version, rows in zip(VERSIONS, (10, 4), strict=True):
         assert events[model_version_asset("fraud.detector", version)].extra["rows"] == rows
+
+
+def test_templated_versions_reach_their_assets_through_the_alias() -> None:
+    sync = sync_task(
+        model_version_column="version", model_versions=["{{ params.champion }}", "{{ params.challenger }}"]
+    )
+    [alias] = sync.outlets
+    assert isinstance(alias, AssetAlias)
+    events = OutletEventAccessors()
+    window = Window(WINDOW_END - timedelta(hours=1), WINDOW_END)
+    summaries = {"champion": SyncSummary(fragments_sent=3), "challenger": SyncSummary(fragments_sent=1)}
+    sync._emit_asset({"outlet_events": events}, window, versions_result("fraud", summaries, {}))  # type: ignore[typeddict-item]
+    added = [(e.dest_asset_key.uri, e.extra["rows"]) for e in events[alias].asset_alias_events]
+    assert added == [("aporia://models/fraud/versions/champion", 3), ("aporia://models/fraud/versions/challenger", 1)]
+
+
+def test_spark_may_read_a_sync_of_several_versions() -> None:
+    sync = sync_task(model_version_column="version", model_versions=VERSIONS, spark_min_rows=0)
+    assert sync.spark_min_rows == 0
