@@ -215,7 +215,10 @@ def _read_routed(
     columns = list(dict.fromkeys([routing.column, *(c for layout in layouts for c in layout.columns)]))
     unread = [column for column in columns if types[column] is None]
     if unread or (threshold is not None and total >= threshold):
-        why = f"of a type only Spark reads ({', '.join(unread)})" if unread else f"at least {threshold:,}"
+        if unread:
+            why = f"of a type only Spark reads ({', '.join(unread)})"
+        else:
+            why = "spark_min_rows=0 sends every window to Spark" if threshold == 0 else f"at least {threshold:,}"
         log.info(
             "Reading %s of %s with Spark: %s, %s, one read for the %d versions.",
             first.kind,
@@ -240,8 +243,8 @@ def _read_routed(
     try:
         for chunk in _judge_sized(reader.warehouse.stream(reader.cursor(), select, FETCH_ROWS)):
             judged = judge_routed(arrow_batch(chunk, columns, types), layouts, routing, reader.window_start)
-            for spool, verdicts in zip(spools, judged, strict=False):  # one per version, then the others'
-                spool.add(verdicts.drop_columns(["version"]))
+            for spool, part in zip(spools, judged, strict=False):  # one per version, then the others'
+                spool.add(part.drop_columns(["version"]))
             if len(judged) > len(layouts):
                 other.add(first, judged[-1].to_pylist(), keep_other)
         verdicts = [

@@ -141,7 +141,11 @@ def test_two_versions_from_one_table_in_one_read(
     assert result["model_versions"] == ["champion", "challenger"]
     messages = [r.getMessage() for r in caplog.records]
     # Each source is read once for both versions.
-    how = "in this task: 7 rows" if spark_min_rows is None else "with Spark: 7 rows, at least 0"
+    how = (
+        "in this task: 7 rows"
+        if spark_min_rows is None
+        else "with Spark: 7 rows, spark_min_rows=0 sends every window to Spark"
+    )
     assert (
         messages.count(f"Reading predictions of {MODEL} champion, challenger {how}, one read for the 2 versions.") == 1
     )
