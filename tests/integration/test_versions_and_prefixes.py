@@ -281,3 +281,19 @@ def test_a_prefix_matching_nothing_is_refused_before_reading(ab_table: str) -> N
         r".*, bought_at; give the prefix the columns start with, or leave raw_inputs_prefix unset\.",
         str(raised.value),
     )
+
+
+def test_actuals_from_their_own_query_follow_the_version_it_names(ab_table: str, aporia: AporiaProbe) -> None:
+    actuals_query = f"SELECT prediction_id, model_version, bought, bought_at FROM {ab_table}"
+    result = ab_sync(ab_table, actuals_query=actuals_query)
+    for version in ("champion", "challenger"):
+        arrived = {f["id"] for f in aporia.fragments(MODEL, version) if f["actuals"]}
+        assert arrived == expected(version)[1]
+        assert result["versions"][version]["actuals_sent"] == len(arrived)
+    with pytest.raises(AirflowFailException) as raised:
+        ab_sync(ab_table, actuals_query=f"SELECT prediction_id, bought, bought_at FROM {ab_table}")
+    assert str(raised.value) == (
+        f"The query for {MODEL} champion, challenger has no column 'model_version' named by model_version_column; "
+        "it returns prediction_id, bought, bought_at; add the column to the query or select_expr, or set "
+        "model_version_column to an existing column."
+    )
