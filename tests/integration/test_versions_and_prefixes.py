@@ -297,3 +297,10 @@ def test_actuals_from_their_own_query_follow_the_version_it_names(ab_table: str,
         "it returns prediction_id, bought, bought_at; add the column to the query or select_expr, or set "
         "model_version_column to an existing column."
     )
+
+
+def test_validate_only_counts_each_version_and_sends_nothing(ab_table: str, aporia: AporiaProbe) -> None:
+    result = ab_sync(ab_table, validate_only=True)
+    assert [result["versions"][v]["predictions_in_window"] for v in ("champion", "challenger")] == [4, 3]
+    assert [result["versions"][v]["fragments_sent"] for v in ("champion", "challenger")] == [0, 0]
+    assert aporia.count(MODEL, "champion")["total"] == aporia.count(MODEL, "challenger")["total"] == 0
