@@ -47,6 +47,7 @@ from aporia_provider.extraction.in_task import (
     select_columns,
 )
 from aporia_provider.extraction.layout import RejectedRows, SourceLayout, layout_of
+from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.progress import Progress, counted
@@ -140,6 +141,12 @@ def run_sync(
             unload=unload,
         )
         reading = f"reading the window from {warehouse.name}"
+        if plan.prefixes:  # the fields the prefixes map, and the drift from the schema, before any row is read
+            with failures_of(warehouse, reading, subject, "query"):
+                mapped = map_columns(plan, reader.columns(plan.query))
+            warn_of_drift(subject, [mapped])
+            plan = reader.plan = mapped.plan
+            layouts = layout_of(plan, warehouse.identifier)
         for layout in layouts:
             with failures_of(warehouse, reading, subject, layout.source.query_argument):
                 read = reader.read(layout)
@@ -255,6 +262,14 @@ class _Reader:
         reads = SparkReads(self.spark(), self.warehouse.jdbc_options, plan.read_options, plan.select_expr)
         self.progress.phase = phase
         return reads
+
+    def columns(self, query: str) -> list[str]:
+        """The query's columns, learnt as `read` learns them (without reading a row)."""
+        spark_only = bool(set(self.plan.read_options) - TASK_READ_OPTIONS)
+        probe: _Probe = (
+            self.spark_reads("reading the query's columns") if spark_only else _TaskProbe(self.cursor, self.warehouse)
+        )
+        return list(self._column_types(probe, query))
 
     def read(self, layout: SourceLayout) -> _Checked:
         """Check the source's timestamp column, count its window, and read it the way its size and types ask."""
