@@ -39,8 +39,9 @@ from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, Source
 from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import Routing, SyncPlan
+from aporia_provider.extraction.probe import Probe, TaskProbe
 from aporia_provider.extraction.progress import Progress, counted
-from aporia_provider.extraction.run import _Checked, _count_in_window, _Probe, _Reader, _TaskProbe, _unpersist
+from aporia_provider.extraction.run import _Checked, _count_in_window, _Reader, _unpersist
 from aporia_provider.extraction.spark import tagged
 from aporia_provider.extraction.sql import Window, quoted, windowed
 from aporia_provider.extraction.warehouse import Warehouse
@@ -182,7 +183,7 @@ def _read_routed(
     counting = f"counting {first.kind}"
     reader.progress.phase = counting
     spark_only = bool(set(reader.plan.read_options) - TASK_READ_OPTIONS)
-    probe: _Probe = reader.spark_reads(counting) if spark_only else _TaskProbe(reader.cursor, reader.warehouse)
+    probe: Probe = reader.spark_reads(counting) if spark_only else TaskProbe(reader.cursor, reader.warehouse)
     types = reader._column_types(probe, source.query)
     first.require_timestamp(list(types))
     if types[source.timestamp_column] is None:  # a type only Spark reads: Spark names it, in its own words
