@@ -137,14 +137,20 @@ def _caller(authorization: str) -> IAMUserAccessKey | None:
 
 def _denied(caller: IAMUserAccessKey | None, action: str, resource: str) -> str | None:
     """Why the caller may not perform `action` on `resource`, or None when it may (the root may)."""
-    from moto.iam.access_control import IAMPolicy, PermissionResult
-
     if caller is None:
         return None
-    results = {IAMPolicy(policy).is_action_permitted(action, resource) for policy in caller.collect_policies()}
-    if PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results:
+    if policies_allow(caller.collect_policies(), action, resource):
         return None
     return f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource}"
+
+
+def policies_allow(policies: Iterable[Any], action: str, resource: str) -> bool:
+    """Whether IAM policies (documents as JSON text, or moto's policy objects) allow `action` on `resource`:
+    one statement allows it and none denies it. The Redshift stand-in checks UNLOAD's role with it too."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    results = {IAMPolicy(policy).is_action_permitted(action, resource) for policy in policies}
+    return PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
