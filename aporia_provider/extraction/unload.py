@@ -10,6 +10,7 @@ cursor's representation (`columnar.conformed`) and judged by the same row rules:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -61,8 +62,9 @@ class Unload:
         return sorted(info.path for info in found if info.is_file and info.path.endswith(".parquet"))
 
     def remove(self) -> None:
-        """Delete every file of this try."""
-        self.filesystem.delete_dir_contents(_key(self.prefix), missing_dir_ok=True)
+        """Delete every file of this try (its directory too: emptying one leaves a marker object in S3)."""
+        with suppress(FileNotFoundError):
+            self.filesystem.delete_dir(_key(self.prefix))
 
 
 def read_files(
