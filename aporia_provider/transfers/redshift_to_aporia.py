@@ -267,6 +267,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             read_options=dict(self.read_options or {}),
         )
         target = spark_target(self.spark_conn_id, self.spark_conf)
+        rejected_rows, unload = self._try_storage(context, window)
         self.log.info(
             "Syncing %s %s for [%s, %s)%s%s; %s.",
             self.model_id,
@@ -275,7 +276,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
             window.end.isoformat(),
             f" with lookback {self.lookback}" if self.lookback else "",
             " (validate only: nothing is sent)" if self.validate_only else "",
-            options.paths(target.describe()),
+            options.paths(target.describe(), unload.min_rows if unload else None),
         )
         tag = f"aporia-sync-{uuid.uuid4().hex}"
         self._stop = threading.Event()
@@ -287,7 +288,6 @@ class AporiaSyncOperator(AporiaBaseOperator):
                 raise SyncStopped("before Spark ran", f"{self.model_id} {self.model_version}")
             return spark
 
-        rejected_rows, unload = self._try_storage(context, window)
         try:
             # The WARNING lines the engine logs (rows left out, a low volume) go into the summary too.
             with warnings_logged(summary):
