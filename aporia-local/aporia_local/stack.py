@@ -53,6 +53,10 @@ UNLOAD_ROLE_POLICY = {
         },
     ],
 }
+# Where the Redshift connections' extras send large windows (the sync reads and deletes the files there), and a
+# bucket for rejected rows (rejected_rows_path), which the sync writes.
+UNLOAD_PREFIX = f"s3://{UNLOAD_BUCKET}/syncs"
+REJECTS_BUCKET = "aporia-local-rejects"
 READER_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -66,6 +70,18 @@ READER_POLICY = {
             "Action": "redshift-serverless:GetCredentials",
             "Resource": f"arn:aws:redshift-serverless:{REGION}:{ACCOUNT_ID}:workgroup/{WORKGROUP}",
         },
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{UNLOAD_BUCKET}/syncs/*",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{UNLOAD_BUCKET}",
+            "Condition": {"StringLike": {"s3:prefix": "syncs/*"}},
+        },
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": f"arn:aws:s3:::{REJECTS_BUCKET}/*"},
     ],
 }
 
@@ -280,7 +296,9 @@ class LocalStack:
         iam.put_user_policy(UserName=IAM_USER, PolicyName="aporia-redshift", PolicyDocument=json.dumps(READER_POLICY))
         key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
         s.aws_access_key_id, s.aws_secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
-        session.client("s3", endpoint_url=local_url, region_name=REGION).create_bucket(Bucket=UNLOAD_BUCKET)
+        s3 = session.client("s3", endpoint_url=local_url, region_name=REGION)
+        for bucket in (UNLOAD_BUCKET, REJECTS_BUCKET):
+            s3.create_bucket(Bucket=bucket)
         iam.create_role(RoleName=UNLOAD_ROLE, AssumeRolePolicyDocument=json.dumps(UNLOAD_TRUST_POLICY))
         iam.put_role_policy(
             RoleName=UNLOAD_ROLE, PolicyName="aporia-unload", PolicyDocument=json.dumps(UNLOAD_ROLE_POLICY)
@@ -301,7 +319,14 @@ class LocalStack:
     def connections(self) -> dict[str, dict[str, Any]]:
         """Airflow connections for this stack, in Airflow's JSON connection format."""
         s = self.settings
-        redshift_iam = {"iam": True, "ssl": False}
+        # IAM credentials; large windows unloaded to the stack's S3, over the stand-in's cursor limit or not.
+        redshift_iam = {
+            "iam": True,
+            "ssl": False,
+            "unload_s3_prefix": UNLOAD_PREFIX,
+            "unload_iam_role": UNLOAD_ROLE_ARN,
+            "cursor_result_limit_mb": s.cursor_limit_mb,
+        }
         return {
             "aporia_default": {
                 "conn_type": "aporia",
