@@ -109,13 +109,13 @@ class RedshiftWarehouse:
     # Redshift cancels a statement running longer (its statement_timeout page), so a window query Airflow gave up
     # on does not keep its WLM slot: the task's execution_timeout.
     statement_timeout: timedelta | None = None
-    cursor_limit_mb: int = DEFAULT_CURSOR_LIMIT_MB
+    cursor_limit_mb: float = DEFAULT_CURSOR_LIMIT_MB
     name = "Redshift"
     lineage_dialect = "redshift"
 
     @property
     def cursor_limit_bytes(self) -> int:
-        return self.cursor_limit_mb * 1_000_000
+        return int(self.cursor_limit_mb * 1_000_000)
 
     def connect(self) -> Any:
         connection = self.open_connection()

@@ -10,10 +10,9 @@ cursor's representation (`columnar.conformed`) and judged by the same row rules:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -32,15 +31,27 @@ if TYPE_CHECKING:
 MAX_FILE_MB = 256
 
 
+class ObjectStore(Protocol):
+    """Lists and deletes the unloaded objects (the Amazon provider's S3 hook: its client, its credentials)."""
+
+    def keys(self, url: str) -> list[str]:
+        """The keys of the objects under `url` (``s3://bucket/prefix/``)."""
+
+    def delete(self, url: str, keys: list[str]) -> None:
+        """Delete these objects of `url`'s bucket."""
+
+
 @dataclass(frozen=True)
 class Unload:
     """Where a window's try unloads (``s3://bucket/key``, its own for each try), the role Redshift assumes to
-    write there, the fewest rows a window has to go this way, and the files' filesystem."""
+    write there, the fewest rows a window has to go this way, the files' filesystem (pyarrow's, which reads them
+    straight into Arrow, in the task or in Spark's executors) and the store that lists and deletes them."""
 
     prefix: str
     iam_role: str
     min_rows: int
     filesystem: pafs.FileSystem = field(repr=False, compare=False)
+    store: ObjectStore = field(repr=False, compare=False)
 
     def location(self, kind: str) -> str:
         """The S3 prefix `kind`'s files (predictions, actuals) go under."""
@@ -56,15 +67,17 @@ class Unload:
         )
 
     def files(self, kind: str) -> list[str]:
-        """The Parquet files unloaded for `kind`, in name order, as the filesystem names them."""
-        selector = pafs.FileSelector(_key(self.location(kind)), recursive=True, allow_not_found=True)
-        found = self.filesystem.get_file_info(selector)
-        return sorted(info.path for info in found if info.is_file and info.path.endswith(".parquet"))
+        """The Parquet files unloaded for `kind`, in name order, as the filesystem names them (``bucket/key``)."""
+        bucket = _bucket(self.prefix)
+        keys = self.store.keys(self.location(kind))
+        return sorted(f"{bucket}/{key}" for key in keys if key.endswith(".parquet"))
 
     def remove(self) -> None:
-        """Delete every file of this try (its directory too: emptying one leaves a marker object in S3)."""
-        with suppress(FileNotFoundError):
-            self.filesystem.delete_dir(_key(self.prefix))
+        """Delete every object of this try. (Not through pyarrow's filesystem: it writes a directory marker in
+        place of what it deleted, which the sync has no right to write.)"""
+        keys = self.store.keys(self.prefix)
+        if keys:
+            self.store.delete(self.prefix, keys)
 
 
 def read_files(
@@ -100,6 +113,5 @@ def _rows_per_batch(metadata: pq.FileMetaData) -> int:
     return max(1, min(JUDGE_ROWS, JUDGE_BYTES * metadata.num_rows // data))
 
 
-def _key(url: str) -> str:
-    """`s3://bucket/key` as pyarrow's filesystem names it: ``bucket/key``."""
-    return url.removeprefix("s3://").rstrip("/")
+def _bucket(url: str) -> str:
+    return url.removeprefix("s3://").split("/", 1)[0]

@@ -290,7 +290,7 @@ class RedshiftIAMHook(RedshiftSQLHook):
             namespace=lambda: f"redshift://{self.get_openlineage_database_info(self.conn).authority}",
             database=self.conn.schema or "",
             statement_timeout=statement_timeout,
-            cursor_limit_mb=int(self.conn.extra_dejson.get("cursor_result_limit_mb", DEFAULT_CURSOR_LIMIT_MB)),
+            cursor_limit_mb=float(self.conn.extra_dejson.get("cursor_result_limit_mb", DEFAULT_CURSOR_LIMIT_MB)),
         )
 
     def iam_jdbc_url(self) -> str:

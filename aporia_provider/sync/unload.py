@@ -58,7 +58,24 @@ def unload_target(
         )
     from aporia_provider.extraction.unload import Unload
 
-    return Unload(f"{prefix.rstrip('/')}/{key}/", iam_role, min_rows, s3_filesystem(aws_conn_id))
+    return Unload(f"{prefix.rstrip('/')}/{key}/", iam_role, min_rows, s3_filesystem(aws_conn_id), S3Store(aws_conn_id))
+
+
+class S3Store:
+    """The unloaded objects, listed and deleted through the Amazon provider's S3 hook."""
+
+    def __init__(self, aws_conn_id: str | None) -> None:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        self.hook = S3Hook(aws_conn_id=aws_conn_id)
+
+    def keys(self, url: str) -> list[str]:
+        bucket, prefix = self.hook.parse_s3_url(url)
+        return list(self.hook.list_keys(bucket_name=bucket, prefix=prefix))
+
+    def delete(self, url: str, keys: list[str]) -> None:
+        bucket, _ = self.hook.parse_s3_url(url)
+        self.hook.delete_objects(bucket, keys)
 
 
 def s3_filesystem(aws_conn_id: str | None) -> pafs.S3FileSystem:

@@ -88,8 +88,45 @@ def test_a_real_column_reads_as_the_shortest_text_the_cursor_gets(tmp_path: Path
     assert '"proba":0.1,' in fragments[0]
 
 
+class Store:
+    """Objects by key, as S3 lists them."""
+
+    def __init__(self, *keys: str) -> None:
+        self.objects = set(keys)
+        self.deleted: list[str] = []
+
+    def keys(self, url: str) -> list[str]:
+        prefix = url.removeprefix("s3://bucket/")
+        return sorted(key for key in self.objects if key.startswith(prefix))
+
+    def delete(self, url: str, keys: list[str]) -> None:
+        self.objects -= set(keys)
+        self.deleted += keys
+
+
+def test_the_files_of_a_source_are_its_parquet_objects_and_removing_deletes_the_whole_try() -> None:
+    try_prefix = "syncs/m/v1/span/try-2/"
+    store = Store(
+        f"{try_prefix}predictions/0001_part_00.parquet",
+        f"{try_prefix}predictions/0000_part_00.parquet",
+        f"{try_prefix}predictions/manifest",
+        f"{try_prefix}actuals/0000_part_00.parquet",
+        "syncs/m/v1/span/try-1/predictions/0000_part_00.parquet",
+    )
+    unload = Unload(f"s3://bucket/{try_prefix}", "arn:aws:iam::1:role/unload", 10, pafs.LocalFileSystem(), store)
+    assert unload.files("predictions") == [
+        f"bucket/{try_prefix}predictions/0000_part_00.parquet",
+        f"bucket/{try_prefix}predictions/0001_part_00.parquet",
+    ]
+    unload.remove()
+    assert store.objects == {"syncs/m/v1/span/try-1/predictions/0000_part_00.parquet"}
+    assert len(store.deleted) == 4
+
+
 def test_the_unload_statement_quotes_the_query_and_names_the_trys_own_prefix() -> None:
-    unload = Unload("s3://bucket/syncs/m/v1/span/try-2/", "arn:aws:iam::1:role/unload", 10, pafs.LocalFileSystem())
+    unload = Unload(
+        "s3://bucket/syncs/m/v1/span/try-2/", "arn:aws:iam::1:role/unload", 10, pafs.LocalFileSystem(), Store()
+    )
     select = "SELECT \"a\" FROM (SELECT * FROM t WHERE note = 'it''s') AS q WHERE ts >= '2026-11-20 00:00:00+00:00'"
     assert unload.statement(select, "actuals") == (
         "UNLOAD ('SELECT \"a\" FROM (SELECT * FROM t WHERE note = ''it''''s'') AS q WHERE ts >= "
