@@ -9,9 +9,10 @@ cursor's representation (`columnar.conformed`) and judged by the same row rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 import pyarrow.fs as pafs
@@ -50,8 +51,13 @@ class Unload:
     prefix: str
     iam_role: str
     min_rows: int
-    filesystem: pafs.FileSystem = field(repr=False, compare=False)
+    open_filesystem: Callable[[], pafs.FileSystem] = field(repr=False, compare=False)
     store: ObjectStore = field(repr=False, compare=False)
+
+    @cached_property
+    def filesystem(self) -> pafs.FileSystem:
+        """Made at the first read: a window that does not go by UNLOAD needs no credentials for it."""
+        return self.open_filesystem()
 
     def location(self, kind: str) -> str:
         """The S3 prefix `kind`'s files (predictions, actuals) go under."""

@@ -4,6 +4,7 @@ the try's own, and S3 reached through the AWS connection with pyarrow's filesyst
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -58,7 +59,8 @@ def unload_target(
         )
     from aporia_provider.extraction.unload import Unload
 
-    return Unload(f"{prefix.rstrip('/')}/{key}/", iam_role, min_rows, s3_filesystem(aws_conn_id), S3Store(aws_conn_id))
+    filesystem = partial(s3_filesystem, aws_conn_id)
+    return Unload(f"{prefix.rstrip('/')}/{key}/", iam_role, min_rows, filesystem, S3Store(aws_conn_id))
 
 
 class S3Store:

@@ -113,7 +113,7 @@ def test_the_files_of_a_source_are_its_parquet_objects_and_removing_deletes_the_
         f"{try_prefix}actuals/0000_part_00.parquet",
         "syncs/m/v1/span/try-1/predictions/0000_part_00.parquet",
     )
-    unload = Unload(f"s3://bucket/{try_prefix}", "arn:aws:iam::1:role/unload", 10, pafs.LocalFileSystem(), store)
+    unload = Unload(f"s3://bucket/{try_prefix}", "arn:aws:iam::1:role/unload", 10, pafs.LocalFileSystem, store)
     assert unload.files("predictions") == [
         f"bucket/{try_prefix}predictions/0000_part_00.parquet",
         f"bucket/{try_prefix}predictions/0001_part_00.parquet",
