@@ -6,18 +6,21 @@ DECLARE page: https://docs.aws.amazon.com/redshift/latest/dg/declare.html
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redshift_connector
 
 from aporia_local.aws import REGION
-from aporia_local.stack import CLUSTER_ID, LocalStack, StackSettings
+from aporia_local.stack import CLUSTER_ID, DATABASE, MASTER_USER, LocalStack, StackSettings
 from tests.helpers import redshift_sql
 
 ROWS = 1500
+JDBC_JAR = "/usr/share/java/postgresql.jar"
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +213,40 @@ def test_multi_node_fetches_past_1000_and_all(multi_node: LocalStack) -> None:
         cursor.execute("FETCH ALL FROM many")
         assert len(cursor.fetchall()) == 2000
         cursor.execute("ROLLBACK")
+
+
+def test_the_rules_hold_for_the_postgresql_jdbc_driver(stack: LocalStack, numbers: str) -> None:
+    """Spark reads the stand-in with this driver: its extended protocol (and, from the fifth execution of a
+    statement, server-prepared statements) meets the same refusals, and the session goes on after them."""
+    s = stack.settings
+    url = f"jdbc:postgresql://127.0.0.1:{s.redshift_port}/{DATABASE}?sslmode=disable&prepareThreshold=5"
+    probe = Path(__file__).parent / "jdbc" / "RulesProbe.java"
+    statements = [
+        f"DECLARE jdbc_rows CURSOR FOR SELECT n FROM {numbers} ORDER BY n",
+        "5x FETCH FORWARD 300 FROM jdbc_rows",
+        "FETCH FORWARD 1001 FROM jdbc_rows",
+        f"DECLARE jdbc_again CURSOR FOR SELECT n FROM {numbers}",
+        "FETCH ALL FROM jdbc_again",
+        "DECLARE jdbc_scroll NO SCROLL CURSOR FOR SELECT 1",
+        "SELECT 42",
+    ]
+    done = subprocess.run(
+        ["java", "-cp", JDBC_JAR, str(probe), url, MASTER_USER, s.master_password, *statements],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "ok",
+        "ok 300",
+        "ok 300",
+        "ok 300",
+        "ok 300",
+        "ok 300",
+        "error 22023 FETCH count 1001 exceeds the maximum of 1000 rows for single-node clusters",
+        "ok",
+        "error 0A000 FETCH ALL is not supported for single-node clusters; FETCH FORWARD at most 1000",
+        'error 42601 syntax error at or near "NO"',
+        "ok 1",
+    ]
