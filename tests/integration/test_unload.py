@@ -213,3 +213,16 @@ def test_unload_options_redshift_refuses(stack: LocalStack, options: str, code: 
     with pytest.raises(redshift_connector.ProgrammingError) as refused:
         unload(stack, f"UNLOAD ('SELECT 1') TO 's3://{UNLOAD_BUCKET}/x/' IAM_ROLE '{UNLOAD_ROLE_ARN}' {options}")
     assert (refused.value.args[0]["C"], refused.value.args[0]["M"]) == (code, message)
+
+
+def test_the_select_s_own_error_and_an_empty_result(stack: LocalStack) -> None:
+    target = f"TO 's3://{UNLOAD_BUCKET}/empty/' IAM_ROLE '{UNLOAD_ROLE_ARN}' FORMAT PARQUET MANIFEST"
+    with pytest.raises(redshift_connector.ProgrammingError) as refused:
+        unload(stack, f"UNLOAD ('SELECT * FROM no_such_table') {target}")
+    assert refused.value.args[0]["C"] == "42P01"
+    notices = unload(stack, f"UNLOAD ('SELECT 1 AS one WHERE false') {target}")
+    assert notices[-1][b"M"] == b"UNLOAD completed, 0 record(s) unloaded successfully."
+    # No slice got a row: no data files, only the manifest.
+    files = objects(stack, "empty/")
+    assert list(files) == ["empty/manifest"]
+    assert json.loads(files["empty/manifest"]) == {"entries": [], "meta": {"content_length": 0, "record_count": 0}}
