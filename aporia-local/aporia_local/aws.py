@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from aporia_local.credentials import issue_password
+from aporia_local.s3_access import is_s3_request, needed, permitted
 
 if TYPE_CHECKING:
     from moto.iam.access_control import IAMUserAccessKey
@@ -60,7 +61,7 @@ class ServerlessStandIn:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length)
         if not target.startswith("RedshiftServerless."):
-            denial = self._cluster_credentials_denial(raw, authorization)
+            denial = self._cluster_credentials_denial(raw, authorization) or _s3_denial(environ, raw, authorization)
             if denial:
                 return _respond(start_response, "403 Forbidden", "text/xml", denial.encode())
             environ["wsgi.input"] = io.BytesIO(raw)
@@ -137,14 +138,49 @@ def _caller(authorization: str) -> IAMUserAccessKey | None:
 
 def _denied(caller: IAMUserAccessKey | None, action: str, resource: str) -> str | None:
     """Why the caller may not perform `action` on `resource`, or None when it may (the root may)."""
-    from moto.iam.access_control import IAMPolicy, PermissionResult
-
     if caller is None:
         return None
-    results = {IAMPolicy(policy).is_action_permitted(action, resource) for policy in caller.collect_policies()}
-    if PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results:
+    if policies_allow(caller.collect_policies(), action, resource):
         return None
     return f"User: {caller.arn} is not authorized to perform: {action} on resource: {resource}"
+
+
+def _s3_denial(environ: dict[str, Any], raw: bytes, authorization: str) -> str | None:
+    """moto's server checks no IAM on S3: a request an IAM user's key signed is checked here, against the user's
+    policies, action by action (`s3_access`)."""
+    caller = _caller(authorization) if is_s3_request(authorization) else None
+    if caller is None:
+        return None
+    documents = [_document(policy) for policy in caller.collect_policies()]
+    method, path, query = environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+    for action, resource, values in needed(method, path, query, raw):
+        if not permitted(documents, action, resource, values):
+            return (
+                '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>User: '
+                f"{caller.arn} is not authorized to perform: {action} on resource: {resource}</Message></Error>"
+            )
+    return None
+
+
+def _document(policy: Any) -> dict[str, Any]:
+    """A policy's document, as the caller's policies hold it: JSON text, an inline policy, or a managed policy."""
+    from moto.iam.models import Policy
+
+    if isinstance(policy, Policy):
+        text = next(version.document for version in policy.versions if version.is_default)
+    else:
+        text = policy if isinstance(policy, str) else policy["policy_document"]
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+def policies_allow(policies: Iterable[Any], action: str, resource: str) -> bool:
+    """Whether IAM policies (documents as JSON text, or moto's policy objects) allow `action` on `resource`:
+    one statement allows it and none denies it. The Redshift stand-in checks UNLOAD's role with it too."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    results = {IAMPolicy(policy).is_action_permitted(action, resource) for policy in policies}
+    return PermissionResult.PERMITTED in results and PermissionResult.DENIED not in results
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

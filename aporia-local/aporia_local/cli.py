@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     redshift.add_argument("--master-user", required=True)
     redshift.add_argument("--master-password", required=True)
     redshift.add_argument("--signing-key", required=True)
+    redshift.add_argument("--nodes", type=int, default=1, help="the cluster's node count; 1: single-node (default)")
+    redshift.add_argument(
+        "--cursor-limit-mb", type=float, default=8000, help="cumulative cursor result limit of the cluster, in MB"
+    )
+    redshift.add_argument("--aws-url", default="", help="the AWS stand-in, whose S3 and IAM UNLOAD uses")
+    redshift.add_argument("--cluster-id", default="", help="the cluster's identifier, as errors name it")
 
     spark_connect = commands.add_parser(
         "serve-spark-connect", help="run a Spark Connect server from the PySpark wheel in the foreground"
@@ -76,6 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--redshift-port", type=int, default=0)
     up.add_argument("--spark-connect-port", type=int, default=0)
     up.add_argument(
+        "--nodes", type=int, default=1, help="the Redshift cluster's node count (default 1: single-node, its limits)"
+    )
+    up.add_argument("--cursor-limit-mb", type=float, default=8000, help="the cluster's cumulative cursor result limit")
+    up.add_argument(
         "--spark-connect-host",
         default="",
         help="a Spark Connect server running elsewhere (e.g. a compose service): the connection points "
@@ -99,9 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "serve-redshift":
         from aporia_local.redshift import Credentials
         from aporia_local.redshift import serve as serve_redshift
+        from aporia_local.redshift_rules import Rules
 
         credentials = Credentials(args.master_user, args.master_password, args.signing_key)
-        serve_redshift(args.host, args.port, args.data_dir, args.database, credentials)
+        rules = Rules(nodes=args.nodes, cursor_limit_bytes=int(args.cursor_limit_mb * (1 << 20)))
+        serve_redshift(
+            args.host, args.port, args.data_dir, args.database, credentials, rules, args.aws_url, args.cluster_id
+        )
     elif args.command == "serve-spark-connect":
         from aporia_local.spark import serve_connect
 
@@ -126,7 +140,7 @@ def _up(args: argparse.Namespace) -> None:
         _up_detached(directory, [a for a in sys.argv[1:] if a != "--detach"])
         return
     from aporia_local.redshift import free_port
-    from aporia_local.stack import LocalStack, StackSettings
+    from aporia_local.stack import UNLOAD_BUCKET, UNLOAD_ROLE_ARN, LocalStack, StackSettings
 
     settings = StackSettings(
         args.aporia_port or free_port(),
@@ -136,6 +150,8 @@ def _up(args: argparse.Namespace) -> None:
         bind_host=args.host,
         public_host=args.public_host,
         spark_connect_host=args.spark_connect_host,
+        cluster_nodes=args.nodes,
+        cursor_limit_mb=args.cursor_limit_mb,
     )
     stack = LocalStack(directory, settings)
     # A ready file left by a killed run must not announce this one early.
@@ -148,8 +164,16 @@ def _up(args: argparse.Namespace) -> None:
         with stack.master_connection() as connection:
             seed_predictions(connection, plan)
         print(f"Aporia   {stack.settings.aporia_url}  (token in {directory / 'settings.json'})")
-        print(f"AWS      {stack.settings.aws_url}  (moto: redshift, redshift-serverless, sts, iam)")
-        print(f"Redshift {settings.public_host}:{settings.redshift_port}  database dev")
+        print(f"AWS      {stack.settings.aws_url}  (moto: redshift, redshift-serverless, sts, iam, s3)")
+        shape = "single-node" if settings.cluster_nodes == 1 else f"multi-node, {settings.cluster_nodes} nodes"
+        print(
+            f"Redshift {settings.public_host}:{settings.redshift_port}  database dev ({shape}, cursor results up to "
+            f"{settings.cursor_limit_mb:g} MB)"
+        )
+        print(
+            f"S3       {stack.settings.aws_url}  (moto; bucket {UNLOAD_BUCKET}, written by UNLOAD with "
+            f"IAM_ROLE '{UNLOAD_ROLE_ARN}')"
+        )
         started = stack.start_seconds.get("spark_connect")
         running = f"ready in {started:.1f} s" if started is not None else "not started here"
         print(f"Spark    {settings.spark_connect_url}  (Spark Connect, {running})")

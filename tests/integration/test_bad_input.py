@@ -18,7 +18,7 @@ import pytest
 
 from aporia_local.aws import REGION
 from aporia_local.seed import SeedPlan
-from aporia_local.stack import MASTER_USER, LocalStack
+from aporia_local.stack import MASTER_USER, REJECTS_BUCKET, LocalStack
 from aporia_provider.compat import AirflowException, AirflowFailException
 from aporia_provider.datasources import JDBCDataSource
 from aporia_provider.exceptions import AporiaError, DataSourceError, SyncFailed
@@ -320,17 +320,16 @@ def test_rejected_rows_go_to_s3_through_the_aws_connection(
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
     )
-    s3.create_bucket(Bucket="aporia-rejects")  # in us-east-1, which takes no location constraint
     summary = sync(
         hour(3),
         query=bad_rows,
         on_invalid_rows="fail",
         max_invalid_rows=1,
-        rejected_rows_path="s3://aporia-rejects/syncs",
+        rejected_rows_path=f"s3://{REJECTS_BUCKET}/syncs",
     )
     key = f"syncs/{MODEL}/v1/{hour(3)[0].isoformat()}--{hour(3)[1].isoformat()}/try-1.jsonl"
-    assert summary["rejected_rows_file"] == f"s3://aporia-rejects/{key}"
-    [line] = s3.get_object(Bucket="aporia-rejects", Key=key)["Body"].read().decode().splitlines()
+    assert summary["rejected_rows_file"] == f"s3://{REJECTS_BUCKET}/{key}"
+    [line] = s3.get_object(Bucket=REJECTS_BUCKET, Key=key)["Body"].read().decode().splitlines()
     assert json.loads(line) == {
         "source": "predictions",
         "id": row_id(19),
@@ -713,6 +712,7 @@ def test_a_window_over_the_cursor_limit_without_unload_fails_before_reading_it(
     version: str, aporia: AporiaProbe, stack: LocalStack, monkeypatch: pytest.MonkeyPatch, four_times_the_seed: str
 ) -> None:
     extra = {**stack.connections()["redshift_default"]["extra"], "cursor_result_limit_mb": 1}
+    del extra["unload_s3_prefix"], extra["unload_iam_role"]
     monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_SMALL", connection(stack, "redshift_default", extra=extra))
     window = (T0, T0 + 48 * HOUR)
     with pytest.raises(AirflowFailException) as error:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from aporia_local.stack import CLUSTER_ID, DB_USER, READER_POLICY, LocalStack
+from aporia_local.stack import CLUSTER_ID, DB_USER, READER_POLICY, UNLOAD_BUCKET, LocalStack
 from aporia_provider.compat import AirflowException
 from aporia_provider.hooks.redshift import RedshiftIAMHook
 
@@ -64,7 +64,38 @@ def hook_for(
 
 
 def test_the_rendered_policy_is_the_one_the_stack_grants() -> None:
-    assert RedshiftIAMHook().iam_policy()["Statement"] == READER_POLICY["Statement"][0]
+    statements = READER_POLICY["Statement"]
+    assert RedshiftIAMHook().iam_policy()["Statement"] == [statements[0], *statements[2:4]]
+
+
+def test_the_policy_reads_and_deletes_what_is_unloaded_under_its_prefix_and_nothing_else(
+    stack: LocalStack, policy_holder: dict[str, str]
+) -> None:
+    import botocore.exceptions
+
+    root = bootstrap_client(stack, "s3")
+    root.put_object(Bucket=UNLOAD_BUCKET, Key="syncs/m/v1/span/try-1/predictions/0000_part_00.parquet", Body=b"1")  # type: ignore[attr-defined]
+    root.put_object(Bucket=UNLOAD_BUCKET, Key="elsewhere/0000_part_00.parquet", Body=b"2")  # type: ignore[attr-defined]
+    holder = boto3.client(
+        "s3",
+        endpoint_url=stack.settings.aws_url,
+        region_name="us-east-1",
+        aws_access_key_id=policy_holder["AccessKeyId"],
+        aws_secret_access_key=policy_holder["SecretAccessKey"],
+    )
+    listed = holder.list_objects_v2(Bucket=UNLOAD_BUCKET, Prefix="syncs/m/")
+    assert [item["Key"] for item in listed["Contents"]] == ["syncs/m/v1/span/try-1/predictions/0000_part_00.parquet"]
+    assert holder.get_object(Bucket=UNLOAD_BUCKET, Key=listed["Contents"][0]["Key"])["Body"].read() == b"1"
+    holder.delete_object(Bucket=UNLOAD_BUCKET, Key=listed["Contents"][0]["Key"])
+    for denied in (
+        lambda: holder.list_objects_v2(Bucket=UNLOAD_BUCKET, Prefix="elsewhere/"),
+        lambda: holder.get_object(Bucket=UNLOAD_BUCKET, Key="elsewhere/0000_part_00.parquet"),
+        lambda: holder.put_object(Bucket=UNLOAD_BUCKET, Key="syncs/written", Body=b"3"),
+    ):
+        with pytest.raises(botocore.exceptions.ClientError) as error:
+            denied()
+        assert error.value.response["Error"]["Code"] == "AccessDenied"
+    root.delete_object(Bucket=UNLOAD_BUCKET, Key="elsewhere/0000_part_00.parquet")  # type: ignore[attr-defined]
 
 
 def test_the_policy_grants_its_db_user_on_its_cluster(

@@ -1,17 +1,34 @@
-"""Windows by UNLOAD: Spark's executors judge the unloaded files as the task does, row for row."""
+"""Windows by UNLOAD: Spark's executors judge the unloaded files as the task does, row for row; on the local stack a
+window by UNLOAD is delivered exactly once, on the task path and on Spark, and its files are gone after success."""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
 
+from aporia_local.aws import REGION
+from aporia_local.stack import UNLOAD_BUCKET, UNLOAD_ROLE_ARN, LocalStack
+from aporia_provider.compat import AirflowFailException
 from aporia_provider.extraction.in_spark import check_with_spark, read_unloaded_with_spark
 from aporia_provider.extraction.in_task import select_columns
 from aporia_provider.extraction.spark import spark_session
 from aporia_provider.hooks.spark import spark_target
 from aporia_provider.redshift import column_types
+from tests.helpers import (
+    MODEL,
+    SEED_START,
+    AporiaProbe,
+    assert_delivered_exactly,
+    redshift_sql,
+    row_id,
+    sync,
+    sync_operator,
+)
 from tests.unit.test_in_task import PLAN, PREDICTION_TYPES, WINDOW, description, layout
 from tests.unit.test_unload import PARQUET_TYPES, ROWS, from_files, unloaded
 
@@ -32,3 +49,92 @@ def test_spark_judges_the_unloaded_files_a_file_to_each_task_as_the_task_does(tm
     assert sorted(spark_examples) == sorted(examples)
     assert sorted(row["fragment"] for row in passed.collect()) == sorted(fragments)
     kept[0].unpersist()
+
+
+# ------------------------------------------------------------------------- syncs by UNLOAD on the local stack
+
+HOUR = timedelta(hours=1)
+WINDOW_24 = (SEED_START + 24 * HOUR, SEED_START + 27 * HOUR)
+PREFIX = f"s3://{UNLOAD_BUCKET}/syncs"
+BY_UNLOAD: dict[str, Any] = {"unload_s3_prefix": PREFIX, "unload_iam_role": UNLOAD_ROLE_ARN, "unload_min_rows": 0}
+
+
+def s3_client(stack: LocalStack) -> Any:
+    import boto3
+
+    settings = stack.settings
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.aws_url,
+        region_name=REGION,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+    )
+
+
+def keys_under(stack: LocalStack, prefix: str) -> list[str]:
+    listed = s3_client(stack).list_objects_v2(
+        Bucket=UNLOAD_BUCKET, Prefix=prefix.removeprefix(f"s3://{UNLOAD_BUCKET}/")
+    )
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def try_prefix(window: tuple[datetime, datetime], attempt: int) -> str:
+    return f"{PREFIX}/{MODEL}/v1/{window[0].isoformat()}--{window[1].isoformat()}/try-{attempt}/"
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("spark_min_rows", [None, 0], ids=["in-task", "spark"])
+def test_a_window_by_unload_is_delivered_exactly_once_and_its_files_are_gone_after(
+    version: str, aporia: AporiaProbe, stack: LocalStack, caplog: pytest.LogCaptureFixture, spark_min_rows: int | None
+) -> None:
+    with caplog.at_level(logging.INFO, logger="aporia_provider"):
+        summary = sync(WINDOW_24, spark_min_rows=spark_min_rows, **BY_UNLOAD)
+    assert_delivered_exactly(stack, aporia, *WINDOW_24)
+    assert summary["unloaded_to"] == try_prefix(WINDOW_24, 1) and summary["unload_seconds"] > 0
+    reader = "Spark" if spark_min_rows == 0 else "this task"
+    lines = [record.getMessage() for record in caplog.records]
+    for kind in ("predictions", "actuals"):
+        location = f"{try_prefix(WINDOW_24, 1)}{kind}/"
+        assert any(
+            line.startswith(f"Unloading {kind} of {MODEL} v1 to {location}, read by {reader}: ")
+            and line.endswith(", at least unload_min_rows=0.")
+            for line in lines
+        ), lines
+    assert f"Deleted the files unloaded to {try_prefix(WINDOW_24, 1)}." in lines
+    assert keys_under(stack, try_prefix(WINDOW_24, 1)) == []
+
+
+@pytest.mark.usefixtures("seeded")
+def test_a_failed_try_keeps_its_files_and_the_retry_unloads_to_its_own_prefix(
+    version: str, aporia: AporiaProbe, stack: LocalStack
+) -> None:
+    redshift_sql(stack, "DROP TABLE IF EXISTS unload_rows")
+    redshift_sql(stack, "CREATE TABLE unload_rows AS SELECT * FROM model_predictions")
+    redshift_sql(stack, "UPDATE unload_rows SET amount = 'NaN' WHERE prediction_id = %s", (row_id(150),))
+    query = "SELECT * FROM unload_rows"
+
+    class Try:
+        def __init__(self, number: int) -> None:
+            self.try_number = number
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            pass
+
+    with pytest.raises(AirflowFailException, match=r"^1 invalid row of "):
+        sync_operator(WINDOW_24, query=query, **BY_UNLOAD).execute({"ti": Try(1)})  # type: ignore[typeddict-item]
+    kept = keys_under(stack, try_prefix(WINDOW_24, 1))
+    assert kept and all(key.endswith(".parquet") for key in kept)
+    assert aporia.count(MODEL, "v1")["total"] == 0
+    redshift_sql(
+        stack,
+        "UPDATE unload_rows u SET amount = m.amount FROM model_predictions m "
+        "WHERE u.prediction_id = m.prediction_id AND m.prediction_id = %s",
+        (row_id(150),),
+    )
+    summary = sync_operator(WINDOW_24, query=query, **BY_UNLOAD).execute({"ti": Try(2)})  # type: ignore[typeddict-item]
+    assert summary["unloaded_to"] == try_prefix(WINDOW_24, 2)
+    assert keys_under(stack, try_prefix(WINDOW_24, 2)) == []
+    assert keys_under(stack, try_prefix(WINDOW_24, 1)) == kept  # the failed try's, for its diagnosis
+    assert_delivered_exactly(stack, aporia, *WINDOW_24)
+    redshift_sql(stack, "DROP TABLE unload_rows")
