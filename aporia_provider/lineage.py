@@ -9,7 +9,7 @@ everything from it is imported when asked. Names follow the Amazon provider: Red
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -66,10 +66,12 @@ def sync_lineage(
     warehouse: Warehouse,
     queries: Iterable[str],
     aporia_hook: AporiaHook,
-    model: tuple[str, str] | None,
-    rows: int | None,
+    model_id: str,
+    versions: Iterable[tuple[str, Mapping[str, Any]]],
 ) -> OperatorLineage:
-    """A sync's lineage: the tables its queries read, and the model version they went to (None: nothing was
-    written), with the predictions delivered as its row count."""
-    outputs = [] if model is None else [aporia_dataset(aporia_hook, *model, rows)]
+    """A sync's lineage: the tables its queries read, and each version of the model they went to (`versions`: each
+    with its summary), with the predictions delivered as its row count."""
+    outputs = [
+        aporia_dataset(aporia_hook, model_id, version, counts.get("fragments_sent")) for version, counts in versions
+    ]
     return warehouse_lineage(warehouse, queries, outputs)

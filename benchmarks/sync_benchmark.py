@@ -15,6 +15,7 @@ stand-in only counts what it is sent, `--sink count`, so it keeps up and every f
   --rounds rounds, the ways taking turns, the median reported;
 - syncs the twenty 2k-row hours one by one, then all at once (each its own process, started together);
 - starts two syncs at once on the cluster with spark_min_rows=0 and watches the cores the master grants each;
+- syncs one table of 4 versions once with model_version_column, and once a sync per version (benchmarks.versions);
 - checks that the local Aporia holds exactly what was seeded, per way of syncing;
 - prints a table, every target with met / not met, and one JSON line (progress goes to stderr).
 """
@@ -54,7 +55,7 @@ from aporia_local.stack import (
 )
 from aporia_provider.extraction.spark import DEFAULT_SPARK_CONF
 from aporia_provider.extraction.sql import Window
-from benchmarks import profiles, workload
+from benchmarks import profiles, versions, workload
 from benchmarks.cluster import CoresWatch, TwoWorkerCluster
 from benchmarks.processes import ProcessTree, machine_cpu, own_cpu
 from benchmarks.worker import GATED
@@ -84,7 +85,7 @@ SHORT = {
     "unload": "UNLOAD",
     "unload-cluster": "UNLOAD on the cluster",
 }
-PARTS = ("windows", "concurrent", "cluster-pair")
+PARTS = ("windows", "concurrent", "cluster-pair", "versions")
 # Windows of at most this many rows take a second or a few, and one run varies by a few tenths: they run
 # --rounds times, the ways taking turns, and the median counts.
 ROUNDED_ROWS = 10_000
@@ -283,6 +284,10 @@ class Benchmark:
                     runs[job.label] = step(title, partial(self.measure, job))
         concurrent = None if "concurrent" in skip else step(f"{CONCURRENT_SYNCS} concurrent syncs", self.concurrent)
         pair = None if "cluster-pair" in skip else step("Two syncs at once on the cluster", self.cluster_pair)
+        read_once = None
+        if "versions" not in skip:
+            title = f"One read for {versions.DEFAULT_VERSIONS} versions against a sync per version"
+            read_once = step(title, partial(versions.measure, self.stack, self.work_dir, self.aporia_conn_id))
         step("Checking what the local Aporia holds", self.check_delivery)
         if self.args.profile:
             self.notes.append(f"profiles (py-spy raw stacks for speedscope.app, JFR recordings): {self.work_dir}")
@@ -291,6 +296,7 @@ class Benchmark:
             "windows": [self.window_row(table, runs) | {"copy": copies[table.name]} for table in tables],
             "concurrent": concurrent,
             "cluster_pair": pair,
+            "versions": read_once,
             "details": {
                 "cores": os.cpu_count(),
                 "load_average_1m_at_end": round(os.getloadavg()[0], 2),
@@ -909,6 +915,13 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
     engine_targets(result, windows, add)
     unload_targets(result, windows, add)
+    name = "issue 27: one read for N versions costs less than N syncs"
+    read_once = result.get("versions")
+    if read_once:
+        measured = f"{read_once['one_read_seconds']:.2f} s vs {read_once['sync_each_seconds']:.2f} s"
+        add(name, f"{measured} ({read_once['versions']} versions)", read_once["ratio"] < 1)
+    else:
+        add(name, "not measured", None)
     name = f"task RSS at 1,000,000 rows <= {TARGET_RSS_GROWTH}x its RSS at 10,000 (no Spark connection)"
     big, small = (windows.get(rows, {}).get("task") for rows in (1_000_000, 10_000))
     if big and small and not big["error"] and not small["error"]:
@@ -1142,6 +1155,8 @@ def render(result: dict[str, Any], notes: list[str]) -> str:
             + " s; "
             + "; ".join(f"{app['id']} up to {app['max_cores']} cores" for app in pair["applications"])
         )
+    if result.get("versions"):
+        lines += ["", *versions.render(result["versions"])]
     lines += ["", "  Targets"]
     for target in result["targets"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]

@@ -6,7 +6,7 @@ A sync emits it with the extra ``{window_start, window_end, rows, actuals}``; a 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
@@ -35,6 +35,30 @@ def sync_outlet(model_id: str, model_version: str, dag_id: str, task_id: str) ->
     if any("{{" in value for value in (model_id, model_version)):
         return AssetAlias(name=f"aporia-sync/{dag_id}/{task_id}")
     return model_version_asset(model_id, model_version)
+
+
+def sync_outlets(model_id: str, versions: Sequence[str], dag_id: str, task_id: str) -> list[Asset | AssetAlias]:
+    """The outlets of a sync task serving these versions: each one's Asset, or their one alias when ids are
+    templates."""
+    outlets: list[Asset | AssetAlias] = []
+    for version in versions:
+        outlet = sync_outlet(model_id, version, dag_id, task_id)
+        if outlet not in outlets:
+            outlets.append(outlet)
+    return outlets
+
+
+def describe_sync_events(
+    events: Any,
+    outlet: Asset | AssetAlias,
+    model_id: str,
+    window: Window,
+    versions: Sequence[tuple[str, Mapping[str, Any]]],
+) -> None:
+    """Put each version's description on its Asset event (through `outlet` when it is the alias of them)."""
+    for version, summary in versions:
+        target = outlet if isinstance(outlet, AssetAlias) else model_version_asset(model_id, version)
+        describe_sync_event(events, target, model_id, version, window, summary)
 
 
 def describe_sync_event(

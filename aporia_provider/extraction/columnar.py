@@ -25,7 +25,8 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from aporia_provider.extraction.layout import SourceLayout, excerpt
+from aporia_provider.extraction.layout import EXCERPT_CHARACTERS, SourceLayout, excerpt
+from aporia_provider.extraction.plan import Routing
 from aporia_provider.extraction.rulebook import STRING, UTC_MICROS, ColumnType, datetime_texts, json_strings, quote
 
 JUDGED = pa.schema(
@@ -40,6 +41,9 @@ JUDGED = pa.schema(
 )
 # The same columns as Spark declares them.
 JUDGED_DDL = "id string, fragment string, problem string, column string, value string, reread boolean"
+# With model_version_column: each verdict's version too (null: a row naming none the sync serves).
+ROUTED = JUDGED.append(pa.field("version", STRING))
+ROUTED_DDL = f"{JUDGED_DDL}, version string"
 _NULL_TEXT = pa.scalar(None, STRING)
 # How the task's cursor values become Arrow columns, by category. Others: as Arrow infers them.
 _ARROW_TYPES = {
@@ -157,6 +161,51 @@ def judge_batches(
     """`judge` over a stream of batches (what Spark's executors run, through mapInArrow)."""
     for batch in batches:
         yield judge(batch, layout, window_start)
+
+
+def judge_routed(
+    batch: pa.RecordBatch, layouts: Sequence[SourceLayout], routing: Routing, window_start: datetime
+) -> list[pa.RecordBatch]:
+    """The verdicts (`ROUTED`) of a batch holding several versions' rows: each version's rows judged by its own
+    layout (`layouts`, in `routing.versions` order), then the rows naming no version the sync serves, with their
+    problem and a null version. Versions are compared as text (an integer column names versions "1", "2")."""
+    names = id_texts(batch.column(routing.column))
+    judged = []
+    for version, layout in zip(routing.versions, layouts, strict=True):
+        verdicts = judge(batch.filter(pc.fill_null(pc.equal(names, version), False)), layout, window_start)
+        judged.append(verdicts.append_column("version", pa.array([version] * verdicts.num_rows, STRING)))
+    other = pc.invert(pc.fill_null(pc.is_in(names, value_set=pa.array(list(routing.versions), STRING)), False))
+    first = layouts[0]
+    if first.presence_columns:  # a row that holds no actual yet is no row, of any version
+        other = pc.and_(other, reduce(pc.or_, [batch.column(c).is_valid() for c in first.presence_columns]))
+    others, names = batch.filter(other), names.filter(other)
+    if others.num_rows:
+        problem = pc.if_else(
+            names.is_null(),
+            routing.problem(None),
+            pc.binary_join_element_wise(f"{routing.column} names '", names, f"', {routing.NOT_SERVED}", ""),
+        )
+        rows = others.num_rows
+        moments = others.column(first.source.timestamp_column)
+        columns = [
+            id_texts(others.column(first.id_column)),
+            pa.nulls(rows, STRING),
+            problem,
+            pa.array([routing.column] * rows, STRING),
+            pc.utf8_slice_codeunits(names, 0, EXCERPT_CHARACTERS),
+            _reread(moments, window_start),
+            pa.nulls(rows, STRING),
+        ]
+        judged.append(pa.RecordBatch.from_arrays(columns, schema=ROUTED))
+    return judged
+
+
+def judge_routed_batches(
+    layouts: Sequence[SourceLayout], routing: Routing, window_start: datetime, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """`judge_routed` over a stream of batches (what Spark's executors run, through mapInArrow)."""
+    for batch in batches:
+        yield from judge_routed(batch, layouts, routing, window_start)
 
 
 def id_texts(values: pa.Array) -> pa.Array:

@@ -10,15 +10,22 @@ counts, a few examples and the rejected rows come back.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial, reduce
 from typing import TYPE_CHECKING
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.extraction.columnar import JUDGED_DDL, fragment_texts, judge_batches
-from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout
+from aporia_provider.extraction.columnar import (
+    JUDGED_DDL,
+    ROUTED_DDL,
+    fragment_texts,
+    judge_batches,
+    judge_routed_batches,
+)
+from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, require_columns
+from aporia_provider.extraction.plan import Routing
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, derived, windowed
 from aporia_provider.extraction.unload import judge_files
@@ -74,9 +81,10 @@ def read_with_spark(
     total: int,
     dates: bool,
     num_partitions: int | None,
+    projection: Callable[[DataFrame], DataFrame] | None = None,
 ) -> list[DataFrame]:
-    """Read the source's window once, in parts when it is large, each part projected and kept on disk; rows before
-    the run's `window_start` were read only for the lookback."""
+    """Read the source's window once, in parts when it is large, each part projected (by `project`, or
+    `projection`) and kept on disk; rows before the run's `window_start` were read only for the lookback."""
     from pyspark import StorageLevel
 
     parts = window.split(max(1, math.ceil(total / ROWS_PER_READ)))
@@ -86,7 +94,8 @@ def read_with_spark(
     for part in parts:
         frame = _read(reads, part, partitions, layout, dates)
         frame = last_of_each_name(frame.selectExpr(*reads.select_expr)) if reads.select_expr else frame
-        projected = project(frame, layout, window_start).persist(StorageLevel.DISK_ONLY)
+        projected = (projection or partial(project, layout=layout, window_start=window_start))(frame)
+        projected = projected.persist(StorageLevel.DISK_ONLY)
         kept.append(projected)
         if len(parts) > 1:
             projected.count()  # read this part now, while its credentials are fresh
@@ -151,6 +160,23 @@ def project(frame: DataFrame, layout: SourceLayout, window_start: datetime) -> D
         slot.fit(types[slot.column])
     needed = frame.select(*[frame[column] for column in layout.columns])
     return needed.mapInArrow(partial(judge_batches, layout, window_start), JUDGED_DDL)
+
+
+def project_routed(
+    frame: DataFrame, layouts: Sequence[SourceLayout], routing: Routing, window_start: datetime
+) -> DataFrame:
+    """Each row's verdict and version (`columnar.ROUTED`), judged in the executors by `columnar.judge_routed`: the
+    layout of the version the row names, as the task judges it."""
+    for layout in layouts:
+        layout.require(frame.columns)
+    require_columns(frame.columns, layouts[0].subject, {"model_version_column": [routing.column]})
+    types = {field.name: field_type(field) for field in frame.schema.fields}
+    for layout in layouts:
+        for slot in layout.fields:
+            slot.fit(types[slot.column])
+    columns = list(dict.fromkeys([routing.column, *(c for layout in layouts for c in layout.columns)]))
+    needed = frame.select(*[frame[column] for column in columns])
+    return needed.mapInArrow(partial(judge_routed_batches, layouts, routing, window_start), ROUTED_DDL)
 
 
 def check_with_spark(

@@ -82,18 +82,6 @@ class SyncOptions:
                     "pass one of them."
                 )
 
-    def paths(self, spark_where: str, unload_min_rows: int | None = None) -> str:
-        """Which windows go where, as the sync's first line says it (`unload_min_rows`: where UNLOAD is set up)."""
-        if self.spark_min_rows is None:
-            paths = f"every window in this task (Spark, on {spark_where}, only for what only it reads)"
-        elif self.spark_min_rows == 0:
-            paths = f"every window on {spark_where} (spark_min_rows=0)"
-        else:
-            paths = f"windows of {self.spark_min_rows:,} rows or more on {spark_where}, smaller ones in this task"
-        if unload_min_rows is None:
-            return paths
-        return f"{paths}; windows of {unload_min_rows:,} rows or more, or over the cursor limit, by UNLOAD"
-
     def invalid_rows_allowed(self, rows: int) -> int | None:
         """How many invalid rows of `rows` may be left out while the rest is sent; None: any number."""
         if self.max_invalid_rows is None:

@@ -24,7 +24,7 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import SyncInputError, SyncStopped
@@ -47,12 +47,14 @@ from aporia_provider.extraction.in_task import (
     select_columns,
 )
 from aporia_provider.extraction.layout import RejectedRows, SourceLayout, layout_of
+from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan
+from aporia_provider.extraction.probe import Probe, TaskProbe
 from aporia_provider.extraction.progress import Progress, counted
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.spark import tagged
-from aporia_provider.extraction.sql import Window, derived, windowed
+from aporia_provider.extraction.sql import Window, derived
 from aporia_provider.extraction.unload import Unload, read_files
 from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
@@ -140,6 +142,12 @@ def run_sync(
             unload=unload,
         )
         reading = f"reading the window from {warehouse.name}"
+        if plan.prefixes:  # the fields the prefixes map, and the drift from the schema, before any row is read
+            with failures_of(warehouse, reading, subject, "query"):
+                mapped = map_columns(plan, reader.columns(plan.query))
+            warn_of_drift(subject, [mapped])
+            plan = reader.plan = mapped.plan
+            layouts = layout_of(plan, warehouse.identifier)
         for layout in layouts:
             with failures_of(warehouse, reading, subject, layout.source.query_argument):
                 read = reader.read(layout)
@@ -199,30 +207,6 @@ def _unpersist(kept: list[DataFrame]) -> None:
         frame.unpersist()
 
 
-class _Probe(Protocol):
-    """Who learns a query's column types and counts a window: the task's connection, or Spark."""
-
-    def column_types(self, query: str) -> dict[str, ColumnType | None]: ...
-
-    def count(self, query: str, timestamp_column: str, window: Window) -> int: ...
-
-
-@dataclass
-class _TaskProbe:
-    cursor: Callable[[], Any]
-    warehouse: Warehouse
-
-    def column_types(self, query: str) -> dict[str, ColumnType | None]:
-        cursor = self.cursor()
-        cursor.execute(f"SELECT * FROM {derived(query)} LIMIT 0")
-        return self.warehouse.column_types(cursor.description)
-
-    def count(self, query: str, timestamp_column: str, window: Window) -> int:
-        cursor = self.cursor()
-        cursor.execute(f"SELECT count(*) FROM {windowed(query, timestamp_column, window)}")
-        return int(cursor.fetchone()[0])
-
-
 @dataclass
 class _Reader:
     """Reads each source's window once: in this process when it is small, with Spark otherwise."""
@@ -256,6 +240,14 @@ class _Reader:
         self.progress.phase = phase
         return reads
 
+    def columns(self, query: str) -> list[str]:
+        """The query's columns, learnt as `read` learns them (without reading a row)."""
+        spark_only = bool(set(self.plan.read_options) - TASK_READ_OPTIONS)
+        probe: Probe = (
+            self.spark_reads("reading the query's columns") if spark_only else TaskProbe(self.cursor, self.warehouse)
+        )
+        return list(self._column_types(probe, query))
+
     def read(self, layout: SourceLayout) -> _Checked:
         """Check the source's timestamp column, count its window, and read it the way its size and types ask."""
         source, options = layout.source, self.options
@@ -264,7 +256,7 @@ class _Reader:
         spark_only = bool(set(self.plan.read_options) - TASK_READ_OPTIONS)
         counting = f"counting {layout.kind}"
         self.progress.phase = counting
-        probe: _Probe = self.spark_reads(counting) if spark_only else _TaskProbe(self.cursor, self.warehouse)
+        probe: Probe = self.spark_reads(counting) if spark_only else TaskProbe(self.cursor, self.warehouse)
         types = self._column_types(probe, source.query)
         layout.require_timestamp(list(types))
         if types[source.timestamp_column] is None:  # a type only Spark reads: Spark names it, in its own words
@@ -372,7 +364,7 @@ class _Reader:
         batches = read_files(unload.filesystem, paths, columns, types)
         return self._in_task(layout, judge_in_task(batches, layout, types, self.window_start, self.rejected_rows))
 
-    def _column_types(self, probe: _Probe, query: str) -> dict[str, ColumnType | None]:
+    def _column_types(self, probe: Probe, query: str) -> dict[str, ColumnType | None]:
         if isinstance(probe, SparkReads):
             return probe.column_types(query)
         if query not in self._types:

@@ -71,6 +71,14 @@ class SparkTarget:
             return "the Spark Connect server at " + self.remote.split("/;", 1)[0]
         return f"Spark master {self.master or LOCAL_MASTER}"
 
+    def reads(self, spark_min_rows: int | None) -> str:
+        """Where a sync reads its windows, for its first log line."""
+        if spark_min_rows is None:
+            return f"every window in this task (Spark, on {self.describe()}, only for what only it reads)"
+        if spark_min_rows == 0:
+            return f"every window on {self.describe()} (spark_min_rows=0)"
+        return f"windows of {spark_min_rows:,} rows or more on {self.describe()}, smaller ones in this task"
+
 
 def require_pyspark(why: str) -> None:
     """Refuse, in one sentence naming the extra, what needs Spark where PySpark is not installed (`why` says what

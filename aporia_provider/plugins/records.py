@@ -174,7 +174,7 @@ def _mapping(value: Any) -> Mapping[str, Any] | None:
 
 
 def _names_version(source: Mapping[str, Any] | None) -> bool:
-    return bool(source and source.get("model_id") and source.get("model_version"))
+    return bool(source and source.get("model_id") and (source.get("model_version") or source.get("model_versions")))
 
 
 class _Declared:
@@ -200,4 +200,4 @@ class _Declared:
             return None
         if task is None:
             return None
-        return {name: getattr(task, name, None) for name in ("model_id", "model_version")}
+        return {name: getattr(task, name, None) for name in ("model_id", "model_version", "model_versions")}

@@ -11,9 +11,10 @@ holds for the span.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from aporia_provider.plugins.windows import (
     NEVER,
@@ -25,6 +26,7 @@ from aporia_provider.plugins.windows import (
     model_version_of,
     window_row,
 )
+from aporia_provider.sync.outcome import VERSIONS_KEY
 
 
 def find_gaps(windows: Iterable[WindowRow]) -> list[Gap]:
@@ -88,11 +90,41 @@ def _bounds(row: WindowRow) -> tuple[datetime, datetime]:
     return row.start, row.end
 
 
+def per_version(record: SyncRecord) -> list[SyncRecord]:
+    """A sync of several versions (model_version_column) as one record per version, each as a sync of its own: its
+    summary and failure that version's (the failure's sentence shared); any other record as it is."""
+    sources = (record.summary, record.failure, record.rendered, record.declared)
+    versions = next((s[VERSIONS_KEY] for s in sources if s and isinstance(s.get(VERSIONS_KEY), Mapping)), None)
+    if versions is None:
+        named = next((s.get("model_versions") for s in sources[2:] if s and s.get("model_versions")), None)
+        if not isinstance(named, list):
+            return [record]
+        versions = {str(version): {} for version in named}
+
+    def of(source: Mapping[str, Any] | None, version: str) -> Mapping[str, Any] | None:
+        if source is None:
+            return None
+        counts = (source.get(VERSIONS_KEY) or {}).get(version) or {}
+        rest = {key: value for key, value in source.items() if key not in (VERSIONS_KEY, "model_versions")}
+        return {**rest, **counts, "model_version": version}
+
+    return [
+        replace(
+            record,
+            summary=of(record.summary, version),
+            failure=of(record.failure, version),
+            rendered=of(record.rendered, version),
+            declared=of(record.declared, version),
+        )
+        for version in versions
+    ]
+
+
 def build_views(records: Iterable[SyncRecord]) -> list[VersionView]:
     """One view per model version: its timeline in time order, overlaps apart, gaps found; versions by name."""
     views: dict[tuple[str, str], VersionView] = {}
     placed: dict[tuple[str, str], list[WindowRow]] = {}
-    for record in records:
+    for record in (one for each in records for one in per_version(each)):
         key = model_version_of(record)
         view = views.setdefault(key, VersionView(*key))
         row = window_row(record)

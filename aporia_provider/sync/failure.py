@@ -9,6 +9,7 @@ from aporia_provider.compat import AirflowFailException
 from aporia_provider.exceptions import InputError, SyncStopped
 from aporia_provider.metrics import emit_sync_metrics
 from aporia_provider.sync.outcome import FAILURE_XCOM_KEY
+from aporia_provider.sync.versions import version_records
 
 if TYPE_CHECKING:
     from aporia_provider.sync import TaskLog
@@ -16,11 +17,13 @@ if TYPE_CHECKING:
 
 def report_failure(exc: Exception, ti: Any, record: dict[str, Any], connections: Sequence[str], log: TaskLog) -> None:
     """Say why the sync failed, in the task's log (one ERROR line), its metrics and its failure XCom (where the sync
-    view reads it); `record` names the model version and holds the summary's counts so far."""
+    view reads it); `record` names the model version and holds the summary's counts so far (or, for a sync of several
+    versions, each version's: `sync.versions`)."""
     sentence = str(exc) or type(exc).__name__
     then = next_step(exc, ti, connections)
     log.error("%s", f"{sentence.rstrip('.')}. {then}" if then else sentence)
-    emit_sync_metrics(record["model_id"], record["model_version"], record, failed=True, lag=None)
+    for version, counts in version_records(record):  # each version's, for a sync of several
+        emit_sync_metrics(record["model_id"], version, counts, failed=True, lag=None)
     if ti is None:  # run outside a task instance (a test, a script): no XCom to push to
         return
     record |= {"error": sentence, "next_step": then, "try_number": ti.try_number}

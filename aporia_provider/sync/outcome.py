@@ -20,6 +20,8 @@ SYNC_XCOM_KEY = "aporia_sync"
 FAILURE_XCOM_KEY = "aporia_sync_failure"
 # Its summary goes to the task's return value.
 SUMMARY_XCOM_KEY = "return_value"
+# A sync of several versions (model_version_column) returns, and fails with, each version's summary under this key.
+VERSIONS_KEY = "versions"
 
 # The engine's loggers, whose WARNING lines the summary keeps.
 ENGINE_LOGGER = "aporia_provider.extraction"
@@ -54,6 +56,9 @@ class SyncSummary:
     actuals_reread: int = 0
     rows_rejected: int = 0  # predictions and actuals that did not fit the schema
     rejected_examples: list[str] = field(default_factory=list)
+    # With model_version_column: the window's rows naming a version the sync does not serve (the same figure in
+    # each version's summary; not in rows_rejected, which is the version's own).
+    other_version_rows: int = 0
     # The volume expectation (min_rows) and whether the window fell short of it.
     min_rows: int | None = None
     low_volume: bool = False

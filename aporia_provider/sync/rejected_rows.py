@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
+
+from aporia_provider.sync.unload import try_key
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+
+    from aporia_provider.extraction.sql import Window
 
 
 class RejectedRowsFile:
@@ -42,3 +46,26 @@ def rejected_rows_file(base_url: str, aws_conn_id: str | None, key: str) -> Reje
 
     base = ObjectStoragePath(base_url, conn_id=aws_conn_id if base_url.startswith("s3") else None)
     return RejectedRowsFile(base / f"{key}.jsonl")
+
+
+def rejected_rows_files(
+    base_url: str | None,
+    aws_conn_id: str | None,
+    model_id: str,
+    versions: Sequence[str],
+    window: Window,
+    attempt: int,
+    other: str | None = None,
+) -> dict[str, RejectedRowsFile]:
+    """Each version's file for one window's try (none without `base_url`); with `other`, under "" the file of the
+    rows naming another version, kept under `other` in place of a version."""
+    if not base_url:
+        return {}
+
+    def of(version: str) -> RejectedRowsFile:
+        return rejected_rows_file(base_url, aws_conn_id, try_key(model_id, version, window, attempt))
+
+    files = {version: of(version) for version in versions}
+    if other is not None:
+        files[""] = of(other)
+    return files

@@ -38,17 +38,23 @@ def check_unload_settings(prefix: str | None, iam_role: str | None, min_rows: in
         )
 
 
+def unload_of(task: Any, key: str) -> Unload | None:
+    """Where the sync `task` (an AporiaSyncOperator) unloads the large windows of its try `key`, or None when no S3
+    prefix is configured: its arguments, else its Redshift connection's extras."""
+    extra: Mapping[str, Any] = task.redshift_hook.conn.extra_dejson
+    return unload_target(
+        task.unload_s3_prefix or extra.get("unload_s3_prefix"),
+        task.unload_iam_role or extra.get("unload_iam_role"),
+        task.unload_min_rows,
+        task.aws_conn_id,
+        key,
+    )
+
+
 def unload_target(
-    prefix: str | None,
-    iam_role: str | None,
-    min_rows: int,
-    redshift_extra: Mapping[str, Any],
-    aws_conn_id: str | None,
-    key: str,
+    prefix: str | None, iam_role: str | None, min_rows: int, aws_conn_id: str | None, key: str
 ) -> Unload | None:
-    """Where this try unloads large windows, or None when no S3 prefix is configured (argument or extra)."""
-    prefix = prefix or redshift_extra.get("unload_s3_prefix")
-    iam_role = iam_role or redshift_extra.get("unload_iam_role")
+    """Where a try (`key`) unloads large windows under `prefix`, or None without one."""
     if not prefix:
         return None
     check_unload_settings(prefix, iam_role, min_rows)

@@ -9,17 +9,31 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from aporia_provider.assets.aporia import describe_sync_event, sync_outlet
+from aporia_provider.assets.aporia import describe_sync_events, sync_outlets
 from aporia_provider.extraction.options import DEFAULT_BATCH_SIZE, SyncOptions
 from aporia_provider.links.aporia import AporiaModelVersionLink
 from aporia_provider.metrics import emit_sync_metrics
 from aporia_provider.operators.base import ALL_CONNECTIONS, AporiaBaseOperator
-from aporia_provider.redshift import jdbc_driver as checked_jdbc_driver
 from aporia_provider.redshift import table_query
 from aporia_provider.sync.failure import report_failure
 from aporia_provider.sync.outcome import SYNC_XCOM_KEY, SyncSummary, warnings_logged
-from aporia_provider.sync.rejected_rows import RejectedRowsFile, rejected_rows_file
-from aporia_provider.sync.unload import DEFAULT_UNLOAD_MIN_ROWS, check_unload_settings, try_key, unload_target
+from aporia_provider.sync.rejected_rows import rejected_rows_files
+from aporia_provider.sync.unload import DEFAULT_UNLOAD_MIN_ROWS, try_key, unload_of
+from aporia_provider.sync.versions import (
+    OTHER_VERSIONS,
+    PREFIX_ARGUMENTS,
+    VERSION_ARGUMENTS,
+    named_versions,
+    routing_of,
+    served,
+    sync_options,
+    sync_plan,
+    sync_versions,
+    synced_versions,
+    version_records,
+    version_result,
+    versions_result,
+)
 from aporia_provider.sync.window import window_of_run
 
 if TYPE_CHECKING:
@@ -28,7 +42,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from aporia_provider.extraction.sql import Window
-    from aporia_provider.extraction.unload import Unload
 
 
 class AporiaSyncOperator(AporiaBaseOperator):
@@ -43,7 +56,12 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
     :param model_id: the model's id in Aporia (templated).
     :param model_version: the version the rows belong to (templated; templated ids reach the Asset through an
-        alias at run time).
+        alias at run time); or give ``model_version_column``.
+    :param model_version_column: the column naming each row's version (templated): the window is read once (task or
+        Spark) and each row (actuals too) goes to its version, with a summary, metrics and Asset event per version.
+    :param model_versions: with ``model_version_column``, the versions this sync serves (a list, templated).
+    :param on_unknown_version: a row naming another version is an invalid row (``reject``, the default; kept in
+        ``rejected_rows_path`` under ``other-versions``) or is left out (``ignore``); counted as ``other_version_rows``.
     :param id_column: the column holding each prediction's id (templated).
     :param timestamp_column: the TIMESTAMP/TIMESTAMPTZ column the window selects predictions by (templated).
     :param query: the SELECT returning the predictions, or a path to a ``.sql`` file (templated); or give
@@ -53,6 +71,10 @@ class AporiaSyncOperator(AporiaBaseOperator):
         (templated).
     :param predictions: prediction name -> column, likewise (templated).
     :param raw_inputs: raw input name -> column, likewise (templated).
+    :param features_prefix: the prefix of the feature columns (templated): ``"f_"`` maps ``f_amount`` to the feature
+        ``amount``; explicit ``features`` win. Prefixed columns the schema lacks are logged as schema drift (WARNING).
+    :param predictions_prefix: likewise for predictions (templated).
+    :param raw_inputs_prefix: likewise for raw inputs (templated).
     :param actuals: prediction name -> column of its delayed actual (templated); actuals are read by
         ``actuals_timestamp_column`` in the same window, from ``actuals_query`` or the same query.
     :param actuals_timestamp_column: the column saying when each actual arrived (templated).
@@ -66,10 +88,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
     :param lookback: also re-read rows this much before the window's start (late rows); idempotent.
     :param on_invalid_rows: ``fail`` (default: nothing is sent) or ``skip`` (invalid rows are counted and left
         out).
-    :param max_invalid_rows: with ``fail``, a limit instead of none at all: a count, or a fraction (a float between 0
-        and 1) of the window's own predictions and, apart, of its own actuals (lookback re-reads left out). At or
-        under it invalid rows are left out and counted with a WARNING; over it nothing is sent.
-        ``on_invalid_rows="skip"`` is the same with no limit.
+    :param max_invalid_rows: with ``fail``, a limit instead of none at all: a count, or a fraction of the window's
+        rows (a float between 0 and 1). At or under it invalid rows are left out and counted with a WARNING; over
+        it nothing is sent. ``on_invalid_rows="skip"`` is the same with no limit.
     :param rejected_rows_path: where every rejected row is kept (id, column, reason, an excerpt of the value), an
         ObjectStoragePath URL (templated): ``s3://bucket/prefix`` through ``aws_conn_id`` (the Amazon provider's
         ``s3fs`` extra), or ``file:///dir``. Each window and try that rejects rows writes one JSON-lines object,
@@ -77,7 +98,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
     :param unload_s3_prefix: ``s3://bucket/prefix`` (templated; default: the Redshift connection's extra of that
         name): a window of ``unload_min_rows`` or more is unloaded there as Parquet, not read through a cursor (which
         Redshift materializes on its leader node), to ``<prefix>/<model id>/<version>/<start>--<end>/try-<n>/``, read
-        through ``aws_conn_id``, deleted after success and kept after a failure.
+        through ``aws_conn_id``, deleted after success and kept after a failure (one version a sync).
     :param unload_iam_role: the ARN of the role Redshift assumes to write there (templated; default: the extra).
     :param unload_min_rows: the fewest rows a window needs to go by UNLOAD.
     :param min_rows: the fewest predictions each window should deliver (its own, not the lookback's re-reads): a
@@ -108,6 +129,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
     template_fields: Sequence[str] = (
         "model_id",
         "model_version",
+        *VERSION_ARGUMENTS,
         "query",
         "table",
         "actuals_query",
@@ -119,6 +141,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         "features",
         "predictions",
         "raw_inputs",
+        *PREFIX_ARGUMENTS,
         "actuals",
         "select_expr",
         "spark_conf",
@@ -145,7 +168,7 @@ class AporiaSyncOperator(AporiaBaseOperator):
         self,
         *,
         model_id: str,
-        model_version: str,
+        model_version: str | None = None,
         id_column: str,
         timestamp_column: str,
         query: str | None = None,
@@ -153,6 +176,12 @@ class AporiaSyncOperator(AporiaBaseOperator):
         features: Mapping[str, str] | None = None,
         predictions: Mapping[str, str] | None = None,
         raw_inputs: Mapping[str, str] | None = None,
+        features_prefix: str | None = None,
+        predictions_prefix: str | None = None,
+        raw_inputs_prefix: str | None = None,
+        model_version_column: str | None = None,
+        model_versions: Sequence[str] | None = None,
+        on_unknown_version: str = "reject",
         actuals: Mapping[str, str] | None = None,
         actuals_timestamp_column: str | None = None,
         actuals_query: str | None = None,
@@ -181,37 +210,29 @@ class AporiaSyncOperator(AporiaBaseOperator):
         if (query is None) == (table is None):
             raise ValueError("Pass exactly one of query and table to AporiaSyncOperator.")
         super().__init__(**kwargs)
-        self.model_id = model_id
-        self.model_version = model_version
-        self.id_column = id_column
-        self.timestamp_column = timestamp_column
-        self.query = query
-        self.table = table
-        self.features = features
-        self.predictions = predictions
-        self.raw_inputs = raw_inputs
+        self.model_id, self.model_version = model_id, model_version
+        self.id_column, self.timestamp_column = id_column, timestamp_column
+        self.query, self.table = query, table
+        self.features, self.predictions, self.raw_inputs = features, predictions, raw_inputs
+        self.features_prefix, self.predictions_prefix = features_prefix, predictions_prefix
+        self.raw_inputs_prefix = raw_inputs_prefix
+        self.model_version_column, self.model_versions = model_version_column, model_versions
+        self.on_unknown_version = on_unknown_version
         self.actuals = actuals
         self.actuals_timestamp_column = actuals_timestamp_column
         self.actuals_query = actuals_query
         self.select_expr = select_expr
         self.read_options = read_options
-        self.window_start = window_start
-        self.window_end = window_end
+        self.window_start, self.window_end = window_start, window_end
         self.lookback = lookback or timedelta(0)
-        self.on_invalid_rows = on_invalid_rows
-        self.max_invalid_rows = max_invalid_rows
-        self.min_rows = min_rows
-        self.on_low_volume = on_low_volume
-        self.rejected_rows_path = rejected_rows_path
-        self.validate_only = validate_only
-        self.batch_size = batch_size
-        self.num_partitions = num_partitions
-        self.spark_conf = spark_conf
-        self.spark_conn_id = spark_conn_id
+        self.on_invalid_rows, self.max_invalid_rows = on_invalid_rows, max_invalid_rows
+        self.min_rows, self.on_low_volume = min_rows, on_low_volume
+        self.rejected_rows_path, self.validate_only = rejected_rows_path, validate_only
+        self.batch_size, self.num_partitions = batch_size, num_partitions
+        self.spark_conf, self.spark_conn_id = spark_conf, spark_conn_id
         self.spark_min_rows = spark_min_rows
         self.jdbc_driver = jdbc_driver
-        self.unload_s3_prefix = unload_s3_prefix
-        self.unload_iam_role = unload_iam_role
+        self.unload_s3_prefix, self.unload_iam_role = unload_s3_prefix, unload_iam_role
         self.unload_min_rows = unload_min_rows
         # A bad literal fails the DAG's parse here, in one sentence naming the argument. (Mapped arguments are
         # known only when Airflow builds the task to run it, and this then runs at the start of the run.)
@@ -219,8 +240,9 @@ class AporiaSyncOperator(AporiaBaseOperator):
         # The session and tag of the running sync's Spark jobs, and its own delivery's stop, for on_kill.
         self._running: tuple[SparkSession, str] | None = None
         self._stop: threading.Event | None = None  # made per run: an Event cannot be deep-copied with the task
-        self.model_version_outlet = self._declare_asset()
         self._synced: Mapping[str, Any] | None = None
+        self._summaries: dict[str, SyncSummary] | None = None  # each version's, for a sync of several
+        self.model_version_outlet = self._declare_asset()
 
     def run(self, context: Context) -> dict[str, Any]:
         started = time.monotonic()
@@ -228,56 +250,43 @@ class AporiaSyncOperator(AporiaBaseOperator):
         try:
             result = self._sync(context, summary)
         except Exception as exc:
-            summary.seconds = round(time.monotonic() - started, 3)
+            for each in (self._summaries or {"": summary}).values():
+                each.seconds = each.seconds or round(time.monotonic() - started, 3)
             self._failed(context, exc, summary)
             raise
-        lag = datetime.now(timezone.utc) - datetime.fromisoformat(summary.window_end)
-        emit_sync_metrics(self.model_id, self.model_version, result, failed=False, lag=lag)
+        for version, counts in version_records(result):
+            lag = datetime.now(timezone.utc) - datetime.fromisoformat(counts["window_end"])
+            emit_sync_metrics(self.model_id, version, counts, failed=False, lag=lag)
         return result
 
     def _sync(self, context: Context, summary: SyncSummary) -> dict[str, Any]:
         from aporia_provider.exceptions import SyncStopped
-        from aporia_provider.extraction.plan import SyncPlan
         from aporia_provider.extraction.run import run_sync
         from aporia_provider.extraction.spark import spark_session
         from aporia_provider.hooks.spark import spark_target
 
         ti = context.get("ti")
+        routing = routing_of(self)
+        versions = routing.versions if routing else (str(self.model_version),)
+        if routing is not None:
+            self._summaries = {version: SyncSummary() for version in versions}
         if ti is not None:  # the mark the sync view finds sync tasks by, whatever their class
-            ti.xcom_push(key=SYNC_XCOM_KEY, value={"model_id": self.model_id, "model_version": self.model_version})
+            ti.xcom_push(key=SYNC_XCOM_KEY, value=named_versions(self))
         options = self._sync_options()
         window = self._resolve_window(context)
-        schema = self.existing_schema(self.model_id, self.model_version)
-        plan = SyncPlan(
-            model_id=self.model_id,
-            model_version=self.model_version,
-            schema=schema,
-            # SyncPlan checks that the query is a single statement.
-            query=table_query(self.table) if self.table else self.query or "",
-            id_column=self.id_column,
-            timestamp_column=self.timestamp_column,
-            features=self.features or {},
-            predictions=self.predictions or {},
-            raw_inputs=self.raw_inputs or {},
-            actuals=self.actuals or {},
-            actuals_timestamp_column=self.actuals_timestamp_column,
-            actuals_query=self.actuals_query,
-            # A string is one expression, not a sequence of characters.
-            select_expr=(self.select_expr,) if isinstance(self.select_expr, str) else tuple(self.select_expr or ()),
-            read_options=dict(self.read_options or {}),
-        )
+        plans = {v: sync_plan(self, v, self.existing_schema(self.model_id, v)) for v in versions}
         target = spark_target(self.spark_conn_id, self.spark_conf)
-        rejected_rows, unload = self._try_storage(context, window)
-        self.log.info(
-            "Syncing %s %s for [%s, %s)%s%s; %s.",
-            self.model_id,
-            self.model_version,
-            window.start.isoformat(),
-            window.end.isoformat(),
-            f" with lookback {self.lookback}" if self.lookback else "",
-            " (validate only: nothing is sent)" if self.validate_only else "",
-            options.paths(target.describe(), unload.min_rows if unload else None),
+        attempt = getattr(ti, "try_number", None) or 1
+        # UNLOAD serves a sync of one version (a routed read is not unloaded yet).
+        unload = None if routing else unload_of(self, try_key(self.model_id, versions[0], window, attempt))
+        reads = target.reads(options.spark_min_rows) + (", each read once for every version" if routing else "")
+        if unload is not None:
+            reads += f"; windows of {unload.min_rows:,} rows or more, or over the cursor limit, by UNLOAD"
+        span = f"[{window.start.isoformat()}, {window.end.isoformat()})" + (
+            f" with lookback {self.lookback}" if self.lookback else ""
         )
+        only = " (validate only: nothing is sent)" if self.validate_only else ""
+        self.log.info("Syncing %s %s for %s%s; %s.", self.model_id, ", ".join(versions), span, only, reads)
         tag = f"aporia-sync-{uuid.uuid4().hex}"
         self._stop = threading.Event()
 
@@ -285,37 +294,46 @@ class AporiaSyncOperator(AporiaBaseOperator):
             spark = spark_session(target)
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
-                raise SyncStopped("before Spark ran", f"{self.model_id} {self.model_version}")
+                raise SyncStopped("before Spark ran", f"{self.model_id} {served(self)}")
             return spark
 
+        # Each version's rejected rows in its own file; with a version column, the rows naming another one apart.
+        other = OTHER_VERSIONS if routing else None
+        path = self.rejected_rows_path
+        kept = rejected_rows_files(path, self.aws_conn_id, self.model_id, versions, window, attempt, other)
         try:
-            # The WARNING lines the engine logs (rows left out, a low volume) go into the summary too.
-            with warnings_logged(summary):
-                run_sync(
-                    plan,
-                    window,
-                    self.redshift_hook.warehouse(self.jdbc_driver, self.execution_timeout),
-                    start_spark,
-                    self.aporia_hook.client,
-                    options,
-                    tag=tag,
-                    stop=self._stop,
-                    spark_where=target.describe(),
-                    rejected_rows=rejected_rows,
-                    summary=summary,
-                    unload=unload,
-                )
+            if routing is None:
+                # The WARNING lines the engine logs (rows left out, a low volume) go into the summary too.
+                with warnings_logged(summary):
+                    run_sync(
+                        plans[versions[0]],
+                        window,
+                        self.redshift_hook.warehouse(self.jdbc_driver, self.execution_timeout),
+                        start_spark,
+                        self.aporia_hook.client,
+                        options,
+                        tag=tag,
+                        stop=self._stop,
+                        spark_where=target.describe(),
+                        rejected_rows=kept.get(versions[0]),
+                        summary=summary,
+                        unload=unload,
+                    )
+            else:
+                sync_versions(self, plans, routing, window, options, kept, start_spark, tag, target.describe())
         finally:
-            if rejected_rows is not None:
-                rejected_rows.close()
+            for file in kept.values():
+                file.close()
             running, self._running, self._stop = self._running, None, None
             if running and target.remote:
                 running[0].stop()  # release this session on the shared server
-        # The model version first: the sync view groups windows by it, and a log reader wants it too.
-        result = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
-        if rejected_rows is not None and rejected_rows.rows:
-            result["rejected_rows_file"] = rejected_rows.url
-        self.log.info("Sync summary for %s %s: %s", self.model_id, self.model_version, result)
+        written = {version: file.url for version, file in kept.items() if file.rows}
+        if self._summaries:
+            result = versions_result(self.model_id, self._summaries, written)
+        else:
+            result = version_result(self.model_id, versions[0], summary, written)
+        for version, counts in version_records(result):
+            self.log.info("Sync summary for %s %s: %s", self.model_id, version, counts)
         # What a completed sync tells Airflow: the Asset event now, and (kept for later) its lineage.
         self._synced = result
         self._emit_asset(context, window, result)
@@ -323,36 +341,15 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
     def _failed(self, context: Context, exc: Exception, summary: SyncSummary) -> None:
         connections = [c for c in (self.aporia_conn_id, self.redshift_conn_id, self.aws_conn_id) if c]
-        record = {"model_id": self.model_id, "model_version": self.model_version, **summary.to_dict()}
+        if self._summaries:  # each version's counts so far
+            record = versions_result(self.model_id, self._summaries, {})
+        else:
+            record = version_result(self.model_id, self.model_version or "", summary, {})
         report_failure(exc, context.get("ti"), record, connections, self.log)
 
     def _sync_options(self) -> SyncOptions:
-        """The sync's settings, each checked: an InputError naming the argument (at run time, a failure that Airflow
-        does not retry)."""
-        checked_jdbc_driver(self.jdbc_driver)
-        check_unload_settings(self.unload_s3_prefix, self.unload_iam_role, self.unload_min_rows)
-        return SyncOptions(
-            batch_size=self.batch_size,
-            num_partitions=self.num_partitions,
-            spark_min_rows=self.spark_min_rows,
-            lookback=self.lookback,
-            on_invalid_rows=self.on_invalid_rows,
-            max_invalid_rows=self.max_invalid_rows,
-            min_rows=self.min_rows,
-            on_low_volume=self.on_low_volume,
-            dry_run=self.validate_only,
-        )
-
-    def _try_storage(self, context: Context, window: Window) -> tuple[RejectedRowsFile | None, Unload | None]:
-        """Where this window's try keeps its rejected rows (with rejected_rows_path) and unloads (with an S3 prefix)."""
-        key = try_key(self.model_id, self.model_version, window, getattr(context.get("ti"), "try_number", None) or 1)
-        path = self.rejected_rows_path
-        rejected_rows = rejected_rows_file(path, self.aws_conn_id, key) if path else None
-        extra = self.redshift_hook.conn.extra_dejson
-        unload = unload_target(
-            self.unload_s3_prefix, self.unload_iam_role, self.unload_min_rows, extra, self.aws_conn_id, key
-        )
-        return rejected_rows, unload
+        """The sync's settings, each checked: an InputError naming the argument (at run time, not retried)."""
+        return sync_options(self)
 
     def on_kill(self) -> None:
         """Stop the sync's Spark jobs and its own delivery, so nothing goes on posting to Aporia after the task."""
@@ -365,36 +362,36 @@ class AporiaSyncOperator(AporiaBaseOperator):
 
         spark, tag = running
         cancel(spark, tag)
-        self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, self.model_version)
+        self.log.info("Stopped the Spark jobs of the sync of %s %s.", self.model_id, served(self))
 
-    # ------------------------------------------------------------------ lineage and the Asset
+    # ------------------------------------------------------------------ lineage, the window, the Asset
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
-        """OpenLineage: the Redshift tables the query (and actuals query) read, and the Aporia model version
-        they went to, with the predictions delivered as its row count."""
+        """OpenLineage: the Redshift tables the query (and actuals query) read, and the Aporia model versions
+        they went to, with the predictions delivered as each one's row count."""
         from aporia_provider.lineage import sync_lineage
 
-        queries = [table_query(self.table) if self.table else self.query or "", *filter(None, [self.actuals_query])]
         # A validate-only sync reads, but writes nothing to Aporia.
-        model = None if self.validate_only else (self.model_id, self.model_version)
-        rows = self._synced.get("fragments_sent") if self._synced else None
-        return sync_lineage(self.redshift_hook.warehouse(self.jdbc_driver), queries, self.aporia_hook, model, rows)
+        versions = [] if self.validate_only else synced_versions(self)
+        queries = [table_query(self.table) if self.table else self.query or "", *filter(None, [self.actuals_query])]
+        warehouse = self.redshift_hook.warehouse(self.jdbc_driver)
+        return sync_lineage(warehouse, queries, self.aporia_hook, self.model_id, versions)
 
     def _resolve_window(self, context: Context) -> Window:
         return window_of_run(context, self.window_start, self.window_end, self.log)
 
     def _declare_asset(self) -> Asset | AssetAlias | None:
-        """The model version's Asset (or an alias of it) as an outlet; a validate-only sync changes nothing and
-        declares none."""
+        """The model versions' Assets (or an alias of them) as outlets, the first returned; a validate-only sync
+        changes nothing and declares none."""
         if self.validate_only:
             return None
-        outlet = sync_outlet(self.model_id, self.model_version, self.dag_id, self.task_id)
-        self.add_outlets([outlet])
-        return outlet
+        outlets = sync_outlets(self.model_id, [v for v, _ in synced_versions(self)], self.dag_id, self.task_id)
+        self.add_outlets(outlets)
+        return outlets[0] if outlets else None
 
     def _emit_asset(self, context: Context, window: Window, summary: Mapping[str, Any]) -> None:
-        """Describe this sync on the model version's Asset event: its window and what reached Aporia."""
+        """Describe this sync on each model version's Asset event: its window and what reached Aporia."""
         events = context.get("outlet_events")
-        if self.model_version_outlet is None or events is None:
-            return
-        describe_sync_event(events, self.model_version_outlet, self.model_id, self.model_version, window, summary)
+        if self.model_version_outlet is not None and events is not None:
+            versions = version_records(summary, self.model_version)
+            describe_sync_events(events, self.model_version_outlet, self.model_id, window, versions)

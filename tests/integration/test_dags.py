@@ -26,7 +26,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from aporia_local.seed import SeedPlan
 from aporia_local.stack import LocalStack
-from tests.helpers import DAGS_FOLDER, AirflowCli, AporiaProbe, redshift_sql
+from tests.helpers import DAGS_FOLDER, LOUD, AirflowCli, AporiaProbe, redshift_sql
 
 pytestmark = pytest.mark.usefixtures("airflow_env", "seeded")
 SYNC_DAG, SYNC_TASK = "aporia_redshift_sync", "sync_predictions_and_actuals"
@@ -37,7 +37,13 @@ LOOKBACK = timedelta(minutes=15)  # the example DAG's
 def test_the_dags_import_cleanly_with_interval_schedules() -> None:
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"aporia_setup", "aporia_redshift_sync", "aporia_train_model", "aporia_retrain_version"}
+    assert set(bag.dag_ids) == {
+        "aporia_setup",
+        "aporia_redshift_sync",
+        "aporia_champion_challenger",
+        "aporia_train_model",
+        "aporia_retrain_version",
+    }
     sync = bag.dags["aporia_redshift_sync"]
     assert sync.catchup is True
     assert type(sync.timetable).__name__ == "CronDataIntervalTimetable"
@@ -250,14 +256,47 @@ def high_water(cli: AirflowCli) -> tuple[int, int]:
     return runs, events
 
 
-def asset_events(cli: AirflowCli, since: tuple[int, int]) -> list[dict[str, Any]]:
+def asset_events(
+    cli: AirflowCli, since: tuple[int, int], uri: str = ASSET_URI, dag_id: str = SYNC_DAG
+) -> list[dict[str, Any]]:
     rows = metadata(
         cli,
         "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
         "WHERE a.uri = ? AND e.source_dag_id = ? AND e.id > ? ORDER BY e.id",
-        (ASSET_URI, SYNC_DAG, since[1]),
+        (uri, dag_id, since[1]),
     )
     return [json.loads(extra) for (extra,) in rows]
+
+
+def test_champion_and_challenger_from_one_table(
+    airflow_cli: AirflowCli, aporia: AporiaProbe, stack: LocalStack, seeded: SeedPlan
+) -> None:
+    """The example DAG of two versions: each version's rows exactly once, none crossing over, an Asset event each,
+    and a task log without a WARNING."""
+    since = high_water(airflow_cli)
+    start = seeded.start + timedelta(hours=10)
+    end = start + timedelta(hours=1)
+    done = subprocess.run(
+        [airflow_cli.binary, "dags", "test", "aporia_champion_challenger", end.isoformat()],
+        env=airflow_cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    task = "sync_champion_and_challenger"
+    log = done.stdout[done.stdout.index(f"starting task_id={task}") : done.stdout.index(f"end task task_id={task}")]
+    assert [line for line in log.splitlines() if LOUD.search(line) and "starlette.testclient" not in line] == []
+    assert "one read for the 2 versions" in log
+    read = predictions(stack, start - LOOKBACK, end)
+    even = {i for i in read if i[-1] in "02468"}
+    for version, expected in (("champion", even), ("challenger", read - even)):
+        stored = [f["id"] for f in aporia.fragments(example.MODEL_ID, version) if f["predictions"]]
+        assert sorted(stored) == sorted(expected), version
+        uri = f"aporia://models/{example.MODEL_ID}/versions/{version}"
+        [event] = asset_events(airflow_cli, since, uri, "aporia_champion_challenger")
+        assert (event["window_start"], event["rows"]) == (start.isoformat(), len(expected))
 
 
 def predictions(stack: LocalStack, start: datetime, end: datetime) -> set[str]:

@@ -92,3 +92,14 @@ def test_the_connect_operator_names_its_query_tables() -> None:
     assert (output.namespace, output.name, output.outputFacets) == ("aporia://aporia.test:8080", "fraud/v1", {})
     operator.data_source = JDBCDataSource(url="jdbc:postgresql://elsewhere/db", query="SELECT 1")
     assert operator.get_openlineage_facets_on_complete(None).inputs == []
+
+
+@pytest.mark.usefixtures("connections")
+def test_a_sync_of_two_versions_writes_each_with_its_rows() -> None:
+    operator = sync(model_version=None, model_version_column="version", model_versions=["champion", "challenger"])
+    operator._synced = {"versions": {"champion": {"fragments_sent": 9}, "challenger": {"fragments_sent": 3}}}
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert [(o.name, o.outputFacets["outputStatistics"].rowCount) for o in lineage.outputs] == [
+        ("fraud/champion", 9),
+        ("fraud/challenger", 3),
+    ]

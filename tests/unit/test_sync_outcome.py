@@ -203,6 +203,7 @@ def test_summary_to_dict() -> None:
         "actuals_reread": 0,
         "rows_rejected": 0,
         "rejected_examples": ["row 7: amount: expected a number"],
+        "other_version_rows": 0,
         "min_rows": None,
         "low_volume": False,
         "batches": 0,
