@@ -61,7 +61,10 @@ class ServerlessStandIn:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length)
         if not target.startswith("RedshiftServerless."):
-            denial = self._cluster_credentials_denial(raw, authorization) or _s3_denial(environ, raw, authorization)
+            # Redshift's query API posts a form; S3's bodies (UNLOAD's files) are not decoded for it.
+            form = environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded")
+            cluster_denial = self._cluster_credentials_denial(raw, authorization) if form else None
+            denial = cluster_denial or _s3_denial(environ, raw, authorization)
             if denial:
                 return _respond(start_response, "403 Forbidden", "text/xml", denial.encode())
             environ["wsgi.input"] = io.BytesIO(raw)

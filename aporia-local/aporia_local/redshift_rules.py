@@ -19,6 +19,7 @@ The pages give no error text or SQLSTATE for these refusals; the stand-in's are 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 SINGLE_NODE_FETCH_MAX = 1000
@@ -61,13 +62,18 @@ def split_statements(sql: str) -> list[str]:
     return [s for s in statements if words(s, 1)]
 
 
+def tokens(sql: str) -> Iterator[str]:
+    """The statement's tokens, comments and white space left out (a literal or a quoted name is one token)."""
+    for token in _TOKEN.finditer(sql):
+        text = token.group(0)
+        if not (text.isspace() or text.startswith(("--", "/*"))):
+            yield text
+
+
 def words(sql: str, limit: int) -> list[str]:
     """The first `limit` tokens of a statement, comments and white space left out; keywords upper-cased."""
     found: list[str] = []
-    for token in _TOKEN.finditer(sql):
-        text = token.group(0)
-        if text.isspace() or text.startswith(("--", "/*")):
-            continue
+    for text in tokens(sql):
         found.append(text.upper() if text[0].isalpha() or text[0] == "_" else text)
         if len(found) == limit:
             break

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from aporia_local.redshift_rules import Refusal
+from aporia_local.redshift_rules import Refusal, tokens
 
 # UNLOAD page, MAXFILESIZE: "a decimal value between 5 MB and 6.2 GB"; 6.2 GB is also the default.
 MIN_FILE_BYTES = 5 * 1000**2
@@ -149,7 +149,19 @@ def _options(unload: Unload, tokens: list[str], upper: list[str]) -> Unload | Re
         return Refusal("42601", "UNLOAD needs an authorization: IAM_ROLE 'arn:aws:iam::<account-id>:role/<role-name>'")
     if fmt != "PARQUET":
         return Refusal("0A000", "the Redshift stand-in unloads FORMAT PARQUET only")
+    if _outer_limit(unload.query):
+        # UNLOAD page, usage notes: "The SELECT query can't use a LIMIT clause in the outer SELECT."
+        return Refusal("0A000", "LIMIT is not supported in the outer SELECT of UNLOAD; put it in a nested SELECT")
     if unload.cleanpath and unload.allowoverwrite:
         # UNLOAD page: CLEANPATH "can't be specified if ALLOWOVERWRITE is specified".
         return _syntax_error("CLEANPATH")
     return unload
+
+
+def _outer_limit(query: str) -> bool:
+    depth = 0
+    for token in tokens(query):
+        depth += {"(": 1, ")": -1}.get(token, 0)
+        if depth == 0 and token.upper() == "LIMIT":
+            return True
+    return False
