@@ -32,7 +32,7 @@ def aws(stack: LocalStack, service: str) -> Any:
         endpoint_url=stack.settings.aws_url,
         region_name=REGION,
         aws_access_key_id="root",
-        aws_secret_access_key="root",  # noqa: S106
+        aws_secret_access_key="root",
     )
 
 
