@@ -155,9 +155,7 @@ def project(frame: DataFrame, layout: SourceLayout, window_start: datetime) -> D
     value, re-read), judged in the executors by the same row rules the task runs (`columnar.judge`, through
     mapInArrow); rows that are no row (no actual yet) dropped."""
     layout.require(frame.columns)
-    types = {field.name: field_type(field) for field in frame.schema.fields}
-    for slot in layout.fields:
-        slot.fit(types[slot.column])
+    layout.fit({field.name: field_type(field) for field in frame.schema.fields})
     needed = frame.select(*[frame[column] for column in layout.columns])
     return needed.mapInArrow(partial(judge_batches, layout, window_start), JUDGED_DDL)
 
@@ -172,8 +170,7 @@ def project_routed(
     require_columns(frame.columns, layouts[0].subject, {"model_version_column": [routing.column]})
     types = {field.name: field_type(field) for field in frame.schema.fields}
     for layout in layouts:
-        for slot in layout.fields:
-            slot.fit(types[slot.column])
+        layout.fit(types)
     columns = list(dict.fromkeys([routing.column, *(c for layout in layouts for c in layout.columns)]))
     needed = frame.select(*[frame[column] for column in columns])
     return needed.mapInArrow(partial(judge_routed_batches, layouts, routing, window_start), ROUTED_DDL)

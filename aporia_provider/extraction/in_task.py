@@ -146,11 +146,7 @@ def judge_in_task(
     """Judge every row of one source's window (Arrow batches, as `arrow_batch` makes them) into a spool, and count
     what passed; rows before the run's `window_start` were read only for the lookback; every rejected row goes to
     `rejected` too, when given."""
-    for slot in layout.fields:
-        column_type = types[slot.column]
-        # The reader sends a window here only when every needed column is of a type it reads.
-        assert column_type is not None
-        slot.fit(column_type)
+    layout.fit(types)
     spool = Spool()
     try:
         for batch in batches:

@@ -100,6 +100,14 @@ class SourceLayout:
         """Refuse, naming the argument to fix, a column the rows need that is not among `present`."""
         require_columns(present, self.subject, self.needed)
 
+    def fit(self, types: Mapping[str, ColumnType | None]) -> None:
+        """Refuse, in the words of the field's rule, a column whose type (as the reader types it) no field takes; the
+        readers send a window here only when they read every needed column's type."""
+        for slot in self.fields:
+            column_type = types[slot.column]
+            assert column_type is not None
+            slot.fit(column_type)
+
     def require_timestamp(self, present: list[str]) -> None:
         source = self.source
         require_columns(present, self.subject, {source.timestamp_argument: [source.timestamp_column]})

@@ -82,6 +82,19 @@ class SyncOptions:
                     "pass one of them."
                 )
 
+    def spark_reason(self, unread: list[str], total: int) -> str | None:
+        """Why a window of `total` rows the task could read goes to Spark (`unread`: its columns of a type only
+        Spark reads), or None."""
+        if unread:
+            return f"of a type only Spark reads ({', '.join(unread)})"
+        if self.spark_min_rows is None or total < self.spark_min_rows:
+            return None
+        return (
+            "spark_min_rows=0 sends every window to Spark"
+            if not self.spark_min_rows
+            else f"at least {self.spark_min_rows:,}"
+        )
+
     def invalid_rows_allowed(self, rows: int) -> int | None:
         """How many invalid rows of `rows` may be left out while the rest is sent; None: any number."""
         if self.max_invalid_rows is None:

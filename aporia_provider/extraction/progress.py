@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from aporia_provider.extraction.spark import is_connect
+from aporia_provider.extraction.spark import is_connect, tagged
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -103,3 +104,21 @@ def counted(number: int, noun: str) -> str:
     if number == 1:
         return f"1 {noun}"
     return f"{number:,} {noun}es" if noun.endswith("ch") else f"{number:,} {noun}s"
+
+
+def spark_starter(
+    stack: ExitStack, progress: Progress, spark: Callable[[], SparkSession], spark_where: str, tag: str | None
+) -> Callable[[], SparkSession]:
+    """`spark`, started on first use only: its jobs tagged (until `stack` closes) and watched by the progress lines."""
+    session: list[SparkSession] = []
+
+    def started() -> SparkSession:
+        if not session:
+            progress.phase = f"starting Spark on {spark_where}"
+            session.append(spark())
+            if tag:
+                stack.enter_context(tagged(session[0], tag))
+            progress.watch(session[0])
+        return session[0]
+
+    return started

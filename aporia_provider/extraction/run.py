@@ -51,9 +51,8 @@ from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.probe import Probe, TaskProbe
-from aporia_provider.extraction.progress import Progress, counted
+from aporia_provider.extraction.progress import Progress, counted, spark_starter
 from aporia_provider.extraction.rulebook import ColumnType
-from aporia_provider.extraction.spark import tagged
 from aporia_provider.extraction.sql import Window, derived
 from aporia_provider.extraction.unload import Unload, read_files
 from aporia_provider.extraction.warehouse import Warehouse
@@ -115,17 +114,6 @@ def run_sync(
     with ExitStack() as stack:
         stack.enter_context(progress)
         stack.callback(_release, checked)
-        session: list[SparkSession] = []
-
-        def started_spark() -> SparkSession:
-            if not session:
-                progress.phase = f"starting Spark on {spark_where}"
-                session.append(spark())
-                if tag:
-                    stack.enter_context(tagged(session[0], tag))
-                progress.watch(session[0])
-            return session[0]
-
         reader = _Reader(
             plan=plan,
             options=options,
@@ -133,7 +121,7 @@ def run_sync(
             window_start=window.start,
             whole_days=window.whole_days(),
             warehouse=warehouse,
-            spark=started_spark,
+            spark=spark_starter(stack, progress, spark, spark_where, tag),
             client=client,
             progress=progress,
             stack=stack,
@@ -248,9 +236,10 @@ class _Reader:
         )
         return list(self._column_types(probe, query))
 
-    def read(self, layout: SourceLayout) -> _Checked:
-        """Check the source's timestamp column, count its window, and read it the way its size and types ask."""
-        source, options = layout.source, self.options
+    def probe(self, layout: SourceLayout) -> tuple[Probe, dict[str, ColumnType | None], ColumnType, int]:
+        """Learn the source's column types (by Spark where only Spark can say them), check its timestamp column and
+        count its window: the probe that spoke, the types, the timestamp's type, the rows."""
+        source = layout.source
         # JDBC options that change what is read (a session init statement, a custom schema): only Spark applies
         # them, so only Spark can say what the query returns.
         spark_only = bool(set(self.plan.read_options) - TASK_READ_OPTIONS)
@@ -267,7 +256,12 @@ class _Reader:
         problem = layout.timestamp_problem(timestamp_type, self.whole_days)
         if problem:
             raise SyncInputError(problem)
-        total = probe.count(source.query, source.timestamp_column, self.window)
+        return probe, types, timestamp_type, probe.count(source.query, source.timestamp_column, self.window)
+
+    def read(self, layout: SourceLayout) -> _Checked:
+        """Check the source's timestamp column, count its window, and read it the way its size and types ask."""
+        options = self.options
+        probe, types, timestamp_type, total = self.probe(layout)
         dates = timestamp_type.category == "date"
         if self.plan.select_expr or isinstance(probe, SparkReads):
             # Spark SQL expressions, JDBC options and column types only Spark applies or reads.
@@ -275,18 +269,13 @@ class _Reader:
         columns, select = select_columns(layout, types, self.window)
         unread = [column for column in columns if types[column] is None]
         subject, threshold, unload = layout.subject, options.spark_min_rows, self.unload
-        spark_wanted = threshold is not None and total >= threshold
         if not unread and unload is not None and total >= unload.min_rows:
             why = f"at least unload_min_rows={unload.min_rows:,}"
+            spark_wanted = threshold is not None and total >= threshold
             return self._by_unload(layout, unload, select, columns, types, (total, why), spark_wanted)
-        if unread or spark_wanted:
-            if unread:
-                why = f"of a type only Spark reads ({', '.join(unread)})"
-            elif threshold == 0:
-                why = "spark_min_rows=0 sends every window to Spark"
-            else:
-                why = f"at least {threshold:,}"
-            log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, counted(total, "row"), why)
+        why_spark = options.spark_reason(unread, total)
+        if why_spark:
+            log.info("Reading %s of %s with Spark: %s, %s.", layout.kind, subject, counted(total, "row"), why_spark)
             return self._with_spark(layout, total, dates)
         overflow = self._cursor_overflow(select, total)
         if overflow and unload is not None:

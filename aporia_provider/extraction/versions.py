@@ -22,12 +22,11 @@ from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.exceptions import InvalidRowsError, SyncInputError, SyncStopped
+from aporia_provider.exceptions import InvalidRowsError, SyncStopped
 from aporia_provider.extraction.columnar import arrow_batch, judge_routed
 from aporia_provider.extraction.expectations import expect_volume, judge_window
 from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.in_spark import (
-    TASK_READ_OPTIONS,
     SparkReads,
     check_with_spark,
     deliver_with_spark,
@@ -39,10 +38,8 @@ from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, Source
 from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import Routing, SyncPlan
-from aporia_provider.extraction.probe import Probe, TaskProbe
-from aporia_provider.extraction.progress import Progress, counted
+from aporia_provider.extraction.progress import Progress, counted, spark_starter
 from aporia_provider.extraction.run import _Checked, _count_in_window, _Reader, _unpersist
-from aporia_provider.extraction.spark import tagged
 from aporia_provider.extraction.sql import Window, quoted, windowed
 from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
@@ -102,17 +99,6 @@ def run_versions(
     checked: dict[str, list[_Checked]] = {version: [] for version in versions}
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(subject, spark_where))
-        session: list[SparkSession] = []
-
-        def started_spark() -> SparkSession:
-            if not session:
-                progress.phase = f"starting Spark on {spark_where}"
-                session.append(spark())
-                if tag:
-                    stack.enter_context(tagged(session[0], tag))
-                progress.watch(session[0])
-            return session[0]
-
         reader = _Reader(
             plan=first,
             options=options,
@@ -120,7 +106,7 @@ def run_versions(
             window_start=window.start,
             whole_days=window.whole_days(),
             warehouse=warehouse,
-            spark=started_spark,
+            spark=spark_starter(stack, progress, spark, spark_where, tag),
             client=client,
             progress=progress,
             stack=stack,
@@ -180,22 +166,8 @@ def _read_routed(
     for one version); each row judged by the layout of the version it names."""
     first, options = layouts[0], reader.options
     source = first.source
-    counting = f"counting {first.kind}"
-    reader.progress.phase = counting
-    spark_only = bool(set(reader.plan.read_options) - TASK_READ_OPTIONS)
-    probe: Probe = reader.spark_reads(counting) if spark_only else TaskProbe(reader.cursor, reader.warehouse)
-    types = reader._column_types(probe, source.query)
-    first.require_timestamp(list(types))
-    if types[source.timestamp_column] is None:  # a type only Spark reads: Spark names it, in its own words
-        probe = reader.spark_reads(counting)
-        types = probe.column_types(source.query)
-    timestamp_type = types[source.timestamp_column]
-    assert timestamp_type is not None
-    problem = first.timestamp_problem(timestamp_type, reader.whole_days)
-    if problem:
-        raise SyncInputError(problem)
-    total = probe.count(source.query, source.timestamp_column, reader.window)
-    rows, threshold, versions = counted(total, "row"), options.spark_min_rows, len(layouts)
+    probe, types, timestamp_type, total = reader.probe(first)
+    rows, versions = counted(total, "row"), len(layouts)
     if reader.plan.select_expr or isinstance(probe, SparkReads):
         log.info("Reading %s of %s with Spark: %s, one read for the %d versions.", first.kind, subject, rows, versions)
         return _with_spark(
@@ -205,12 +177,8 @@ def _read_routed(
         layout.require(list(types))
     require_columns(list(types), subject, {"model_version_column": [routing.column]})
     columns = list(dict.fromkeys([routing.column, *(c for layout in layouts for c in layout.columns)]))
-    unread = [column for column in columns if types[column] is None]
-    if unread or (threshold is not None and total >= threshold):
-        if unread:
-            why = f"of a type only Spark reads ({', '.join(unread)})"
-        else:
-            why = "spark_min_rows=0 sends every window to Spark" if threshold == 0 else f"at least {threshold:,}"
+    why = options.spark_reason([column for column in columns if types[column] is None], total)
+    if why:
         log.info(
             "Reading %s of %s with Spark: %s, %s, one read for the %d versions.",
             first.kind,
@@ -225,10 +193,7 @@ def _read_routed(
     log.info("Reading %s of %s in this task: %s, one read for the %d versions.", first.kind, subject, rows, versions)
     reader.progress.phase = f"reading and checking {first.kind}"
     for layout in layouts:
-        for slot in layout.fields:
-            column_type = types[slot.column]
-            assert column_type is not None
-            slot.fit(column_type)
+        layout.fit(types)
     selected = ", ".join(quoted(column) for column in columns)
     select = f"SELECT {selected} FROM {windowed(source.query, source.timestamp_column, reader.window)}"
     spools = [Spool() for _ in layouts]
