@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -87,12 +87,16 @@ class _KeptWarnings(logging.Handler):
 
 
 @contextmanager
-def warnings_logged(summary: SyncSummary, logger: str = ENGINE_LOGGER) -> Iterator[None]:
-    """Keep the WARNING lines `logger` (and those below it) logs meanwhile in the summary, where the view shows them."""
-    handler = _KeptWarnings(summary)
+def handled(handler: logging.Handler, logger: str = ENGINE_LOGGER) -> Iterator[None]:
+    """`handler` given the records of `logger` (and those below it) meanwhile."""
     engine = logging.getLogger(logger)
     engine.addHandler(handler)
     try:
         yield
     finally:
         engine.removeHandler(handler)
+
+
+def warnings_logged(summary: SyncSummary, logger: str = ENGINE_LOGGER) -> AbstractContextManager[None]:
+    """Keep the WARNING lines `logger` (and those below it) logs meanwhile in the summary, where the view shows them."""
+    return handled(_KeptWarnings(summary), logger)

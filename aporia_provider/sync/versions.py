@@ -9,8 +9,8 @@ Asset events are per version too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from aporia_provider.exceptions import SyncInputError
@@ -18,7 +18,7 @@ from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import Routing, SyncPlan
 from aporia_provider.redshift import jdbc_driver as checked_jdbc_driver
 from aporia_provider.redshift import table_query
-from aporia_provider.sync.outcome import ENGINE_LOGGER, VERSIONS_KEY, SyncSummary
+from aporia_provider.sync.outcome import VERSIONS_KEY, SyncSummary, handled
 from aporia_provider.sync.unload import check_unload_settings
 from aporia_provider.vocabulary import FIELD_GROUPS
 
@@ -136,16 +136,9 @@ class _VersionsWarnings(logging.Handler):
             summary.logged_warnings.append(message)
 
 
-@contextmanager
-def warnings_by_version(model_id: str, summaries: Mapping[str, SyncSummary]) -> Iterator[None]:
+def warnings_by_version(model_id: str, summaries: Mapping[str, SyncSummary]) -> AbstractContextManager[None]:
     """Keep the engine's WARNING lines meanwhile in the summaries of the versions they concern."""
-    handler = _VersionsWarnings(model_id, summaries)
-    engine = logging.getLogger(ENGINE_LOGGER)
-    engine.addHandler(handler)
-    try:
-        yield
-    finally:
-        engine.removeHandler(handler)
+    return handled(_VersionsWarnings(model_id, summaries))
 
 
 def sync_versions(
