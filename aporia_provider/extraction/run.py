@@ -149,31 +149,45 @@ def run_sync(
         judge_window(summary, plan, options, checked)
         expect_volume(summary, subject, options)
         if not options.dry_run:
-            sent = LogResult()
-            for rows in checked:
-                if stop is not None and stop.is_set():
-                    raise SyncStopped(f"before sending the {rows.kind}", subject)
-                progress.phase = f"sending {rows.kind}"
-                with failures_of(warehouse, "delivering the window to Aporia", subject, "query"):
-                    delivered = rows.send()
-                log.info(
-                    "Sent %s of %s in %s.",
-                    counted(delivered.fragments, rows.kind[:-1]),
-                    subject,
-                    counted(delivered.batches, "batch"),
-                )
-                if rows.kind == "predictions":
-                    summary.fragments_sent = delivered.fragments
-                else:
-                    summary.actuals_sent = delivered.fragments
-                sent.add(delivered)
-            summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
+            send(checked, summary, subject, warehouse, stop, progress)
         if unload is not None and reader.unload_seconds is not None:
             # Kept after a failure, for its diagnosis; a retry unloads to a prefix of its own.
             unload.remove()
             log.info("Deleted the files unloaded to %s.", unload.prefix)
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+def send(
+    checked: list[_Checked],
+    summary: SyncSummary,
+    subject: str,
+    warehouse: Warehouse,
+    stop: threading.Event | None,
+    progress: Progress | None = None,
+) -> None:
+    """Send each source that was read and judged, and count what was delivered; `progress`, when given, says
+    which source is being sent."""
+    sent = LogResult()
+    for rows in checked:
+        if stop is not None and stop.is_set():
+            raise SyncStopped(f"before sending the {rows.kind}", subject)
+        if progress is not None:
+            progress.phase = f"sending {rows.kind}"
+        with failures_of(warehouse, "delivering the window to Aporia", subject, "query"):
+            delivered = rows.send()
+        log.info(
+            "Sent %s of %s in %s.",
+            counted(delivered.fragments, rows.kind[:-1]),
+            subject,
+            counted(delivered.batches, "batch"),
+        )
+        if rows.kind == "predictions":
+            summary.fragments_sent = delivered.fragments
+        else:
+            summary.actuals_sent = delivered.fragments
+        sent.add(delivered)
+    summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
 
 
 def _count_in_window(summary: SyncSummary, read: _Checked) -> None:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
-from aporia_provider.client import AporiaClient, LogResult
-from aporia_provider.exceptions import InvalidRowsError, SyncStopped
+from aporia_provider.client import AporiaClient
+from aporia_provider.exceptions import InvalidRowsError
 from aporia_provider.extraction.columnar import arrow_batch, judge_routed
 from aporia_provider.extraction.expectations import expect_volume, judge_window
 from aporia_provider.extraction.failures import failures_of
@@ -39,7 +39,7 @@ from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import Routing, SyncPlan
 from aporia_provider.extraction.progress import Progress, counted, spark_starter
-from aporia_provider.extraction.run import _Checked, _count_in_window, _Reader, _unpersist
+from aporia_provider.extraction.run import _Checked, _count_in_window, _Reader, _unpersist, send
 from aporia_provider.extraction.sql import Window, quoted, windowed
 from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
@@ -147,7 +147,7 @@ def run_versions(
         if not options.dry_run:
             for version in versions:
                 progress.phase = f"sending {version}"
-                _send(checked[version], summaries[version], f"{first.model_id} {version}", warehouse, stop)
+                send(checked[version], summaries[version], f"{first.model_id} {version}", warehouse, stop)
     for summary in summaries.values():
         summary.seconds = round(time.monotonic() - started, 3)  # the versions' shared read and their sends
     return summaries
@@ -298,27 +298,3 @@ def _decide_other_versions(
         log.warning("%s; skipping them as on_invalid_rows='skip' asks.", message)
     else:
         log.warning("%s; left out, within max_invalid_rows=%r (%s).", message, options.max_invalid_rows, f"{allowed:,}")
-
-
-def _send(
-    checked: list[_Checked], summary: SyncSummary, subject: str, warehouse: Warehouse, stop: threading.Event | None
-) -> None:
-    """Send one version's sources, as a sync of its own would."""
-    sent = LogResult()
-    for rows in checked:
-        if stop is not None and stop.is_set():
-            raise SyncStopped(f"before sending the {rows.kind}", subject)
-        with failures_of(warehouse, "delivering the window to Aporia", subject, "query"):
-            delivered = rows.send()
-        log.info(
-            "Sent %s of %s in %s.",
-            counted(delivered.fragments, rows.kind[:-1]),
-            subject,
-            counted(delivered.batches, "batch"),
-        )
-        if rows.kind == "predictions":
-            summary.fragments_sent = delivered.fragments
-        else:
-            summary.actuals_sent = delivered.fragments
-        sent.add(delivered)
-    summary.batches, summary.retries, summary.warnings = sent.batches, sent.retries, len(sent.warnings)
