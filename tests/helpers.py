@@ -135,6 +135,20 @@ class AirflowCli:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
         return done
 
+    def dags_test(self, dag_id: str, logical_date: datetime) -> str:
+        """`airflow dags test` of one run; its stdout and stderr as one stream, in order, as the task runner captures
+        them (a failed run fails the test)."""
+        done = subprocess.run(
+            [self.binary, "dags", "test", dag_id, logical_date.isoformat()],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+        return done.stdout
+
     def start(self, *args: str, output: Path | None = None) -> subprocess.Popen[bytes]:
         """Start a command in its own process group, so a test can kill it with everything it spawned.
 

@@ -276,17 +276,9 @@ def test_champion_and_challenger_from_one_table(
     since = high_water(airflow_cli)
     start = seeded.start + timedelta(hours=10)
     end = start + timedelta(hours=1)
-    done = subprocess.run(
-        [airflow_cli.binary, "dags", "test", "aporia_champion_challenger", end.isoformat()],
-        env=airflow_cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+    output = airflow_cli.dags_test("aporia_champion_challenger", end)
     task = "sync_champion_and_challenger"
-    log = done.stdout[done.stdout.index(f"starting task_id={task}") : done.stdout.index(f"end task task_id={task}")]
+    log = output[output.index(f"starting task_id={task}") : output.index(f"end task task_id={task}")]
     assert [line for line in log.splitlines() if LOUD.search(line) and "starlette.testclient" not in line] == []
     assert "one read for the 2 versions" in log
     read = predictions(stack, start - LOOKBACK, end)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -37,19 +36,10 @@ def test_a_successful_sync_logs_no_warning_or_error_and_shows_progress(
 ) -> None:
     airflow_cli("dags", "test", "aporia_setup")
     end = seeded.start + timedelta(hours=5)
-    # stdout and stderr as one stream, in order, as the task runner captures them.
-    done = subprocess.run(
-        [airflow_cli.binary, "dags", "test", "aporia_redshift_sync", end.isoformat()],
-        env=airflow_cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+    output = airflow_cli.dags_test("aporia_redshift_sync", end)
     # The task's own part: what `airflow dags test` prints around it (its CLI's own notices) is not task log.
-    started = done.stdout.index("[DAG TEST] starting task_id=sync_predictions_and_actuals")
-    log = done.stdout[started : done.stdout.index("[DAG TEST] end task task_id=sync_predictions_and_actuals")]
+    started = output.index("[DAG TEST] starting task_id=sync_predictions_and_actuals")
+    log = output[started : output.index("[DAG TEST] end task task_id=sync_predictions_and_actuals")]
     assert "Sync summary for insurance-propensity v1" in log
     # `airflow dags test` serves the task's execution API in-process through starlette's test client, which
     # warns about its own httpx use; the real task runner has no such client.
