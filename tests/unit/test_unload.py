@@ -13,6 +13,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from aporia_local.redshift_rules import Refusal
+from aporia_local.unload_grammar import parse_unload
 from aporia_provider.extraction.in_task import judge_in_task, select_columns
 from aporia_provider.extraction.unload import Unload, read_files
 from aporia_provider.redshift import column_types
@@ -133,6 +135,14 @@ def test_the_unload_statement_quotes_the_query_and_names_the_trys_own_prefix() -
         "''2026-11-20 00:00:00+00:00''') TO 's3://bucket/syncs/m/v1/span/try-2/actuals/' "
         "IAM_ROLE 'arn:aws:iam::1:role/unload' FORMAT AS PARQUET CLEANPATH MAXFILESIZE 256 MB"
     )
+
+
+def test_the_unload_literal_gives_redshift_the_query_back_backslashes_and_quotes_alike() -> None:
+    unload = Unload("s3://bucket/p/", "arn:aws:iam::1:role/unload", 10, pafs.LocalFileSystem(), Store())
+    select = "SELECT * FROM t WHERE note LIKE 'a\\_b%' OR note = '\\' OR note ~ '\\d''s'"
+    parsed = parse_unload(unload.statement(select, "predictions"))
+    assert not isinstance(parsed, Refusal)
+    assert parsed.query == select
 
 
 @pytest.mark.parametrize("rows_in_file", [0, 3])
