@@ -6,7 +6,8 @@ own (so it sees committed data, as a query from another session would) as COPY .
 pyarrow's CSV reader: memory stays flat whatever the result's size.
 Files are named as Redshift names them: `<prefix><slice>_part_<nn>.parquet` (PARALLEL ON, one or more files per
 slice, two slices per node as on an ra3.xlplus node) or `<prefix><nnn>.parquet` (PARALLEL OFF), a new file started
-before one would pass MAXFILESIZE; a slice that gets no rows writes no file. SUPER arrives as JSON text and is
+before one would pass MAXFILESIZE, in row groups of about 32 MB (ROWGROUPSIZE's default); a slice that gets no rows
+writes no file. SUPER arrives as JSON text and is
 written as Parquet's JSON type ("Unloading semistructured data" page:
 https://docs.aws.amazon.com/redshift/latest/dg/unload-super.html; pyarrow reads it as the arrow.json extension type,
 whose values are the JSON text), timestamps as Parquet timestamps (TIMESTAMPTZ adjusted to UTC), NUMERIC(p, s) as
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 SLICES_PER_NODE = 2
 # Room left in a file for the Parquet footer when deciding to start the next one.
 _FOOTER_MARGIN = 64 * 1024
+# UNLOAD page, ROWGROUPSIZE: "The default size is 32 MB" (measured here on the rows as Arrow holds them).
+ROW_GROUP_BYTES = 32 * 1000**2
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/([\w+=,.@/-]+)")
 
 
@@ -74,27 +77,44 @@ class _SliceFiles:
     rows: list[int] = field(default_factory=list)
     _writer: Any = None
     _sink: Any = None
+    _group: list[pa.RecordBatch] = field(default_factory=list)  # the row group being gathered
+    _written_rows: int = 0  # of the current file, in row groups written
 
     def write(self, batch: pa.RecordBatch, max_bytes: int) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if self._writer is not None:
+        if self._writer is not None and self._written_rows:
             written = self._sink.tell()
-            estimate = written / max(self.rows[-1], 1) * batch.num_rows
+            estimate = written / self._written_rows * (self.rows[-1] - self._written_rows + batch.num_rows)
             if written + estimate + _FOOTER_MARGIN > max_bytes:
                 self.close()
         if self._writer is None:
             self.names.append(self.name_for(len(self.names)))
             self.rows.append(0)
+            self._written_rows = 0
             self._sink = pa.OSFile(str(self.directory / self.names[-1]), "wb")
             # No Arrow schema in the file's metadata: Redshift's files carry only Parquet's own.
             self._writer = pq.ParquetWriter(self._sink, batch.schema, store_schema=False)
-        self._writer.write_batch(batch)
+        self._group.append(batch)
         self.rows[-1] += batch.num_rows
+        # A group is written early when the file has no room for more: Parquet is no larger than the rows in Arrow.
+        room = max_bytes - self._sink.tell() - _FOOTER_MARGIN
+        if sum(b.nbytes for b in self._group) >= min(ROW_GROUP_BYTES, room):
+            self._write_group()
+
+    def _write_group(self) -> None:
+        import pyarrow as pa
+
+        if self._group:
+            table = pa.Table.from_batches(self._group)
+            self._writer.write_table(table, row_group_size=table.num_rows)
+            self._written_rows += table.num_rows
+            self._group = []
 
     def close(self) -> None:
         if self._writer is not None:
+            self._write_group()
             self._writer.close()
             self._sink.close()
             self._writer = self._sink = None

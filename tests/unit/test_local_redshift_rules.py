@@ -3,8 +3,13 @@ through redshift_connector, psql and the JDBC driver)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from aporia_local import unload as unload_writer
 from aporia_local.redshift_rules import Refusal, Rules, split_statements
 from aporia_local.unload_grammar import Unload, parse_unload
 
@@ -118,3 +123,15 @@ def test_unload_refusals(tail: str, code: str, message: str) -> None:
 def test_unload_refuses_a_limit_in_the_outer_select(query: str, refused: bool) -> None:
     answer = parse_unload(f"UNLOAD ('{query}') TO 's3://b/p/' IAM_ROLE '{ROLE}' PARQUET")
     assert isinstance(answer, Refusal) == refused
+
+
+def test_unload_writes_row_groups_of_rowgroupsize_s_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(unload_writer, "ROW_GROUP_BYTES", 1_000_000)
+    files = unload_writer._SliceFiles(tmp_path, lambda part: f"0000_part_{part:02d}.parquet")
+    batch = pa.record_batch({"pad": pa.array(["x" * 96] * 2_500)})  # ~250 kB in Arrow
+    for _ in range(10):
+        files.write(batch, max_bytes=6_200_000_000)
+    files.close()
+    metadata = pq.read_metadata(tmp_path / files.names[0])
+    assert files.names == ["0000_part_00.parquet"] and files.rows == [25_000]
+    assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == [10_000, 10_000, 5_000]
