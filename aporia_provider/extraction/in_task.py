@@ -17,8 +17,9 @@ from __future__ import annotations
 import tempfile
 import threading
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -40,6 +41,9 @@ FETCH_ROWS = 1_000
 # enough that Arrow's per-call costs vanish, small enough that a batch of 768-dim embeddings stays a few MB.
 JUDGE_BYTES = 8 << 20
 JUDGE_ROWS = 10_000
+# Batches judged at once, in threads (Arrow's kernels, the spool's writes and the file reads let go of the GIL), and
+# so at most this many more held: reading, judging and spooling overlap.
+JUDGE_THREADS = 2
 # Requests to Aporia in flight at once while the task delivers (fragments merge by id: order does not matter).
 DELIVERY_CONCURRENCY = 4
 # The repeated-id rule's hashes are kept in this many buckets (by their low bits) and counted a bucket at a time:
@@ -156,8 +160,14 @@ def judge_in_task(
     layout.fit(types)
     spool = Spool()
     try:
-        for batch in batches:
-            spool.add(judge(batch, layout, window_start))
+        with ThreadPoolExecutor(JUDGE_THREADS, thread_name_prefix="aporia-judge") as pool:
+            judging: deque[Future[pa.RecordBatch]] = deque()
+            for batch in batches:
+                judging.append(pool.submit(judge, batch, layout, window_start))
+                if len(judging) > JUDGE_THREADS:
+                    spool.add(judging.popleft().result())
+            while judging:
+                spool.add(judging.popleft().result())
         return _verdicts(layout, spool, rejected)
     except BaseException:
         spool.close()
