@@ -8,7 +8,7 @@ the fragments' JSON with Arrow's kernels. JSON text (SUPER) that passed is sent 
 
 Every row is judged before anything is sent (with ``fail``, one invalid row means nothing is sent, and a repeated
 id rejects rows read long before it), so the judged batches wait in a spool on local disk (Arrow IPC), not in
-memory: the task's memory stays flat whatever the window's size (8 bytes of id hash per row, for the repeated-id
+memory: the task's memory stays flat whatever the window's size (4 bytes of id hash per row, for the repeated-id
 rule).
 """
 
@@ -46,10 +46,13 @@ JUDGE_ROWS = 10_000
 JUDGE_THREADS = 2
 # Requests to Aporia in flight at once while the task delivers (fragments merge by id: order does not matter).
 DELIVERY_CONCURRENCY = 4
-# The repeated-id rule's hashes are kept in this many buckets (by their low bits) and counted a bucket at a time:
-# Arrow's count of distinct values takes ~105 bytes a value, 1 GB for a 10M-row window counted at once (make bench,
-# UNLOAD of 2M rows: 587 MB peak against 352 MB for 1k rows; 10M rows: 1,435 MB).
-ID_HASH_BUCKETS = 64
+# The repeated-id rule keeps 38 bits of each id's hash: the low 6 pick one of 64 buckets, which holds the next 32
+# (4 bytes a row), and the buckets are counted one at a time: Arrow's count of distinct values takes ~105 bytes a
+# value, 1 GB for a 10M-row window counted at once (make bench, UNLOAD of 2M rows: 587 MB peak against 352 MB for
+# 1k rows; 10M rows: 1,435 MB). Ids whose 38 bits collide are told apart by a second look at the ids themselves
+# (at 10M distinct ids, a few hundred are looked at).
+ID_HASH_BUCKET_BITS = 6
+ID_HASH_BITS = ID_HASH_BUCKET_BITS + 32
 
 
 class Spool:
@@ -61,7 +64,7 @@ class Spool:
         self.rows = 0
         self.problems = 0  # rows with a problem of their own
         self.reread = 0  # rows read only for the lookback
-        self._id_hashes = [array("q") for _ in range(ID_HASH_BUCKETS)]
+        self._id_hashes = [array("I") for _ in range(1 << ID_HASH_BUCKET_BITS)]
 
     def add(self, judged: pa.RecordBatch) -> None:
         assert self._writer is not None, "the spool is read already"
@@ -69,9 +72,9 @@ class Spool:
         self.rows += judged.num_rows
         self.problems += judged.num_rows - judged.column("problem").null_count
         self.reread += pc.sum(judged.column("reread")).as_py() or 0
-        buckets, last_bits = self._id_hashes, ID_HASH_BUCKETS - 1
+        buckets, bucket_bits, kept = self._id_hashes, (1 << ID_HASH_BUCKET_BITS) - 1, 0xFFFFFFFF
         for id_hash in map(hash, judged.column("id").drop_null().to_pylist()):
-            buckets[id_hash & last_bits].append(id_hash)
+            buckets[id_hash & bucket_bits].append((id_hash >> ID_HASH_BUCKET_BITS) & kept)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The judged batches in read order, from disk."""
@@ -84,15 +87,17 @@ class Spool:
     def repeated_ids(self, layout: SourceLayout) -> set[str]:
         """The ids that repeat: rows whose id hashes repeat are looked at again, by their ids themselves."""
         candidates: set[int] = set()
-        for bucket in self._id_hashes:
-            hashes = pa.Array.from_buffers(pa.int64(), len(bucket), [None, pa.py_buffer(bucket)])
+        for number, bucket in enumerate(self._id_hashes):
+            hashes = pa.Array.from_buffers(pa.uint32(), len(bucket), [None, pa.py_buffer(bucket)])
             counted = pc.value_counts(hashes)
-            candidates.update(pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1)).to_pylist())
+            repeats = pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1)).to_pylist()
+            candidates.update(high << ID_HASH_BUCKET_BITS | number for high in repeats)
         if not candidates:
             return set()
         counts: Counter[str] = Counter()
+        kept = (1 << ID_HASH_BITS) - 1
         for batch in self.batches():
-            counts.update(i for i in batch.column("id").drop_null().to_pylist() if hash(i) in candidates)
+            counts.update(i for i in batch.column("id").drop_null().to_pylist() if hash(i) & kept in candidates)
         repeated = {identity for identity, n in counts.items() if n > 1}
         layout.refuse_many_repeats(len(repeated))
         return repeated

@@ -7,6 +7,7 @@ cast to string) gives for the same values.
 
 from __future__ import annotations
 
+import builtins
 import gc
 import json
 import os
@@ -607,6 +608,16 @@ def test_every_row_of_a_repeated_id_is_rejected() -> None:
         "predictions p3: duplicate prediction_id p3",
         "predictions p3: duplicate prediction_id p3",
     ]
+
+
+def test_ids_whose_kept_hash_bits_collide_are_told_apart_by_the_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    # p1 and p2 share the 38 bits of hash the spool keeps (and its bucket); only p3 repeats.
+    colliding = {"p1": 5, "p2": 5 + (1 << in_task.ID_HASH_BITS)}
+    monkeypatch.setattr(in_task, "hash", lambda value: colliding.get(value, builtins.hash(value)), raising=False)
+    rows = [prediction(prediction_id=i) for i in ("p1", "p2", "p3", "p4", "p3")]
+    result, _ = read(rows)
+    assert (result.rows, result.rejected) == (5, 2)
+    assert [json.loads(f)["id"] for f in result.fragments] == ["p1", "p2", "p4"]
 
 
 def test_null_ids_are_not_duplicates_of_each_other() -> None:
