@@ -4,7 +4,8 @@ The JSON argument holds the AporiaSyncOperator's keyword arguments (with `spark_
 that connection). The operator's module (and with it Airflow) is imported before the clock starts, as in an
 Airflow task process; `execute()` is timed and sampled (benchmarks.worker.Sampler: RSS of the process tree, of
 its JVM and Python workers, CPU of each). The result also names the path the sync took for each source, from
-the sync's own log line ("Reading predictions of ... with Spark" / "... in this task").
+the sync's own log line ("Reading predictions of ... with Spark" / "... in this task", "Unloading ... read by
+Spark" / "... read by this task").
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class PathLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if message.startswith("Reading "):
+        if message.startswith(("Reading ", "Unloading ")):
             self.lines.append(message)
 
 
@@ -41,7 +42,7 @@ def main(arguments: dict[str, Any]) -> dict[str, Any]:
     logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
     result = measured(lambda: operator.execute({}), Sampler())
     result["paths"] = paths.lines
-    result["spark"] = any("with Spark" in line for line in paths.lines)
+    result["spark"] = any("with Spark" in line or "read by Spark" in line for line in paths.lines)
     from pyspark.sql import SparkSession
 
     with contextlib.suppress(Exception):
