@@ -14,7 +14,7 @@ The fragment JSON is assembled by Arrow's string kernels, byte for byte as msgsp
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import suppress
 from datetime import datetime
 from decimal import Decimal
@@ -96,8 +96,11 @@ def conformed(batch: pa.RecordBatch, columns: list[str], types: dict[str, Column
     return pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
-def judge(batch: pa.RecordBatch, layout: SourceLayout, window_start: datetime) -> pa.RecordBatch:
-    """Each row's verdict (`JUDGED`); rows before the run's `window_start` were read only for the lookback."""
+def judge(
+    batch: pa.RecordBatch, layout: SourceLayout, window_start: datetime, fragments: bool = True
+) -> pa.RecordBatch:
+    """Each row's verdict (`JUDGED`); rows before the run's `window_start` were read only for the lookback. Without
+    `fragments` the verdicts hold none: a check that sends nothing skips Arrow's joins of them."""
     if layout.presence_columns:
         present = reduce(pc.or_, [batch.column(c).is_valid() for c in layout.presence_columns])
         batch = batch.filter(present)
@@ -124,11 +127,14 @@ def judge(batch: pa.RecordBatch, layout: SourceLayout, window_start: datetime) -
         pieces += [f',"{group}":{{', *_members(members), "}"]
     if layout.carries_timestamp:
         pieces += [',"occurredAt":', quote(datetime_texts(moments))]
-    fragment = pc.binary_join_element_wise(*pieces, "}", "")
+    if fragments:
+        fragment = pc.if_else(problem.is_valid(), _NULL_TEXT, pc.binary_join_element_wise(*pieces, "}", ""))
+    else:
+        fragment = pa.nulls(len(batch), STRING)
     return pa.RecordBatch.from_arrays(
         [
             ids,
-            pc.if_else(problem.is_valid(), _NULL_TEXT, fragment),
+            fragment,
             problem,
             column,
             _excerpts(batch, problem, column),
@@ -232,6 +238,21 @@ def java_double(value: float) -> str:
     return f"{'-' if sign else ''}{mantissa}E{len(digits) + exponent - 1}"
 
 
+def passing(judged: pa.RecordBatch, repeated: pa.Array) -> pa.Array:
+    """The fragments of a batch of verdicts that pass: no problem of their own, and an id not among `repeated` (the
+    window's repeated ids, every row of which is rejected)."""
+    fragments = judged.column("fragment")
+    if len(repeated):
+        fragments = pc.if_else(pc.is_in(judged.column("id"), value_set=repeated), None, fragments)
+    return fragments.drop_null()
+
+
+def request_texts(fragments: Iterable[pa.Array], batch_size: int) -> Iterator[tuple[str, int]]:
+    """The fragments of consecutive arrays in requests' texts of `batch_size` (`fragment_texts`), only the last
+    one shorter."""
+    return (text for part in _rebatched(fragments, batch_size) for text in fragment_texts(part, batch_size))
+
+
 def fragment_texts(fragments: pa.Array, batch_size: int) -> Iterator[tuple[str, int]]:
     """The non-null fragments in consecutive batches of `batch_size`, each as one text of comma-separated JSON
     objects (what a request's list holds), with its count."""
@@ -240,6 +261,22 @@ def fragment_texts(fragments: pa.Array, batch_size: int) -> Iterator[tuple[str, 
         part = fragments.slice(start, batch_size)
         offsets = pa.array([0, len(part)], pa.int32())
         yield pc.binary_join(pa.ListArray.from_arrays(offsets, part), ",")[0].as_py(), len(part)
+
+
+def _rebatched(arrays: Iterable[pa.Array], size: int) -> Iterator[pa.Array]:
+    """The arrays' values again, in arrays of at most `size` whose concatenation is the same."""
+    waiting: list[pa.Array] = []
+    held = 0
+    for values in arrays:
+        waiting.append(values)
+        held += len(values)
+        if held >= size:
+            merged = pa.concat_arrays(waiting)
+            whole = len(merged) - len(merged) % size
+            yield merged.slice(0, whole)
+            waiting, held = [merged.slice(whole)], len(merged) - whole
+    if held:
+        yield pa.concat_arrays(waiting)
 
 
 def _where(mask: pa.Array, text: str) -> pa.Array:

@@ -5,6 +5,12 @@ the task: Spark reads partitions over JDBC (the window predicate pushed down), i
 batch with the same row rules as the task's path (`columnar.judge`, through mapInArrow), the verdicts are kept on
 Spark's disk between the check and the send, and Spark tasks post batches to Aporia themselves (`mapInArrow`); only
 counts, a few examples and the rejected rows come back.
+
+Files a window was unloaded to are read by the executors (a file to each task) and judged twice instead: once for
+the check, keeping only the verdicts without their fragments, and again by the tasks that send, which post what
+passes as they judge it. Fragments never leave the Python workers, so Spark does not convert and store them (make
+bench, UNLOAD of 2M rows on the 2-worker cluster: keeping the fragments took 7.6 executor CPU s of the JVM's alone,
+more than judging the files again).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial, reduce
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.extraction.columnar import (
@@ -23,16 +29,18 @@ from aporia_provider.extraction.columnar import (
     fragment_texts,
     judge_batches,
     judge_routed_batches,
+    passing,
+    request_texts,
 )
+from aporia_provider.extraction.in_task import DELIVERY_CONCURRENCY
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, require_columns
 from aporia_provider.extraction.plan import Routing
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, derived, windowed
-from aporia_provider.extraction.unload import judge_files
+from aporia_provider.extraction.unload import UnloadedFiles
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import pyarrow.fs as pafs
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType, StructField
 
@@ -47,6 +55,18 @@ ROWS_PER_PARTITION = 50_000
 # so a read longer than the credentials' lifetime still completes.
 ROWS_PER_READ = 2_000_000
 _DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
+
+
+class SparkCheck(NamedTuple):
+    """What `check_with_spark` found: the fragments to send, the rows, the rejected rows, the passing rows read only
+    for the lookback, a few examples of the rejected ones, and the ids that repeat (every row of them rejected)."""
+
+    passed: DataFrame
+    rows: int
+    rejected: int
+    reread: int
+    examples: list[str]
+    repeated: list[str]
 
 
 @dataclass(frozen=True)
@@ -102,22 +122,17 @@ def read_with_spark(
     return kept
 
 
-def read_unloaded_with_spark(
-    spark: SparkSession,
-    filesystem: pafs.FileSystem,
-    paths: list[str],
-    layout: SourceLayout,
-    columns: list[str],
-    types: dict[str, ColumnType | None],
-    window_start: datetime,
-) -> list[DataFrame]:
+def read_unloaded_with_spark(spark: SparkSession, files: UnloadedFiles) -> list[DataFrame]:
     """The unloaded files of the source's window, a file to each Spark task, read through pyarrow's filesystem (no
-    hadoop-aws jar needed) and judged there by the same rules; kept on disk."""
+    hadoop-aws jar needed) and judged there by the same rules; the verdicts, without fragments, kept on disk."""
     from pyspark import StorageLevel
 
-    names = spark.createDataFrame([(path,) for path in paths], "path string").repartition(max(1, len(paths)))
-    judge = partial(judge_files, filesystem, columns, types, layout, window_start)
-    return [names.mapInArrow(judge, JUDGED_DDL).persist(StorageLevel.DISK_ONLY)]
+    return [_file_names(spark, files).mapInArrow(files.check, JUDGED_DDL).persist(StorageLevel.DISK_ONLY)]
+
+
+def _file_names(spark: SparkSession, files: UnloadedFiles) -> DataFrame:
+    """The files' paths, one to a partition."""
+    return spark.createDataFrame([(path,) for path in files.paths], "path string").repartition(max(1, len(files.paths)))
 
 
 def cores(spark: SparkSession) -> int:
@@ -178,14 +193,10 @@ def project_routed(
 
 def check_with_spark(
     kept: list[DataFrame], layout: SourceLayout, rejected_rows: RejectedRows | None = None
-) -> tuple[DataFrame, int, int, int, list[str]]:
+) -> SparkCheck:
     """Count rows, rejects (problems and repeated ids) and re-read rows that pass in one Spark job, over the ids
     alone (fragments never move between executors); more only when rows are rejected (and then every rejected row
-    goes to `rejected_rows`, when given).
-
-    Returns the fragments to send, the rows, the rejected rows, the passing rows read only for the lookback, and a
-    few examples of the rejected ones.
-    """
+    goes to `rejected_rows`, when given)."""
     from pyspark.sql import functions as F
 
     frame = reduce(lambda a, b: a.unionAll(b), kept)
@@ -204,6 +215,7 @@ def check_with_spark(
     assert totals is not None
     layout.refuse_many_repeats(totals["repeated_ids"])
     problem, column, value = F.col("problem"), F.col("column"), F.col("value")
+    duplicates = []
     if totals["repeated_ids"]:
         duplicates = [row["id"] for row in per_id.where(repeated_id).select("id").collect()]
         repeated = F.col("id").isin(duplicates)
@@ -219,7 +231,7 @@ def check_with_spark(
             for row in rejects.select("id", "problem", "column", "value").toLocalIterator():
                 rejected_rows(layout.rejected_row(row["id"], row["problem"], row["column"], row["value"]))
     passed = verdict.where(problem.isNull()).select("fragment")
-    return passed, totals["rows"], totals["rejected"], totals["reread"], examples
+    return SparkCheck(passed, totals["rows"], totals["rejected"], totals["reread"], examples, duplicates)
 
 
 def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str, str], batch_size: int) -> LogResult:
@@ -234,15 +246,54 @@ def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str,
     return total
 
 
+def deliver_unloaded_with_spark(
+    spark: SparkSession,
+    files: UnloadedFiles,
+    repeated: list[str],
+    client: AporiaClient,
+    model: tuple[str, str],
+    batch_size: int,
+) -> LogResult:
+    """Spark tasks judge the unloaded files again, a file each, and post what passes (the check's `repeated` ids
+    rejected); each task answers with one row of what it cost."""
+    send = partial(_send_files, files, repeated, client, model, batch_size)
+    total = LogResult()
+    for row in _file_names(spark, files).mapInArrow(send, _DELIVERY_SCHEMA).collect():
+        total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
+    return total
+
+
+def _send_files(
+    files: UnloadedFiles,
+    repeated: list[str],
+    client: AporiaClient,
+    model: tuple[str, str],
+    batch_size: int,
+    batches: Iterator[pa.RecordBatch],
+) -> Iterator[pa.RecordBatch]:
+    """Runs in a Spark task: judge the files named, post the fragments that pass as they come (a few requests in
+    flight, as the task delivers), report what it cost."""
+    import pyarrow as pa
+
+    excluded = pa.array(repeated, pa.string())
+    judged = files.judged([path for batch in batches for path in batch.column("path").to_pylist()])
+    texts = request_texts((passing(verdicts, excluded) for verdicts in judged), batch_size)
+    yield _delivered(client.log_batches(*model, texts, in_flight=DELIVERY_CONCURRENCY))
+
+
 def _send_partition(
     client: AporiaClient, model: tuple[str, str], batch_size: int, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
     """Runs in a Spark task: post each batch of this partition's fragments, report what it cost."""
+    joined = (text for batch in batches for text in fragment_texts(batch.column(0), batch_size))
+    yield _delivered(client.log_batches(*model, joined))
+
+
+def _delivered(result: LogResult) -> pa.RecordBatch:
+    """What a Spark task's posts cost, as the one row it answers with."""
     import pyarrow as pa
 
-    joined = (text for batch in batches for text in fragment_texts(batch.column(0), batch_size))
-    result = client.log_batches(*model, joined)
-    yield pa.RecordBatch.from_pylist(
+    return pa.RecordBatch.from_pylist(
         [
             {
                 "fragments": result.fragments,

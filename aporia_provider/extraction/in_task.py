@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from aporia_provider.client import AporiaClient, JoinedFragments, LogResult
 from aporia_provider.exceptions import SyncStopped
-from aporia_provider.extraction.columnar import JUDGED, arrow_batch, fragment_texts, judge
+from aporia_provider.extraction.columnar import JUDGED, arrow_batch, judge, passing, request_texts
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, quoted, windowed
@@ -128,10 +128,7 @@ class TaskRows:
             return
         repeated = pa.array(sorted(self.repeated), pa.string())
         for batch in self.spool.batches():
-            fragments = batch.column("fragment")
-            if self.repeated:
-                fragments = pc.if_else(pc.is_in(batch.column("id"), value_set=repeated), None, fragments)
-            yield fragments.drop_null()
+            yield passing(batch, repeated)
 
     def release(self) -> None:
         if self.spool is not None:
@@ -202,10 +199,7 @@ def deliver_in_task(
 
     def batches() -> Iterator[JoinedFragments]:
         sent = 0
-        joined_batches = (
-            text for part in _rebatched(rows.fragments(), batch_size) for text in fragment_texts(part, batch_size)
-        )
-        for joined, count in joined_batches:
+        for joined, count in request_texts(rows.fragments(), batch_size):
             if stop is not None and stop.is_set():
                 raise SyncStopped(f"after {sent:,} fragments", subject)
             yield joined, count
@@ -228,22 +222,6 @@ def _judge_sized(chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[list[Seq
             waiting = []
     if waiting:
         yield waiting
-
-
-def _rebatched(arrays: Iterable[pa.Array], size: int) -> Iterator[pa.Array]:
-    """The arrays' values again, in arrays of at most `size` whose concatenation is the same."""
-    waiting: list[pa.Array] = []
-    held = 0
-    for values in arrays:
-        waiting.append(values)
-        held += len(values)
-        if held >= size:
-            merged = pa.concat_arrays(waiting)
-            whole = len(merged) - len(merged) % size
-            yield merged.slice(0, whole)
-            waiting, held = [merged.slice(whole)], len(merged) - whole
-    if held:
-        yield pa.concat_arrays(waiting)
 
 
 def _verdicts(layout: SourceLayout, spool: Spool, rejected: RejectedRows | None) -> TaskRows:

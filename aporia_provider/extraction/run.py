@@ -32,8 +32,10 @@ from aporia_provider.extraction.expectations import expect_volume, judge_window
 from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.in_spark import (
     TASK_READ_OPTIONS,
+    SparkCheck,
     SparkReads,
     check_with_spark,
+    deliver_unloaded_with_spark,
     deliver_with_spark,
     read_unloaded_with_spark,
     read_with_spark,
@@ -54,7 +56,7 @@ from aporia_provider.extraction.probe import Probe, TaskProbe
 from aporia_provider.extraction.progress import Progress, counted, spark_starter
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, derived
-from aporia_provider.extraction.unload import Unload, read_files
+from aporia_provider.extraction.unload import Unload, UnloadedFiles, read_files
 from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
 
@@ -77,6 +79,12 @@ class _Checked:
     examples: list[str]
     send: Callable[[], LogResult]
     release: Callable[[], None] = lambda: None
+
+    @classmethod
+    def by_spark(
+        cls, kind: str, found: SparkCheck, send: Callable[[], LogResult], release: Callable[[], None] = lambda: None
+    ) -> _Checked:
+        return cls(kind, found.rows, found.rejected, found.reread, found.examples, send, release)
 
 
 def run_sync(
@@ -361,8 +369,13 @@ class _Reader:
         log.info("Unloaded %s of %s in %.1f s: %s.", layout.kind, layout.subject, took, counted(len(paths), "file"))
         if spark_wanted:
             spark = self.spark_reads(f"reading and checking {layout.kind} with Spark").spark
-            kept = read_unloaded_with_spark(spark, unload.filesystem, paths, layout, columns, types, self.window_start)
-            return self._checked_by_spark(layout, kept)
+            files = UnloadedFiles(unload.filesystem, paths, layout, columns, types, self.window_start)
+            kept = read_unloaded_with_spark(spark, files)
+            found = check_with_spark(kept, layout, self.rejected_rows)
+            model = (self.plan.model_id, self.plan.model_version)
+            deliver = deliver_unloaded_with_spark
+            send = partial(deliver, spark, files, found.repeated, self.client, model, self.options.batch_size)
+            return _Checked.by_spark(layout.kind, found, send, partial(_unpersist, kept))
         self.progress.phase = f"reading and checking {layout.kind}"
         batches = read_files(unload.filesystem, paths, columns, types)
         return self._in_task(layout, judge_in_task(batches, layout, types, self.window_start, self.rejected_rows))
@@ -381,14 +394,7 @@ class _Reader:
         return self._checked_by_spark(layout, read)
 
     def _checked_by_spark(self, layout: SourceLayout, read: list[DataFrame]) -> _Checked:
-        frame, rows, rejected, reread, examples = check_with_spark(read, layout, self.rejected_rows)
+        found = check_with_spark(read, layout, self.rejected_rows)
         model = (self.plan.model_id, self.plan.model_version)
-        return _Checked(
-            layout.kind,
-            rows,
-            rejected,
-            reread,
-            examples,
-            send=partial(deliver_with_spark, frame, self.client, model, self.options.batch_size),
-            release=partial(_unpersist, read),
-        )
+        send = partial(deliver_with_spark, found.passed, self.client, model, self.options.batch_size)
+        return _Checked.by_spark(layout.kind, found, send, partial(_unpersist, read))

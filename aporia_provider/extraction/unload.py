@@ -104,18 +104,28 @@ def read_files(
                     yield conformed(batch, columns, types)
 
 
-def judge_files(
-    filesystem: pafs.FileSystem,
-    columns: list[str],
-    types: dict[str, ColumnType | None],
-    layout: SourceLayout,
-    window_start: datetime,
-    batches: Iterator[pa.RecordBatch],
-) -> Iterator[pa.RecordBatch]:
-    """Runs in a Spark task (mapInArrow over a column of paths): read and judge each file named."""
-    for batch in batches:
-        for rows in read_files(filesystem, batch.column("path").to_pylist(), columns, types):
-            yield judge(rows, layout, window_start)
+@dataclass(frozen=True)
+class UnloadedFiles:
+    """A source's window as the files it was unloaded to, and the rules its rows are judged by (sent to Spark's
+    executors, which read the files themselves)."""
+
+    filesystem: pafs.FileSystem
+    paths: list[str]
+    layout: SourceLayout
+    columns: list[str]
+    types: dict[str, ColumnType | None]
+    window_start: datetime
+
+    def judged(self, paths: list[str], fragments: bool = True) -> Iterator[pa.RecordBatch]:
+        """The verdicts of these files' rows (`columnar.judge`), batch by batch."""
+        for rows in read_files(self.filesystem, paths, self.columns, self.types):
+            yield judge(rows, self.layout, self.window_start, fragments)
+
+    def check(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Runs in a Spark task (mapInArrow over a column of paths): the verdicts of the files named, for the check:
+        without fragments, which the tasks that send make again from the files."""
+        for batch in batches:
+            yield from self.judged(batch.column("path").to_pylist(), fragments=False)
 
 
 def _rows_per_batch(metadata: pq.FileMetaData) -> int:

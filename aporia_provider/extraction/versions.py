@@ -260,9 +260,9 @@ def _with_spark(
     model_id = reader.plan.model_id
     for version, layout in zip(routing.versions, layouts, strict=True):
         mine = [frame.where(F.col("version") == version).drop("version") for frame in kept]
-        frame, rows, rejected, reread, examples = check_with_spark(mine, layout, rejected_rows.get(version))
-        send = partial(deliver_with_spark, frame, reader.client, (model_id, version), reader.options.batch_size)
-        checked.append(_Checked(layout.kind, rows, rejected, reread, examples, send))
+        found = check_with_spark(mine, layout, rejected_rows.get(version))
+        send = partial(deliver_with_spark, found.passed, reader.client, (model_id, version), reader.options.batch_size)
+        checked.append(_Checked.by_spark(layout.kind, found, send))
     others: DataFrame = reduce(lambda a, b: a.unionAll(b), [frame.where(F.col("version").isNull()) for frame in kept])
     others = others.select("id", "problem", "column", "value")
     if others.limit(1).count():

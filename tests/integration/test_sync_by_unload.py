@@ -3,7 +3,9 @@ window by UNLOAD is delivered exactly once, on the task path and on Spark, and i
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,12 @@ import pytest
 
 from aporia_local.aws import REGION
 from aporia_local.stack import UNLOAD_BUCKET, UNLOAD_ROLE_ARN, LocalStack
+from aporia_provider.client import LogResult
 from aporia_provider.compat import AirflowFailException
-from aporia_provider.extraction.in_spark import check_with_spark, read_unloaded_with_spark
+from aporia_provider.extraction.in_spark import check_with_spark, deliver_unloaded_with_spark, read_unloaded_with_spark
 from aporia_provider.extraction.in_task import select_columns
 from aporia_provider.extraction.spark import spark_session
+from aporia_provider.extraction.unload import UnloadedFiles
 from aporia_provider.hooks.spark import spark_target
 from aporia_provider.redshift import column_types
 from tests.helpers import (
@@ -36,19 +40,42 @@ pytestmark = pytest.mark.usefixtures("airflow_env")
 
 
 def test_spark_judges_the_unloaded_files_a_file_to_each_task_as_the_task_does(tmp_path: Path) -> None:
+    """The check keeps verdicts without fragments; the tasks that send judge the files again and post what passed,
+    the repeated id's rows left out, as the task posts them."""
     paths = unloaded(tmp_path, ROWS, PARQUET_TYPES, files=3)
     fragments, rejected, reread, examples = from_files(paths, PREDICTION_TYPES)
     types = column_types(description(PREDICTION_TYPES))
     source = layout(PLAN, "predictions")
     columns, _ = select_columns(source, types, WINDOW)
     spark = spark_session(spark_target(None, None))
-    kept = read_unloaded_with_spark(spark, pafs.LocalFileSystem(), paths, source, columns, types, WINDOW.start)
+    files = UnloadedFiles(pafs.LocalFileSystem(), paths, source, columns, types, WINDOW.start)
+    kept = read_unloaded_with_spark(spark, files)
     assert kept[0].rdd.getNumPartitions() == 3
-    passed, rows, spark_rejected, spark_reread, spark_examples = check_with_spark(kept, source)
-    assert (rows, spark_rejected, spark_reread) == (len(ROWS), rejected, reread)
-    assert sorted(spark_examples) == sorted(examples)
-    assert sorted(row["fragment"] for row in passed.collect()) == sorted(fragments)
+    found = check_with_spark(kept, source)
+    assert (found.rows, found.rejected, found.reread) == (len(ROWS), rejected, reread)
+    assert sorted(found.examples) == sorted(examples)
+    assert found.repeated == ["p1"]
+    assert kept[0].where("fragment IS NOT NULL").count() == 0
     kept[0].unpersist()
+
+    posted = tmp_path / "posted"
+    posted.mkdir()
+
+    class PostedToFiles:
+        """Writes each request's fragments to a file of its own (Spark's Python workers are other processes)."""
+
+        def log_batches(self, model_id: str, version: str, batches: Any, in_flight: int = 1) -> LogResult:
+            result = LogResult()
+            for joined, count in batches:
+                (posted / f"{uuid.uuid4().hex}.json").write_text(f"[{joined}]")
+                result.add(LogResult(count, 1, 0, []))
+            return result
+
+    client: Any = PostedToFiles()
+    delivered = deliver_unloaded_with_spark(spark, files, found.repeated, client, ("m", "v"), batch_size=2)
+    sent = [fragment for path in posted.iterdir() for fragment in json.loads(path.read_text())]
+    assert delivered.fragments == len(sent) == len(fragments)
+    assert sorted(map(json.dumps, sent)) == sorted(json.dumps(json.loads(fragment)) for fragment in fragments)
 
 
 # ------------------------------------------------------------------------- syncs by UNLOAD on the local stack
