@@ -239,11 +239,7 @@ def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str,
     # Arrow hands each task its rows in batches of this size and the task posts each as it comes, so a
     # cancelled task stops at its next batch instead of posting a whole prefetched partition.
     frame.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-    send = partial(_send_partition, client, model, batch_size)
-    total = LogResult()
-    for row in frame.mapInArrow(send, _DELIVERY_SCHEMA).collect():
-        total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
-    return total
+    return _summed(frame.mapInArrow(partial(_send_partition, client, model, batch_size), _DELIVERY_SCHEMA))
 
 
 def deliver_unloaded_with_spark(
@@ -257,8 +253,13 @@ def deliver_unloaded_with_spark(
     """Spark tasks judge the unloaded files again, a file each, and post what passes (the check's `repeated` ids
     rejected); each task answers with one row of what it cost."""
     send = partial(_send_files, files, repeated, client, model, batch_size)
+    return _summed(_file_names(spark, files).mapInArrow(send, _DELIVERY_SCHEMA))
+
+
+def _summed(deliveries: DataFrame) -> LogResult:
+    """What the sending tasks' rows (`_delivered`) add up to."""
     total = LogResult()
-    for row in _file_names(spark, files).mapInArrow(send, _DELIVERY_SCHEMA).collect():
+    for row in deliveries.collect():
         total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
     return total
 

@@ -373,8 +373,9 @@ class _Reader:
             kept = read_unloaded_with_spark(spark, files)
             found = check_with_spark(kept, layout, self.rejected_rows)
             model = (self.plan.model_id, self.plan.model_version)
-            deliver = deliver_unloaded_with_spark
-            send = partial(deliver, spark, files, found.repeated, self.client, model, self.options.batch_size)
+            send = partial(
+                deliver_unloaded_with_spark, spark, files, found.repeated, self.client, model, self.options.batch_size
+            )
             return _Checked.by_spark(layout.kind, found, send, partial(_unpersist, kept))
         self.progress.phase = f"reading and checking {layout.kind}"
         batches = read_files(unload.filesystem, paths, columns, types)
