@@ -66,7 +66,7 @@ min-airflow: setup
 	scripts/min_airflow.sh
 
 bench: setup
-	$(BIN)/python -m benchmarks.sync_benchmark
+	$(BIN)/python -m benchmarks.sync_benchmark $(ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-min .venv-nospark .venv-sdk .local-stack airflow-home
