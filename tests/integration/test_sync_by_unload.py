@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from aporia_local.aws import REGION
 from aporia_local.stack import UNLOAD_BUCKET, UNLOAD_ROLE_ARN, LocalStack
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.usefixtures("airflow_env")
 def test_spark_judges_the_unloaded_files_a_file_to_each_task_as_the_task_does(tmp_path: Path) -> None:
     """The check keeps verdicts without fragments; the tasks that send judge the files again and post what passed,
     the repeated id's rows left out, as the task posts them."""
-    paths = unloaded(tmp_path, ROWS, PARQUET_TYPES, files=3)
+    paths = unloaded(tmp_path, ROWS, PARQUET_TYPES, files=4)
     fragments, rejected, reread, examples = from_files(paths, PREDICTION_TYPES)
     types = column_types(description(PREDICTION_TYPES))
     source = layout(PLAN, "predictions")
@@ -50,7 +52,10 @@ def test_spark_judges_the_unloaded_files_a_file_to_each_task_as_the_task_does(tm
     spark = spark_session(spark_target(None, None))
     files = UnloadedFiles(pafs.LocalFileSystem(), paths, source, columns, types, WINDOW.start)
     kept = read_unloaded_with_spark(spark, files)
-    assert kept[0].rdd.getNumPartitions() == 3
+    # A file to each task: each partition's rows are one file's (round robin once dealt two files to one task).
+    per_task = kept[0].groupBy(F.spark_partition_id()).count().collect()
+    in_files = [pq.read_metadata(path).num_rows for path in paths]
+    assert sorted(row["count"] for row in per_task) == sorted(rows for rows in in_files if rows)
     found = check_with_spark(kept, source)
     assert (found.rows, found.rejected, found.reread) == (len(ROWS), rejected, reread)
     assert sorted(found.examples) == sorted(examples)
