@@ -5,6 +5,7 @@ the applications it runs (its web UI's /json), sampled while syncs run.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -29,12 +30,13 @@ class TwoWorkerCluster(StandaloneCluster):
         self.second_worker_port = free_port()
         self.second_worker_ui_port = free_port()
 
-    def connection(self) -> dict[str, Any]:
-        """The `spark` connection syncs share the cluster through: each takes one core (`spark.cores.max` in its
-        extras, as a platform engineer sets it for a shared cluster), so two syncs run at once."""
-        connection = super().connection()
+    def shared_airflow_env(self, conn_id: str) -> dict[str, str]:
+        """A `spark` connection syncs share the cluster through: each takes one core (`spark.cores.max` in its
+        extras, as a platform engineer sets it for a shared cluster), so two syncs run at once. A lone sync goes
+        through the plain connection and takes both workers (the provider's cap of 4 cores a sync is above 2)."""
+        connection = self.connection()
         connection["extra"] = {**connection["extra"], "spark.cores.max": "1"}
-        return connection
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(connection)}
 
     def start(self, timeout: float = 120.0) -> None:
         super().start(timeout)

@@ -14,7 +14,8 @@ stand-in only counts what it is sent, `--sink count`, so it keeps up and every f
   Connect connection, and with a `spark` connection to the standalone cluster; windows of up to 10k rows in
   --rounds rounds, the ways taking turns, the median reported;
 - syncs the twenty 2k-row hours one by one, then all at once (each its own process, started together);
-- starts two syncs at once on the cluster with spark_min_rows=0 and watches the cores the master grants each;
+- starts two syncs at once on the cluster with spark_min_rows=0, through a connection that caps each at one core,
+  and watches the cores the master grants each (a lone sync on the cluster takes both workers);
 - syncs one table of 4 versions once with model_version_column, and once a sync per version (benchmarks.versions);
 - checks that the local Aporia holds exactly what was seeded, per way of syncing;
 - prints a table, every target with met / not met, and one JSON line (progress goes to stderr).
@@ -65,6 +66,7 @@ SDK_VENV = ROOT / ".venv-sdk"
 PY_SPY_RATE = 50
 SPARK_CONNECT_CONN_ID = "spark_connect_default"
 SPARK_CLUSTER_CONN_ID = "spark_cluster"
+SHARED_CLUSTER_CONN_ID = "spark_cluster_shared"
 # The ways of syncing a window: the two loops users write, and the sync with its defaults three ways.
 RUNNER_LABELS = {
     "loop": "hand-written loop",
@@ -372,6 +374,7 @@ class Benchmark:
                 **self.stack.airflow_env(),
                 "AIRFLOW_CONN_REDSHIFT_DEFAULT": json.dumps(redshift | {"extra": extra}),
                 **self.cluster.airflow_env(SPARK_CLUSTER_CONN_ID),
+                **self.cluster.shared_airflow_env(SHARED_CLUSTER_CONN_ID),
                 "AIRFLOW_HOME": str(home),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # The cluster's Spark binds to loopback like everything else here.
@@ -498,7 +501,7 @@ class Benchmark:
             arguments["spark_conn_id"] = SPARK_CONNECT_CONN_ID
             spark_conf = {}
         elif job.runner in ("cluster", "unload-cluster"):
-            arguments["spark_conn_id"] = SPARK_CLUSTER_CONN_ID
+            arguments.setdefault("spark_conn_id", SPARK_CLUSTER_CONN_ID)
         if job.runner.startswith("unload"):
             arguments["unload_s3_prefix"] = f"{UNLOAD_PREFIX}/{job.label}"
             arguments["unload_iam_role"] = UNLOAD_ROLE_ARN
@@ -683,7 +686,7 @@ class Benchmark:
         table = workload.CONCURRENT_TABLE
         jobs = [self.job("cluster", table, window, environment="cluster-pair") for window in table.windows()[:2]]
         for job in jobs:
-            job.arguments["spark_min_rows"] = 0
+            job.arguments.update(spark_min_rows=0, spark_conn_id=SHARED_CLUSTER_CONN_ID)
         watch = CoresWatch(self.cluster)
         watch.start()
         runs = self.measure_together(jobs, gated=True)
