@@ -58,12 +58,14 @@ from aporia_provider.extraction.spark import DEFAULT_SPARK_CONF
 from aporia_provider.extraction.sql import Window
 from benchmarks import profiles, versions, workload
 from benchmarks.cluster import CoresWatch, TwoWorkerCluster
-from benchmarks.processes import ProcessTree, machine_cpu, own_cpu
+from benchmarks.processes import ProcessTree, SampledTreeCpu, machine_cpu, own_cpu
 from benchmarks.worker import GATED
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK_VENV = ROOT / ".venv-sdk"
 PY_SPY_RATE = 50
+# How often the cluster's processes are looked at, for their CPU time (each Python worker lives for seconds).
+CLUSTER_SAMPLE_SECONDS = 0.2
 SPARK_CONNECT_CONN_ID = "spark_connect_default"
 SPARK_CLUSTER_CONN_ID = "spark_cluster"
 SHARED_CLUSTER_CONN_ID = "spark_cluster_shared"
@@ -824,10 +826,16 @@ class StandInSampler:
                 ("spark_connect_server", "spark_connect"),
             )
         }
-        self.cluster_workers = [
-            psutil.Process(int(pid_file.read_text())) for pid_file in cluster.dir.pids.glob("*Worker*.pid")
-        ]
+        self.cluster = SampledTreeCpu(
+            [psutil.Process(int(pid_file.read_text())) for pid_file in cluster.dir.pids.glob("*Worker*.pid")]
+        )
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_cluster, daemon=True)
         self.before = self.cpu()
+
+    def _sample_cluster(self) -> None:
+        while not self._stop.wait(CLUSTER_SAMPLE_SECONDS):
+            self.cluster.sample()
 
     def cpu(self) -> dict[str, float]:
         tree = ProcessTree()
@@ -839,14 +847,20 @@ class StandInSampler:
             "postgres": sum(map(tree.cpu, tree.children(adapter))),
             # The JVM alone: the Python daemons it forks per session outlive their sessions unreaped.
             "spark_connect_server": own_cpu(self.processes["spark_connect_server"]),
-            "spark_cluster": sum(map(tree.cpu, self.cluster_workers)),
+            # The workers with their executors and the executors' Python workers, sampled while they lived.
+            "spark_cluster": self.cluster.seconds(),
         }
 
     def start(self) -> None:
+        self.cluster.sample()
+        self._sampler.start()
         self.before = self.cpu()
         self.machine_before = machine_cpu()
 
     def stop(self) -> None:
+        self._stop.set()
+        self._sampler.join()
+        self.cluster.sample()
         self.after = self.cpu()
         self.machine = machine_cpu() - self.machine_before
 
