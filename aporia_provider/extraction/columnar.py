@@ -113,8 +113,12 @@ def judge(
         problems.append((_where(moments.is_null(), layout.null_timestamp), source.timestamp_column))
     groups: dict[str, list[tuple[str, pa.Array]]] = {group: [] for group in layout.wire_groups}
     for slot in layout.fields:
-        text, problem = slot.rule.encode(slot.spec, batch.column(slot.column))
-        groups[slot.wire_group].append((msgspec.json.encode(slot.spec.name).decode(), text))
+        values = batch.column(slot.column)
+        if fragments:
+            text, problem = slot.rule.encode(slot.spec, values)
+            groups[slot.wire_group].append((msgspec.json.encode(slot.spec.name).decode(), text))
+        else:
+            problem = slot.rule.problems(slot.spec, values)
         if problem is not None:
             problems.append((problem, slot.column))
     null_id = ids.is_null()
@@ -122,15 +126,14 @@ def judge(
     problem = pc.if_else(null_id, layout.null_id, problem)
     column = _first([_where(p.is_valid(), c) for p, c in problems], len(batch))
     column = pc.if_else(null_id, layout.id_column, column)
-    pieces: list[Any] = ['{"id":', json_strings(ids)]
-    for group, members in groups.items():
-        pieces += [f',"{group}":{{', *_members(members), "}"]
-    if layout.carries_timestamp:
-        pieces += [',"occurredAt":', quote(datetime_texts(moments))]
+    fragment = pa.nulls(len(batch), STRING)
     if fragments:
+        pieces: list[Any] = ['{"id":', json_strings(ids)]
+        for group, members in groups.items():
+            pieces += [f',"{group}":{{', *_members(members), "}"]
+        if layout.carries_timestamp:
+            pieces += [',"occurredAt":', quote(datetime_texts(moments))]
         fragment = pc.if_else(problem.is_valid(), _NULL_TEXT, pc.binary_join_element_wise(*pieces, "}", ""))
-    else:
-        fragment = pa.nulls(len(batch), STRING)
     return pa.RecordBatch.from_arrays(
         [
             ids,

@@ -53,22 +53,34 @@ class FieldRule:
         """Each value's wire JSON (null: not sent) and its problem (null: fine; None: the type has none)."""
         raise NotImplementedError
 
+    def problems(self, spec: FieldSpec, values: pa.Array) -> pa.Array | None:
+        """Each value's problem alone, as `encode` finds it, for a check that sends nothing (no JSON made where the
+        problems need none)."""
+        return self.encode(spec, values)[1]
 
-class _Categorical(FieldRule):
+
+class _Unfailing(FieldRule):
+    """A type whose every value can be sent: its problems need no look at the values."""
+
+    def problems(self, spec: FieldSpec, values: pa.Array) -> pa.Array | None:
+        return None
+
+
+class _Categorical(_Unfailing):
     accepts, target = frozenset({"integral"}), "an integer"
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         return pc.cast(values, STRING), None
 
 
-class _Text(FieldRule):
+class _Text(_Unfailing):
     accepts, target = frozenset({"string"}), "a string"
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         return json_strings(values), None
 
 
-class _Boolean(FieldRule):
+class _Boolean(_Unfailing):
     accepts, target = frozenset({"boolean"}), "a boolean"
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
@@ -82,11 +94,17 @@ class _Numeric(FieldRule):
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         numbers = doubles(values)
-        problem = pc.if_else(pc.is_finite(numbers), pa.scalar(None, STRING), not_finite(spec.name))
-        return float_texts(numbers), problem
+        return float_texts(numbers), self._not_finite(spec, numbers)
+
+    def problems(self, spec: FieldSpec, values: pa.Array) -> pa.Array | None:
+        return self._not_finite(spec, doubles(values))
+
+    @staticmethod
+    def _not_finite(spec: FieldSpec, numbers: pa.Array) -> pa.Array:
+        return pc.if_else(pc.is_finite(numbers), pa.scalar(None, STRING), not_finite(spec.name))
 
 
-class _Datetime(FieldRule):
+class _Datetime(_Unfailing):
     """Sent as ISO-8601 text in UTC with microseconds and a Z; timestamps without a zone are UTC."""
 
     accepts, target = frozenset({"timestamp", "date"}), "a timestamp"
