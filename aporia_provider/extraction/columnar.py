@@ -126,7 +126,6 @@ def judge(
     problem = pc.if_else(null_id, layout.null_id, problem)
     column = _first([_where(p.is_valid(), c) for p, c in problems], len(batch))
     column = pc.if_else(null_id, layout.id_column, column)
-    fragment = pa.nulls(len(batch), STRING)
     if fragments:
         pieces: list[Any] = ['{"id":', json_strings(ids)]
         for group, members in groups.items():
@@ -134,6 +133,8 @@ def judge(
         if layout.carries_timestamp:
             pieces += [',"occurredAt":', quote(datetime_texts(moments))]
         fragment = pc.if_else(problem.is_valid(), _NULL_TEXT, pc.binary_join_element_wise(*pieces, "}", ""))
+    else:
+        fragment = pa.nulls(len(batch), STRING)
     return pa.RecordBatch.from_arrays(
         [
             ids,
