@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -106,19 +107,37 @@ def counted(number: int, noun: str) -> str:
     return f"{number:,} {noun}es" if noun.endswith("ch") else f"{number:,} {noun}s"
 
 
-def spark_starter(
-    stack: ExitStack, progress: Progress, spark: Callable[[], SparkSession], spark_where: str, tag: str | None
-) -> Callable[[], SparkSession]:
-    """`spark`, started on first use only: its jobs tagged (until `stack` closes) and watched by the progress lines."""
-    session: list[SparkSession] = []
+class SparkStarter:
+    """`spark`, started on first use only: its jobs tagged (until `stack` closes) and watched by the progress lines.
 
-    def started() -> SparkSession:
-        if not session:
-            progress.phase = f"starting Spark on {spark_where}"
-            session.append(spark())
-            if tag:
-                stack.enter_context(tagged(session[0], tag))
-            progress.watch(session[0])
-        return session[0]
+    `begin` starts it in a thread of its own while this thread waits on Redshift (an UNLOAD); the first use takes
+    the session from there and tags it in this thread, the one that runs the jobs (Spark's job tags are a thread's).
+    """
 
-    return started
+    def __init__(
+        self, stack: ExitStack, progress: Progress, spark: Callable[[], SparkSession], where: str, tag: str | None
+    ) -> None:
+        self._stack, self._progress, self._spark, self.where, self._tag = stack, progress, spark, where, tag
+        self._session: SparkSession | None = None
+        self._starting: Future[SparkSession] | None = None
+
+    def begin(self) -> bool:
+        """Start the session now, in the background; False when it is started or starting already."""
+        if self._session is not None or self._starting is not None:
+            return False
+        pool = ThreadPoolExecutor(1, thread_name_prefix="aporia-spark-start")
+        self._starting = pool.submit(self._spark)
+        pool.shutdown(wait=False)
+        # A sync that fails before its first use still waits for the start, so the task's clean-up sees the session.
+        self._stack.callback(wait, [self._starting])
+        return True
+
+    def __call__(self) -> SparkSession:
+        if self._session is None:
+            self._progress.phase = f"starting Spark on {self.where}"
+            starting, self._starting = self._starting, None
+            self._session = starting.result() if starting is not None else self._spark()
+            if self._tag:
+                self._stack.enter_context(tagged(self._session, self._tag))
+            self._progress.watch(self._session)
+        return self._session

@@ -53,7 +53,7 @@ from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.probe import Probe, TaskProbe
-from aporia_provider.extraction.progress import Progress, counted, spark_starter
+from aporia_provider.extraction.progress import Progress, SparkStarter, counted
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, derived
 from aporia_provider.extraction.unload import Unload, UnloadedFiles, read_files
@@ -129,7 +129,7 @@ def run_sync(
             window_start=window.start,
             whole_days=window.whole_days(),
             warehouse=warehouse,
-            spark=spark_starter(stack, progress, spark, spark_where, tag),
+            spark=SparkStarter(stack, progress, spark, spark_where, tag),
             client=client,
             progress=progress,
             stack=stack,
@@ -227,7 +227,7 @@ class _Reader:
     window_start: datetime  # the run's: rows before it are read only for the lookback
     whole_days: bool  # the run's window (before the lookback) is whole days: what a DATE column can serve
     warehouse: Warehouse
-    spark: Callable[[], SparkSession]
+    spark: SparkStarter
     client: AporiaClient
     progress: Progress
     stack: ExitStack
@@ -362,6 +362,8 @@ class _Reader:
             why,
         )
         self.progress.phase = f"unloading {layout.kind}"
+        if spark_wanted and self.spark.begin():
+            log.info("Starting Spark on %s while Redshift unloads.", self.spark.where)
         started = time.monotonic()
         self.cursor().execute(unload.statement(select, layout.kind))
         took = time.monotonic() - started

@@ -38,7 +38,7 @@ from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, Source
 from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
 from aporia_provider.extraction.plan import Routing, SyncPlan
-from aporia_provider.extraction.progress import Progress, counted, spark_starter
+from aporia_provider.extraction.progress import Progress, SparkStarter, counted
 from aporia_provider.extraction.run import _Checked, _count_in_window, _Reader, _unpersist, send
 from aporia_provider.extraction.sql import Window, quoted, windowed
 from aporia_provider.extraction.warehouse import Warehouse
@@ -106,7 +106,7 @@ def run_versions(
             window_start=window.start,
             whole_days=window.whole_days(),
             warehouse=warehouse,
-            spark=spark_starter(stack, progress, spark, spark_where, tag),
+            spark=SparkStarter(stack, progress, spark, spark_where, tag),
             client=client,
             progress=progress,
             stack=stack,

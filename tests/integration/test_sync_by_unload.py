@@ -135,6 +135,12 @@ def test_a_window_by_unload_is_delivered_exactly_once_and_its_files_are_gone_aft
         ), lines
     assert f"Deleted the files unloaded to {try_prefix(WINDOW_24, 1)}." in lines
     assert keys_under(stack, try_prefix(WINDOW_24, 1)) == []
+    # Spark starts once, while the first UNLOAD runs.
+    starts = [n for n, line in enumerate(lines) if line.startswith("Starting Spark on ")]
+    unloaded = next(n for n, line in enumerate(lines) if line.startswith(f"Unloaded predictions of {MODEL} v1 in "))
+    assert [lines[n].endswith(" while Redshift unloads.") and n < unloaded for n in starts] == (
+        [True] if spark_min_rows == 0 else []
+    )
 
 
 @pytest.mark.usefixtures("seeded")
