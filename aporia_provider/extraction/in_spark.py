@@ -58,10 +58,9 @@ _DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<s
 
 
 class SparkCheck(NamedTuple):
-    """What `check_with_spark` found: the fragments to send, the rows, the rejected rows, the passing rows read only
-    for the lookback, a few examples of the rejected ones, and the ids that repeat (every row of them rejected)."""
+    """What `check_with_spark` found: the rows, the rejected rows, the passing rows read only for the lookback, a
+    few examples of the rejected ones, and the ids that repeat (every row of them rejected)."""
 
-    passed: DataFrame
     rows: int
     rejected: int
     reread: int
@@ -232,8 +231,18 @@ def check_with_spark(
         if rejected_rows is not None:
             for row in rejects.select("id", "problem", "column", "value").toLocalIterator():
                 rejected_rows(layout.rejected_row(row["id"], row["problem"], row["column"], row["value"]))
-    passed = verdict.where(problem.isNull()).select("fragment")
-    return SparkCheck(passed, totals["rows"], totals["rejected"], totals["reread"], examples, duplicates)
+    return SparkCheck(totals["rows"], totals["rejected"], totals["reread"], examples, duplicates)
+
+
+def passed_fragments(kept: list[DataFrame], found: SparkCheck) -> DataFrame:
+    """The fragments of the kept verdicts that `found` lets through: no problem, and an id that does not repeat.
+    (Verdicts judged for the check alone hold no fragments: their files are judged again to send.)"""
+    from pyspark.sql import functions as F
+
+    passed = reduce(lambda a, b: a.unionAll(b), kept).where(F.col("problem").isNull())
+    if found.repeated:
+        passed = passed.where(~F.col("id").isin(found.repeated))
+    return passed.select("fragment")
 
 
 def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str, str], batch_size: int) -> LogResult:

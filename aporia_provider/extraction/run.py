@@ -37,6 +37,7 @@ from aporia_provider.extraction.in_spark import (
     check_with_spark,
     deliver_unloaded_with_spark,
     deliver_with_spark,
+    passed_fragments,
     read_unloaded_with_spark,
     read_with_spark,
 )
@@ -399,5 +400,5 @@ class _Reader:
     def _checked_by_spark(self, layout: SourceLayout, read: list[DataFrame]) -> _Checked:
         found = check_with_spark(read, layout, self.rejected_rows)
         model = (self.plan.model_id, self.plan.model_version)
-        send = partial(deliver_with_spark, found.passed, self.client, model, self.options.batch_size)
+        send = partial(deliver_with_spark, passed_fragments(read, found), self.client, model, self.options.batch_size)
         return _Checked.by_spark(layout.kind, found, send, partial(_unpersist, read))

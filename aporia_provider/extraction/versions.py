@@ -30,6 +30,7 @@ from aporia_provider.extraction.in_spark import (
     SparkReads,
     check_with_spark,
     deliver_with_spark,
+    passed_fragments,
     project_routed,
     read_with_spark,
 )
@@ -261,7 +262,8 @@ def _with_spark(
     for version, layout in zip(routing.versions, layouts, strict=True):
         mine = [frame.where(F.col("version") == version).drop("version") for frame in kept]
         found = check_with_spark(mine, layout, rejected_rows.get(version))
-        send = partial(deliver_with_spark, found.passed, reader.client, (model_id, version), reader.options.batch_size)
+        passed = passed_fragments(mine, found)
+        send = partial(deliver_with_spark, passed, reader.client, (model_id, version), reader.options.batch_size)
         checked.append(_Checked.by_spark(layout.kind, found, send))
     others: DataFrame = reduce(lambda a, b: a.unionAll(b), [frame.where(F.col("version").isNull()) for frame in kept])
     others = others.select("id", "problem", "column", "value")
