@@ -96,11 +96,8 @@ def conformed(batch: pa.RecordBatch, columns: list[str], types: dict[str, Column
     return pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
-def judge(
-    batch: pa.RecordBatch, layout: SourceLayout, window_start: datetime, fragments: bool = True
-) -> pa.RecordBatch:
-    """Each row's verdict (`JUDGED`); rows before the run's `window_start` were read only for the lookback. Without
-    `fragments` the verdicts hold none: a check that sends nothing skips Arrow's joins of them."""
+def judge(batch: pa.RecordBatch, layout: SourceLayout, window_start: datetime) -> pa.RecordBatch:
+    """Each row's verdict (`JUDGED`); rows before the run's `window_start` were read only for the lookback."""
     if layout.presence_columns:
         present = reduce(pc.or_, [batch.column(c).is_valid() for c in layout.presence_columns])
         batch = batch.filter(present)
@@ -113,12 +110,8 @@ def judge(
         problems.append((_where(moments.is_null(), layout.null_timestamp), source.timestamp_column))
     groups: dict[str, list[tuple[str, pa.Array]]] = {group: [] for group in layout.wire_groups}
     for slot in layout.fields:
-        values = batch.column(slot.column)
-        if fragments:
-            text, problem = slot.rule.encode(slot.spec, values)
-            groups[slot.wire_group].append((msgspec.json.encode(slot.spec.name).decode(), text))
-        else:
-            problem = slot.rule.problems(slot.spec, values)
+        text, problem = slot.rule.encode(slot.spec, batch.column(slot.column))
+        groups[slot.wire_group].append((msgspec.json.encode(slot.spec.name).decode(), text))
         if problem is not None:
             problems.append((problem, slot.column))
     null_id = ids.is_null()
@@ -126,15 +119,12 @@ def judge(
     problem = pc.if_else(null_id, layout.null_id, problem)
     column = _first([_where(p.is_valid(), c) for p, c in problems], len(batch))
     column = pc.if_else(null_id, layout.id_column, column)
-    if fragments:
-        pieces: list[Any] = ['{"id":', json_strings(ids)]
-        for group, members in groups.items():
-            pieces += [f',"{group}":{{', *_members(members), "}"]
-        if layout.carries_timestamp:
-            pieces += [',"occurredAt":', quote(datetime_texts(moments))]
-        fragment = pc.if_else(problem.is_valid(), _NULL_TEXT, pc.binary_join_element_wise(*pieces, "}", ""))
-    else:
-        fragment = pa.nulls(len(batch), STRING)
+    pieces: list[Any] = ['{"id":', json_strings(ids)]
+    for group, members in groups.items():
+        pieces += [f',"{group}":{{', *_members(members), "}"]
+    if layout.carries_timestamp:
+        pieces += [',"occurredAt":', quote(datetime_texts(moments))]
+    fragment = pc.if_else(problem.is_valid(), _NULL_TEXT, pc.binary_join_element_wise(*pieces, "}", ""))
     return pa.RecordBatch.from_arrays(
         [
             ids,

@@ -5,12 +5,6 @@ the task: Spark reads partitions over JDBC (the window predicate pushed down), i
 batch with the same row rules as the task's path (`columnar.judge`, through mapInArrow), the verdicts are kept on
 Spark's disk between the check and the send, and Spark tasks post batches to Aporia themselves (`mapInArrow`); only
 counts, a few examples and the rejected rows come back.
-
-Files a window was unloaded to are read by the executors (a file to each task) and judged twice instead: once for
-the check, keeping only the verdicts without their fragments, and again by the tasks that send, which post what
-passes as they judge it. Fragments never leave the Python workers, so Spark does not convert and store them (make
-bench, UNLOAD of 2M rows on the 2-worker cluster: keeping the fragments took 7.6 executor CPU s of the JVM's alone,
-more than judging the files again).
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial, reduce
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.extraction.columnar import (
@@ -29,15 +23,12 @@ from aporia_provider.extraction.columnar import (
     fragment_texts,
     judge_batches,
     judge_routed_batches,
-    passing,
-    request_texts,
 )
-from aporia_provider.extraction.in_task import DELIVERY_CONCURRENCY
+from aporia_provider.extraction.in_task import Found
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, require_columns
 from aporia_provider.extraction.plan import Routing
 from aporia_provider.extraction.rulebook import ColumnType
 from aporia_provider.extraction.sql import Window, derived, windowed
-from aporia_provider.extraction.unload import UnloadedFiles
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -54,18 +45,7 @@ ROWS_PER_PARTITION = 50_000
 # Windows larger than this are read in parts, each part with credentials fetched just before its read,
 # so a read longer than the credentials' lifetime still completes.
 ROWS_PER_READ = 2_000_000
-_DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
-
-
-class SparkCheck(NamedTuple):
-    """What `check_with_spark` found: the rows, the rejected rows, the passing rows read only for the lookback, a
-    few examples of the rejected ones, and the ids that repeat (every row of them rejected)."""
-
-    rows: int
-    rejected: int
-    reread: int
-    examples: list[str]
-    repeated: list[str]
+DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
 
 
 @dataclass(frozen=True)
@@ -119,21 +99,6 @@ def read_with_spark(
         if len(parts) > 1:
             projected.count()  # read this part now, while its credentials are fresh
     return kept
-
-
-def read_unloaded_with_spark(spark: SparkSession, files: UnloadedFiles) -> list[DataFrame]:
-    """The unloaded files of the source's window, a file to each Spark task, read through pyarrow's filesystem (no
-    hadoop-aws jar needed) and judged there by the same rules; the verdicts, without fragments, kept on disk."""
-    from pyspark import StorageLevel
-
-    return [_file_numbers(spark, files).mapInArrow(files.check, JUDGED_DDL).persist(StorageLevel.DISK_ONLY)]
-
-
-def _file_numbers(spark: SparkSession, files: UnloadedFiles) -> DataFrame:
-    """The files' numbers (in `files.paths`), exactly one to a partition: a range splits evenly, where repartition's
-    round robin may deal two rows to one task and none to another (make bench, UNLOAD of 2M rows: one task judged
-    both files while the other idled)."""
-    return spark.range(0, len(files.paths), 1, max(1, len(files.paths)))
 
 
 def cores(spark: SparkSession) -> int:
@@ -192,9 +157,7 @@ def project_routed(
     return needed.mapInArrow(partial(judge_routed_batches, layouts, routing, window_start), ROUTED_DDL)
 
 
-def check_with_spark(
-    kept: list[DataFrame], layout: SourceLayout, rejected_rows: RejectedRows | None = None
-) -> SparkCheck:
+def check_with_spark(kept: list[DataFrame], layout: SourceLayout, rejected_rows: RejectedRows | None = None) -> Found:
     """Count rows, rejects (problems and repeated ids) and re-read rows that pass in one Spark job, over the ids
     alone (fragments never move between executors); more only when rows are rejected (and then every rejected row
     goes to `rejected_rows`, when given)."""
@@ -231,17 +194,16 @@ def check_with_spark(
         if rejected_rows is not None:
             for row in rejects.select("id", "problem", "column", "value").toLocalIterator():
                 rejected_rows(layout.rejected_row(row["id"], row["problem"], row["column"], row["value"]))
-    return SparkCheck(totals["rows"], totals["rejected"], totals["reread"], examples, duplicates)
+    return Found(totals["rows"], totals["rejected"], totals["reread"], examples, set(duplicates))
 
 
-def passed_fragments(kept: list[DataFrame], found: SparkCheck) -> DataFrame:
-    """The fragments of the kept verdicts that `found` lets through: no problem, and an id that does not repeat.
-    (Verdicts judged for the check alone hold no fragments: their files are judged again to send.)"""
+def passed_fragments(kept: list[DataFrame], found: Found) -> DataFrame:
+    """The fragments of the kept verdicts that `found` lets through: no problem, and an id that does not repeat."""
     from pyspark.sql import functions as F
 
     passed = reduce(lambda a, b: a.unionAll(b), kept).where(F.col("problem").isNull())
     if found.repeated:
-        passed = passed.where(~F.col("id").isin(found.repeated))
+        passed = passed.where(~F.col("id").isin(sorted(found.repeated)))
     return passed.select("fragment")
 
 
@@ -250,47 +212,15 @@ def deliver_with_spark(frame: DataFrame, client: AporiaClient, model: tuple[str,
     # Arrow hands each task its rows in batches of this size and the task posts each as it comes, so a
     # cancelled task stops at its next batch instead of posting a whole prefetched partition.
     frame.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-    return _summed(frame.mapInArrow(partial(_send_partition, client, model, batch_size), _DELIVERY_SCHEMA))
+    return summed(frame.mapInArrow(partial(_send_partition, client, model, batch_size), DELIVERY_SCHEMA))
 
 
-def deliver_unloaded_with_spark(
-    spark: SparkSession,
-    files: UnloadedFiles,
-    repeated: list[str],
-    client: AporiaClient,
-    model: tuple[str, str],
-    batch_size: int,
-) -> LogResult:
-    """Spark tasks judge the unloaded files again, a file each, and post what passes (the check's `repeated` ids
-    rejected); each task answers with one row of what it cost."""
-    send = partial(_send_files, files, repeated, client, model, batch_size)
-    return _summed(_file_numbers(spark, files).mapInArrow(send, _DELIVERY_SCHEMA))
-
-
-def _summed(deliveries: DataFrame) -> LogResult:
-    """What the sending tasks' rows (`_delivered`) add up to."""
+def summed(deliveries: DataFrame) -> LogResult:
+    """What the sending tasks' rows (`delivered`) add up to."""
     total = LogResult()
     for row in deliveries.collect():
         total.add(LogResult(row["fragments"], row["batches"], row["retries"], list(row["warnings"] or [])))
     return total
-
-
-def _send_files(
-    files: UnloadedFiles,
-    repeated: list[str],
-    client: AporiaClient,
-    model: tuple[str, str],
-    batch_size: int,
-    batches: Iterator[pa.RecordBatch],
-) -> Iterator[pa.RecordBatch]:
-    """Runs in a Spark task: judge the files named, post the fragments that pass as they come (a few requests in
-    flight, as the task delivers), report what it cost."""
-    import pyarrow as pa
-
-    excluded = pa.array(repeated, pa.string())
-    judged = files.judged(files.named(batches))
-    texts = request_texts((passing(verdicts, excluded) for verdicts in judged), batch_size)
-    yield _delivered(client.log_batches(*model, texts, in_flight=DELIVERY_CONCURRENCY))
 
 
 def _send_partition(
@@ -298,10 +228,10 @@ def _send_partition(
 ) -> Iterator[pa.RecordBatch]:
     """Runs in a Spark task: post each batch of this partition's fragments, report what it cost."""
     joined = (text for batch in batches for text in fragment_texts(batch.column(0), batch_size))
-    yield _delivered(client.log_batches(*model, joined))
+    yield delivered(client.log_batches(*model, joined))
 
 
-def _delivered(result: LogResult) -> pa.RecordBatch:
+def delivered(result: LogResult) -> pa.RecordBatch:
     """What a Spark task's posts cost, as the one row it answers with."""
     import pyarrow as pa
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,6 +55,66 @@ ID_HASH_BUCKET_BITS = 6
 ID_HASH_BITS = ID_HASH_BUCKET_BITS + 32
 
 
+class IdHashes:
+    """What the repeated-id rule keeps of a window's ids: 38 bits of each one's hash (`ID_HASH_BITS`), in buckets."""
+
+    def __init__(self) -> None:
+        self._buckets = [array("I") for _ in range(1 << ID_HASH_BUCKET_BITS)]
+
+    def add(self, ids: pa.Array) -> None:
+        buckets, bucket_bits, kept = self._buckets, (1 << ID_HASH_BUCKET_BITS) - 1, 0xFFFFFFFF
+        for id_hash in map(hash, ids.drop_null().to_pylist()):
+            buckets[id_hash & bucket_bits].append((id_hash >> ID_HASH_BUCKET_BITS) & kept)
+
+    def repeated(self, ids_again: Iterable[pa.Array], layout: SourceLayout) -> set[str]:
+        """The ids that repeat: ids whose hashes repeat are looked at again, by the ids themselves (`ids_again`: the
+        window's ids once more, read only when some hashes repeat; hashed in this process, as `add` hashed them)."""
+        candidates: set[int] = set()
+        for number, bucket in enumerate(self._buckets):
+            hashes = pa.Array.from_buffers(pa.uint32(), len(bucket), [None, pa.py_buffer(bucket)])
+            counted = pc.value_counts(hashes)
+            repeats = pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1)).to_pylist()
+            candidates.update(high << ID_HASH_BUCKET_BITS | number for high in repeats)
+        if not candidates:
+            return set()
+        counts: Counter[str] = Counter()
+        kept = (1 << ID_HASH_BITS) - 1
+        for ids in ids_again:
+            counts.update(i for i in ids.drop_null().to_pylist() if hash(i) & kept in candidates)
+        repeated = {identity for identity, n in counts.items() if n > 1}
+        layout.refuse_many_repeats(len(repeated))
+        return repeated
+
+
+class Verdicts(Protocol):
+    """A source's judged window, wherever its verdicts wait (the task's spool, Spark's disk): what the check needs."""
+
+    rows: int
+    problems: int  # rows with a problem of their own
+    reread: int  # rows read only for the lookback
+
+    def repeated_ids(self, layout: SourceLayout) -> set[str]:
+        """The ids that repeat within the window."""
+
+    def rejects(self, repeated: pa.Array) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """Each batch's `rejected_part`, in read order."""
+
+
+def tallied(judged: pa.RecordBatch) -> tuple[int, int, int]:
+    """A batch of verdicts' rows, rows with a problem of their own, and rows read only for the lookback."""
+    problems = judged.num_rows - judged.column("problem").null_count
+    return judged.num_rows, problems, pc.sum(judged.column("reread")).as_py() or 0
+
+
+def rejected_part(judged: pa.RecordBatch, repeated: pa.Array) -> tuple[pa.RecordBatch, int]:
+    """A batch of verdicts' rejected rows (a problem of their own, or an id among `repeated`: the window's repeated
+    ids) and how many of the rows that pass were read only for the lookback."""
+    is_repeated = pc.fill_null(pc.is_in(judged.column("id"), value_set=repeated), False)
+    rejects = pc.or_(judged.column("problem").is_valid(), is_repeated)
+    passed_reread = pc.sum(pc.and_(pc.invert(rejects), judged.column("reread"))).as_py() or 0
+    return judged.filter(rejects).select(["id", "problem", "column", "value"]), passed_reread
+
+
 class Spool:
     """Judged batches (`columnar.JUDGED`) on local disk, in read order, and what the repeated-id rule needs."""
 
@@ -62,19 +122,16 @@ class Spool:
         self._file: IO[bytes] = tempfile.TemporaryFile(prefix="aporia-sync-")
         self._writer: pa.ipc.RecordBatchStreamWriter | None = pa.ipc.new_stream(self._file, JUDGED)
         self.rows = 0
-        self.problems = 0  # rows with a problem of their own
-        self.reread = 0  # rows read only for the lookback
-        self._id_hashes = [array("I") for _ in range(1 << ID_HASH_BUCKET_BITS)]
+        self.problems = 0
+        self.reread = 0
+        self._id_hashes = IdHashes()
 
     def add(self, judged: pa.RecordBatch) -> None:
         assert self._writer is not None, "the spool is read already"
         self._writer.write_batch(judged)
-        self.rows += judged.num_rows
-        self.problems += judged.num_rows - judged.column("problem").null_count
-        self.reread += pc.sum(judged.column("reread")).as_py() or 0
-        buckets, bucket_bits, kept = self._id_hashes, (1 << ID_HASH_BUCKET_BITS) - 1, 0xFFFFFFFF
-        for id_hash in map(hash, judged.column("id").drop_null().to_pylist()):
-            buckets[id_hash & bucket_bits].append((id_hash >> ID_HASH_BUCKET_BITS) & kept)
+        rows, problems, reread = tallied(judged)
+        self.rows, self.problems, self.reread = self.rows + rows, self.problems + problems, self.reread + reread
+        self._id_hashes.add(judged.column("id"))
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The judged batches in read order, from disk."""
@@ -85,22 +142,10 @@ class Spool:
         yield from pa.ipc.open_stream(self._file)
 
     def repeated_ids(self, layout: SourceLayout) -> set[str]:
-        """The ids that repeat: rows whose id hashes repeat are looked at again, by their ids themselves."""
-        candidates: set[int] = set()
-        for number, bucket in enumerate(self._id_hashes):
-            hashes = pa.Array.from_buffers(pa.uint32(), len(bucket), [None, pa.py_buffer(bucket)])
-            counted = pc.value_counts(hashes)
-            repeats = pc.filter(counted.field("values"), pc.greater(counted.field("counts"), 1)).to_pylist()
-            candidates.update(high << ID_HASH_BUCKET_BITS | number for high in repeats)
-        if not candidates:
-            return set()
-        counts: Counter[str] = Counter()
-        kept = (1 << ID_HASH_BITS) - 1
-        for batch in self.batches():
-            counts.update(i for i in batch.column("id").drop_null().to_pylist() if hash(i) & kept in candidates)
-        repeated = {identity for identity, n in counts.items() if n > 1}
-        layout.refuse_many_repeats(len(repeated))
-        return repeated
+        return self._id_hashes.repeated((batch.column("id") for batch in self.batches()), layout)
+
+    def rejects(self, repeated: pa.Array) -> Iterator[tuple[pa.RecordBatch, int]]:
+        return (rejected_part(batch, repeated) for batch in self.batches())
 
     def size(self) -> int:
         """Bytes spooled so far."""
@@ -112,15 +157,23 @@ class Spool:
 
 
 @dataclass
-class TaskRows:
-    """A source's window as read in the task: counts, examples, and the spool the passed fragments are sent from."""
+class Found:
+    """What the check of a source's window found: its rows, the rejected ones (and examples of them), the rows that
+    pass read only for the lookback, and the ids that repeat (every row of them rejected)."""
 
     rows: int = 0
     rejected: int = 0
-    reread: int = 0  # rows that passed, read only for the lookback
+    reread: int = 0
     examples: list[str] = field(default_factory=list)
-    spool: Spool | None = None
     repeated: set[str] = field(default_factory=set)
+
+
+@dataclass
+class TaskRows(Found):
+    """A source's window as read in the task: what the check found, and the spool the passed fragments are sent
+    from."""
+
+    spool: Spool | None = None
 
     def fragments(self) -> Iterator[pa.Array]:
         """The fragments of the rows that passed, a batch of them at a time, in read order."""
@@ -225,27 +278,26 @@ def _judge_sized(chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[list[Seq
 
 
 def _verdicts(layout: SourceLayout, spool: Spool, rejected: RejectedRows | None) -> TaskRows:
-    """Counts and examples; rows whose id repeats within the window are rejected, every one of them."""
-    repeated = spool.repeated_ids(layout)
-    result = TaskRows(rows=spool.rows, reread=spool.reread, spool=spool, repeated=repeated)
-    if not spool.problems and not repeated:
-        return result
-    result.reread = 0  # counted again below, of the rows that pass
-    repeated_ids = pa.array(sorted(repeated), pa.string())
-    for batch in spool.batches():
-        is_repeated = pc.fill_null(pc.is_in(batch.column("id"), value_set=repeated_ids), False)
-        rejects = pc.or_(batch.column("problem").is_valid(), is_repeated)
-        passed_reread = pc.and_(pc.invert(rejects), batch.column("reread"))
-        result.reread += pc.sum(passed_reread).as_py() or 0
-        for identity, problem, column, value in zip(
-            *(batch.filter(rejects).column(name).to_pylist() for name in ("id", "problem", "column", "value")),
-            strict=True,
-        ):
+    found = found_in(layout, spool, rejected)
+    return TaskRows(found.rows, found.rejected, found.reread, found.examples, found.repeated, spool)
+
+
+def found_in(layout: SourceLayout, verdicts: Verdicts, rejected: RejectedRows | None) -> Found:
+    """Counts and examples; rows whose id repeats within the window are rejected, every one of them; every rejected
+    row goes to `rejected` too, when given."""
+    repeated = verdicts.repeated_ids(layout)
+    found = Found(rows=verdicts.rows, reread=verdicts.reread, repeated=repeated)
+    if not verdicts.problems and not repeated:
+        return found
+    found.reread = 0  # counted again below, of the rows that pass
+    for rejects, passed_reread in verdicts.rejects(pa.array(sorted(repeated), pa.string())):
+        found.reread += passed_reread
+        for identity, problem, column, value in zip(*(column.to_pylist() for column in rejects.columns), strict=True):
             if identity in repeated:
                 problem, column, value = layout.repeated_id(identity), layout.id_column, identity
-            result.rejected += 1
-            if len(result.examples) < MAX_EXAMPLES:
-                result.examples.append(layout.rejected_example(identity, problem))
+            found.rejected += 1
+            if len(found.examples) < MAX_EXAMPLES:
+                found.examples.append(layout.rejected_example(identity, problem))
             if rejected is not None:
                 rejected(layout.rejected_row(identity, problem, column, value))
-    return result
+    return found

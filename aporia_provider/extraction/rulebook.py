@@ -53,34 +53,22 @@ class FieldRule:
         """Each value's wire JSON (null: not sent) and its problem (null: fine; None: the type has none)."""
         raise NotImplementedError
 
-    def problems(self, spec: FieldSpec, values: pa.Array) -> pa.Array | None:
-        """Each value's problem alone, as `encode` finds it, for a check that sends nothing (no JSON made where the
-        problems need none)."""
-        return self.encode(spec, values)[1]
 
-
-class _Unfailing(FieldRule):
-    """A type whose every value can be sent: its problems need no look at the values."""
-
-    def problems(self, spec: FieldSpec, values: pa.Array) -> pa.Array | None:
-        return None
-
-
-class _Categorical(_Unfailing):
+class _Categorical(FieldRule):
     accepts, target = frozenset({"integral"}), "an integer"
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         return pc.cast(values, STRING), None
 
 
-class _Text(_Unfailing):
+class _Text(FieldRule):
     accepts, target = frozenset({"string"}), "a string"
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         return json_strings(values), None
 
 
-class _Boolean(_Unfailing):
+class _Boolean(FieldRule):
     accepts, target = frozenset({"boolean"}), "a boolean"
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
@@ -94,17 +82,11 @@ class _Numeric(FieldRule):
 
     def encode(self, spec: FieldSpec, values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         numbers = doubles(values)
-        return float_texts(numbers), self._not_finite(spec, numbers)
-
-    def problems(self, spec: FieldSpec, values: pa.Array) -> pa.Array | None:
-        return self._not_finite(spec, doubles(values))
-
-    @staticmethod
-    def _not_finite(spec: FieldSpec, numbers: pa.Array) -> pa.Array:
-        return pc.if_else(pc.is_finite(numbers), pa.scalar(None, STRING), not_finite(spec.name))
+        problem = pc.if_else(pc.is_finite(numbers), pa.scalar(None, STRING), not_finite(spec.name))
+        return float_texts(numbers), problem
 
 
-class _Datetime(_Unfailing):
+class _Datetime(FieldRule):
     """Sent as ISO-8601 text in UTC with microseconds and a Z; timestamps without a zone are UTC."""
 
     accepts, target = frozenset({"timestamp", "date"}), "a timestamp"

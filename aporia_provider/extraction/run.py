@@ -32,19 +32,19 @@ from aporia_provider.extraction.expectations import expect_volume, judge_window
 from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.in_spark import (
     TASK_READ_OPTIONS,
-    SparkCheck,
     SparkReads,
     check_with_spark,
-    deliver_unloaded_with_spark,
     deliver_with_spark,
     passed_fragments,
-    read_unloaded_with_spark,
     read_with_spark,
 )
+from aporia_provider.extraction.in_spark_files import SparkVerdicts
 from aporia_provider.extraction.in_task import (
     FETCH_ROWS,
+    Found,
     TaskRows,
     deliver_in_task,
+    found_in,
     judge_in_task,
     read_in_task,
     select_columns,
@@ -82,8 +82,8 @@ class _Checked:
     release: Callable[[], None] = lambda: None
 
     @classmethod
-    def by_spark(
-        cls, kind: str, found: SparkCheck, send: Callable[[], LogResult], release: Callable[[], None] = lambda: None
+    def of(
+        cls, kind: str, found: Found, send: Callable[[], LogResult], release: Callable[[], None] = lambda: None
     ) -> _Checked:
         return cls(kind, found.rows, found.rejected, found.reread, found.examples, send, release)
 
@@ -338,7 +338,7 @@ class _Reader:
         self.stack.callback(rows.release)
         model = (self.plan.model_id, self.plan.model_version)
         send = partial(deliver_in_task, rows, self.client, layout.subject, model, self.options.batch_size, self.stop)
-        return _Checked(layout.kind, rows.rows, rows.rejected, rows.reread, rows.examples, send)
+        return _Checked.of(layout.kind, rows, send)
 
     def _by_unload(
         self,
@@ -373,13 +373,11 @@ class _Reader:
         if spark_wanted:
             spark = self.spark_reads(f"reading and checking {layout.kind} with Spark").spark
             files = UnloadedFiles(unload.filesystem, paths, layout, columns, types, self.window_start)
-            kept = read_unloaded_with_spark(spark, files)
-            found = check_with_spark(kept, layout, self.rejected_rows)
+            verdicts = SparkVerdicts(spark, files)
+            found = found_in(layout, verdicts, self.rejected_rows)
             model = (self.plan.model_id, self.plan.model_version)
-            send = partial(
-                deliver_unloaded_with_spark, spark, files, found.repeated, self.client, model, self.options.batch_size
-            )
-            return _Checked.by_spark(layout.kind, found, send, partial(_unpersist, kept))
+            send = partial(verdicts.send, found.repeated, self.client, model, self.options.batch_size)
+            return _Checked.of(layout.kind, found, send, verdicts.release)
         self.progress.phase = f"reading and checking {layout.kind}"
         batches = read_files(unload.filesystem, paths, columns, types)
         return self._in_task(layout, judge_in_task(batches, layout, types, self.window_start, self.rejected_rows))
@@ -395,10 +393,7 @@ class _Reader:
         # Spark reads lazily: the check job is what reads the window.
         reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
         read = read_with_spark(reads, layout, self.window, self.window_start, total, dates, self.options.num_partitions)
-        return self._checked_by_spark(layout, read)
-
-    def _checked_by_spark(self, layout: SourceLayout, read: list[DataFrame]) -> _Checked:
         found = check_with_spark(read, layout, self.rejected_rows)
         model = (self.plan.model_id, self.plan.model_version)
         send = partial(deliver_with_spark, passed_fragments(read, found), self.client, model, self.options.batch_size)
-        return _Checked.by_spark(layout.kind, found, send, partial(_unpersist, read))
+        return _Checked.of(layout.kind, found, send, partial(_unpersist, read))

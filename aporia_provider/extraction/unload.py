@@ -116,19 +116,14 @@ class UnloadedFiles:
     types: dict[str, ColumnType | None]
     window_start: datetime
 
-    def judged(self, paths: list[str], fragments: bool = True) -> Iterator[pa.RecordBatch]:
+    def judged(self, paths: list[str]) -> Iterator[pa.RecordBatch]:
         """The verdicts of these files' rows (`columnar.judge`), batch by batch."""
         for rows in read_files(self.filesystem, paths, self.columns, self.types):
-            yield judge(rows, self.layout, self.window_start, fragments)
+            yield judge(rows, self.layout, self.window_start)
 
     def named(self, batches: Iterator[pa.RecordBatch]) -> list[str]:
         """The paths a Spark task's batches name by their number in `paths` (the `id` column of a range)."""
         return [self.paths[number] for batch in batches for number in batch.column("id").to_pylist()]
-
-    def check(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Runs in a Spark task (mapInArrow over the files' numbers): the verdicts of the files named, for the check:
-        without fragments, which the tasks that send make again from the files."""
-        yield from self.judged(self.named(batches), fragments=False)
 
 
 def _rows_per_batch(metadata: pq.FileMetaData) -> int:

@@ -215,13 +215,10 @@ def _read_routed(
         raise
     model_id = reader.plan.model_id
     return [
-        _Checked(
+        _Checked.of(
             layout.kind,
-            task.rows,
-            task.rejected,
-            task.reread,
-            task.examples,
-            send=partial(
+            task,
+            partial(
                 deliver_in_task,
                 task,
                 reader.client,
@@ -230,7 +227,7 @@ def _read_routed(
                 options.batch_size,
                 reader.stop,
             ),
-            release=task.release,
+            task.release,
         )
         for layout, task, version in zip(layouts, verdicts, routing.versions, strict=True)
     ]
@@ -264,7 +261,7 @@ def _with_spark(
         found = check_with_spark(mine, layout, rejected_rows.get(version))
         passed = passed_fragments(mine, found)
         send = partial(deliver_with_spark, passed, reader.client, (model_id, version), reader.options.batch_size)
-        checked.append(_Checked.by_spark(layout.kind, found, send))
+        checked.append(_Checked.of(layout.kind, found, send))
     others: DataFrame = reduce(lambda a, b: a.unionAll(b), [frame.where(F.col("version").isNull()) for frame in kept])
     others = others.select("id", "problem", "column", "value")
     if others.limit(1).count():

@@ -19,10 +19,10 @@ from aporia_local.aws import REGION
 from aporia_local.stack import UNLOAD_BUCKET, UNLOAD_ROLE_ARN, LocalStack
 from aporia_provider.client import LogResult
 from aporia_provider.compat import AirflowFailException
-from aporia_provider.extraction.in_spark import check_with_spark, deliver_unloaded_with_spark, read_unloaded_with_spark
-from aporia_provider.extraction.in_task import select_columns
+from aporia_provider.extraction.in_spark_files import SparkVerdicts
+from aporia_provider.extraction.in_task import found_in, judge_in_task, select_columns
 from aporia_provider.extraction.spark import spark_session
-from aporia_provider.extraction.unload import UnloadedFiles
+from aporia_provider.extraction.unload import UnloadedFiles, read_files
 from aporia_provider.hooks.spark import spark_target
 from aporia_provider.redshift import column_types
 from tests.helpers import (
@@ -41,27 +41,29 @@ from tests.unit.test_unload import PARQUET_TYPES, ROWS, from_files, unloaded
 pytestmark = pytest.mark.usefixtures("airflow_env")
 
 
-def test_spark_judges_the_unloaded_files_a_file_to_each_task_as_the_task_does(tmp_path: Path) -> None:
-    """The check keeps verdicts without fragments; the tasks that send judge the files again and post what passed,
-    the repeated id's rows left out, as the task posts them."""
+def test_spark_judges_each_unloaded_file_once_a_file_to_each_task_as_the_task_does(tmp_path: Path) -> None:
+    """Each file's verdicts are kept on Spark's disk by a task of its own; the check finds in them what the task
+    finds (the rejected rows too), and the tasks that send post what passed, the repeated id's rows left out."""
     paths = unloaded(tmp_path, ROWS, PARQUET_TYPES, files=4)
     fragments, rejected, reread, examples = from_files(paths, PREDICTION_TYPES)
     types = column_types(description(PREDICTION_TYPES))
     source = layout(PLAN, "predictions")
     columns, _ = select_columns(source, types, WINDOW)
+    by_task: list[dict[str, Any]] = []
+    judge_in_task(
+        read_files(pafs.LocalFileSystem(), paths, columns, types), source, types, WINDOW.start, by_task.append
+    )
     spark = spark_session(spark_target(None, None))
-    files = UnloadedFiles(pafs.LocalFileSystem(), paths, source, columns, types, WINDOW.start)
-    kept = read_unloaded_with_spark(spark, files)
+    verdicts = SparkVerdicts(spark, UnloadedFiles(pafs.LocalFileSystem(), paths, source, columns, types, WINDOW.start))
     # A file to each task: each partition's rows are one file's (round robin once dealt two files to one task).
-    per_task = kept[0].groupBy(F.spark_partition_id()).count().collect()
+    per_task = verdicts.kept.groupBy(F.spark_partition_id()).agg(F.sum("rows").alias("rows")).collect()
     in_files = [pq.read_metadata(path).num_rows for path in paths]
-    assert sorted(row["count"] for row in per_task) == sorted(rows for rows in in_files if rows)
-    found = check_with_spark(kept, source)
+    assert sorted(row["rows"] for row in per_task) == sorted(rows for rows in in_files if rows)
+    by_spark: list[dict[str, Any]] = []
+    found = found_in(source, verdicts, by_spark.append)
     assert (found.rows, found.rejected, found.reread) == (len(ROWS), rejected, reread)
-    assert sorted(found.examples) == sorted(examples)
-    assert found.repeated == ["p1"]
-    assert kept[0].where("fragment IS NOT NULL").count() == 0
-    kept[0].unpersist()
+    assert found.examples == examples and by_spark == by_task
+    assert found.repeated == {"p1"}
 
     posted = tmp_path / "posted"
     posted.mkdir()
@@ -77,7 +79,8 @@ def test_spark_judges_the_unloaded_files_a_file_to_each_task_as_the_task_does(tm
             return result
 
     client: Any = PostedToFiles()
-    delivered = deliver_unloaded_with_spark(spark, files, found.repeated, client, ("m", "v"), batch_size=2)
+    delivered = verdicts.send(found.repeated, client, ("m", "v"), batch_size=2)
+    verdicts.release()
     sent = [fragment for path in posted.iterdir() for fragment in json.loads(path.read_text())]
     assert delivered.fragments == len(sent) == len(fragments)
     assert sorted(map(json.dumps, sent)) == sorted(json.dumps(json.loads(fragment)) for fragment in fragments)

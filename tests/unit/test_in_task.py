@@ -30,7 +30,7 @@ from aporia_provider.client import AporiaClient, LogResult
 from aporia_provider.exceptions import InvalidRowsError, SyncFailed, SyncInputError
 from aporia_provider.extraction import in_task
 from aporia_provider.extraction import layout as layout_module
-from aporia_provider.extraction.columnar import JUDGED, arrow_batch, id_texts, judge
+from aporia_provider.extraction.columnar import JUDGED, id_texts
 from aporia_provider.extraction.in_task import Spool, TaskRows, deliver_in_task, read_in_task, select_columns
 from aporia_provider.extraction.layout import SourceLayout, layout_of
 from aporia_provider.extraction.plan import SyncPlan
@@ -567,21 +567,6 @@ def test_a_value_problem_rejects_its_row_in_sparks_words(column: str, value: Any
     result = verdict(**{column: value})
     assert (result.rows, result.rejected, result.fragments) == (1, 1, [])
     assert result.examples == [f"predictions p1: {problem}"]
-
-
-def test_a_check_that_sends_nothing_finds_every_problem_the_sending_judge_finds() -> None:
-    """Without fragments (Spark's check of unloaded files) the verdicts are the same, row for row, but for the
-    fragments it does not make: the sending tasks, which judge again, find no problem the check let through."""
-    rows = [prediction(), prediction(prediction_id="p2", owner=None, note='say "hi"\n', segment=None)]
-    rows += [prediction(prediction_id=f"q{n}", **{column: value}) for n, (column, value, _) in enumerate(PROBLEMS)]
-    types = column_types(description(PREDICTION_TYPES))
-    source = layout(PLAN, "predictions")
-    columns, _ = select_columns(source, types, WINDOW)
-    batch = arrow_batch(rows, columns, types)
-    sending, checking = judge(batch, source, WINDOW.start), judge(batch, source, WINDOW.start, fragments=False)
-    assert checking.column("fragment").null_count == len(rows)
-    assert sending.column("fragment").null_count == len(PROBLEMS)
-    assert checking.drop_columns(["fragment"]).equals(sending.drop_columns(["fragment"]))
 
 
 def test_the_first_problem_in_field_order_wins() -> None:
