@@ -39,11 +39,8 @@ JUDGED = pa.schema(
         ("reread", pa.bool_()),  # read only for the lookback
     ]
 )
-# The same columns as Spark declares them.
-JUDGED_DDL = "id string, fragment string, problem string, column string, value string, reread boolean"
 # With model_version_column: each verdict's version too (null: a row naming none the sync serves).
 ROUTED = JUDGED.append(pa.field("version", STRING))
-ROUTED_DDL = f"{JUDGED_DDL}, version string"
 _NULL_TEXT = pa.scalar(None, STRING)
 # How the task's cursor values become Arrow columns, by category. Others: as Arrow infers them.
 _ARROW_TYPES = {
@@ -155,14 +152,6 @@ def _members(members: list[tuple[str, pa.Array]]) -> list[Any]:
     return pieces
 
 
-def judge_batches(
-    layout: SourceLayout, window_start: datetime, batches: Iterator[pa.RecordBatch]
-) -> Iterator[pa.RecordBatch]:
-    """`judge` over a stream of batches (what Spark's executors run, through mapInArrow)."""
-    for batch in batches:
-        yield judge(batch, layout, window_start)
-
-
 def judge_routed(
     batch: pa.RecordBatch, layouts: Sequence[SourceLayout], routing: Routing, window_start: datetime
 ) -> list[pa.RecordBatch]:
@@ -198,14 +187,6 @@ def judge_routed(
         ]
         judged.append(pa.RecordBatch.from_arrays(columns, schema=ROUTED))
     return judged
-
-
-def judge_routed_batches(
-    layouts: Sequence[SourceLayout], routing: Routing, window_start: datetime, batches: Iterator[pa.RecordBatch]
-) -> Iterator[pa.RecordBatch]:
-    """`judge_routed` over a stream of batches (what Spark's executors run, through mapInArrow)."""
-    for batch in batches:
-        yield from judge_routed(batch, layouts, routing, window_start)
 
 
 def id_texts(values: pa.Array) -> pa.Array:

@@ -33,12 +33,11 @@ from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.in_spark import (
     TASK_READ_OPTIONS,
     SparkReads,
-    check_with_spark,
-    deliver_with_spark,
-    passed_fragments,
+    SparkVerdicts,
+    read_unloaded_with_spark,
     read_with_spark,
+    union,
 )
-from aporia_provider.extraction.in_spark_files import SparkVerdicts
 from aporia_provider.extraction.in_task import (
     FETCH_ROWS,
     Found,
@@ -373,11 +372,7 @@ class _Reader:
         if spark_wanted:
             spark = self.spark_reads(f"reading and checking {layout.kind} with Spark").spark
             files = UnloadedFiles(unload.filesystem, paths, layout, columns, types, self.window_start)
-            verdicts = SparkVerdicts(spark, files)
-            found = found_in(layout, verdicts, self.rejected_rows)
-            model = (self.plan.model_id, self.plan.model_version)
-            send = partial(verdicts.send, found.repeated, self.client, model, self.options.batch_size)
-            return _Checked.of(layout.kind, found, send, verdicts.release)
+            return self._checked_by_spark(layout, [read_unloaded_with_spark(spark, files)])
         self.progress.phase = f"reading and checking {layout.kind}"
         batches = read_files(unload.filesystem, paths, columns, types)
         return self._in_task(layout, judge_in_task(batches, layout, types, self.window_start, self.rejected_rows))
@@ -393,7 +388,13 @@ class _Reader:
         # Spark reads lazily: the check job is what reads the window.
         reads = self.spark_reads(f"reading and checking {layout.kind} with Spark")
         read = read_with_spark(reads, layout, self.window, self.window_start, total, dates, self.options.num_partitions)
-        found = check_with_spark(read, layout, self.rejected_rows)
+        return self._checked_by_spark(layout, read)
+
+    def _checked_by_spark(self, layout: SourceLayout, kept: list[DataFrame]) -> _Checked:
+        self.stack.callback(_unpersist, kept)
+        verdicts = SparkVerdicts(union(kept))
+        found = found_in(layout, verdicts, self.rejected_rows)
         model = (self.plan.model_id, self.plan.model_version)
-        send = partial(deliver_with_spark, passed_fragments(read, found), self.client, model, self.options.batch_size)
-        return _Checked.of(layout.kind, found, send, partial(_unpersist, read))
+        return _Checked.of(
+            layout.kind, found, partial(verdicts.send, found.repeated, self.client, model, self.options.batch_size)
+        )

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from functools import partial, reduce
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aporia_provider.client import AporiaClient
@@ -28,13 +28,13 @@ from aporia_provider.extraction.expectations import expect_volume, judge_window
 from aporia_provider.extraction.failures import failures_of
 from aporia_provider.extraction.in_spark import (
     SparkReads,
-    check_with_spark,
-    deliver_with_spark,
-    passed_fragments,
+    SparkVerdicts,
     project_routed,
     read_with_spark,
+    union,
+    verdicts_here,
 )
-from aporia_provider.extraction.in_task import FETCH_ROWS, Spool, _judge_sized, _verdicts, deliver_in_task
+from aporia_provider.extraction.in_task import FETCH_ROWS, Spool, _judge_sized, _verdicts, deliver_in_task, found_in
 from aporia_provider.extraction.layout import MAX_EXAMPLES, RejectedRows, SourceLayout, layout_of, require_columns
 from aporia_provider.extraction.mapping import map_columns, warn_of_drift
 from aporia_provider.extraction.options import SyncOptions
@@ -46,7 +46,7 @@ from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -250,27 +250,29 @@ def _with_spark(
     first = layouts[0]
     reads = reader.spark_reads(f"reading and checking {first.kind} with Spark")
     projection = partial(project_routed, layouts=layouts, routing=routing, window_start=reader.window_start)
-    kept = read_with_spark(
+    parts = read_with_spark(
         reads, first, reader.window, reader.window_start, total, dates, reader.options.num_partitions, projection
     )
-    reader.stack.callback(_unpersist, kept)
+    reader.stack.callback(_unpersist, parts)
+    kept = union(parts)
     checked = []
     model_id = reader.plan.model_id
     for version, layout in zip(routing.versions, layouts, strict=True):
-        mine = [frame.where(F.col("version") == version).drop("version") for frame in kept]
-        found = check_with_spark(mine, layout, rejected_rows.get(version))
-        passed = passed_fragments(mine, found)
-        send = partial(deliver_with_spark, passed, reader.client, (model_id, version), reader.options.batch_size)
+        verdicts = SparkVerdicts(kept.where(F.col("version") == version))
+        found = found_in(layout, verdicts, rejected_rows.get(version))
+        send = partial(verdicts.send, found.repeated, reader.client, (model_id, version), reader.options.batch_size)
         checked.append(_Checked.of(layout.kind, found, send))
-    others: DataFrame = reduce(lambda a, b: a.unionAll(b), [frame.where(F.col("version").isNull()) for frame in kept])
-    others = others.select("id", "problem", "column", "value")
-    if others.limit(1).count():
-        other.add(first, [row.asDict() for row in others.limit(MAX_EXAMPLES).collect()], None)
-        counted = others.count()
-        if keep_other is not None:
-            for row in others.toLocalIterator():
-                keep_other(first.rejected_row(row["id"], row["problem"], row["column"], row["value"]))
-        other.rows += counted - min(counted, MAX_EXAMPLES)
+    others = kept.where(F.col("version").isNull())
+    total_others = others.agg(F.coalesce(F.sum("rows"), F.lit(0))).first()
+    rows, seen = (total_others[0] if total_others else 0), 0
+    if rows:  # every one to keep_other, when given; else the examples from the first of them
+        for verdicts in verdicts_here(others):
+            named = verdicts.select(["id", "problem", "column", "value"]).to_pylist()
+            other.add(first, named, keep_other)
+            seen += len(named)
+            if keep_other is None and len(other.examples) >= MAX_EXAMPLES:
+                break
+    other.rows += rows - seen
     return checked
 
 

@@ -19,7 +19,7 @@ from aporia_local.aws import REGION
 from aporia_local.stack import UNLOAD_BUCKET, UNLOAD_ROLE_ARN, LocalStack
 from aporia_provider.client import LogResult
 from aporia_provider.compat import AirflowFailException
-from aporia_provider.extraction.in_spark_files import SparkVerdicts
+from aporia_provider.extraction.in_spark import SparkVerdicts, read_unloaded_with_spark
 from aporia_provider.extraction.in_task import found_in, judge_in_task, select_columns
 from aporia_provider.extraction.spark import spark_session
 from aporia_provider.extraction.unload import UnloadedFiles, read_files
@@ -50,13 +50,14 @@ def test_spark_judges_each_unloaded_file_once_a_file_to_each_task_as_the_task_do
     source = layout(PLAN, "predictions")
     columns, _ = select_columns(source, types, WINDOW)
     by_task: list[dict[str, Any]] = []
-    judge_in_task(
-        read_files(pafs.LocalFileSystem(), paths, columns, types), source, types, WINDOW.start, by_task.append
-    )
+    batches = read_files(pafs.LocalFileSystem(), paths, columns, types)
+    judge_in_task(batches, source, types, WINDOW.start, by_task.append).release()
     spark = spark_session(spark_target(None, None))
-    verdicts = SparkVerdicts(spark, UnloadedFiles(pafs.LocalFileSystem(), paths, source, columns, types, WINDOW.start))
+    files = UnloadedFiles(pafs.LocalFileSystem(), paths, source, columns, types, WINDOW.start)
+    kept = read_unloaded_with_spark(spark, files)
+    verdicts = SparkVerdicts(kept)
     # A file to each task: each partition's rows are one file's (round robin once dealt two files to one task).
-    per_task = verdicts.kept.groupBy(F.spark_partition_id()).agg(F.sum("rows").alias("rows")).collect()
+    per_task = kept.groupBy(F.spark_partition_id()).agg(F.sum("rows").alias("rows")).collect()
     in_files = [pq.read_metadata(path).num_rows for path in paths]
     assert sorted(row["rows"] for row in per_task) == sorted(rows for rows in in_files if rows)
     by_spark: list[dict[str, Any]] = []
@@ -80,7 +81,7 @@ def test_spark_judges_each_unloaded_file_once_a_file_to_each_task_as_the_task_do
 
     client: Any = PostedToFiles()
     delivered = verdicts.send(found.repeated, client, ("m", "v"), batch_size=2)
-    verdicts.release()
+    kept.unpersist()
     sent = [fragment for path in posted.iterdir() for fragment in json.loads(path.read_text())]
     assert delivered.fragments == len(sent) == len(fragments)
     assert sorted(map(json.dumps, sent)) == sorted(json.dumps(json.loads(fragment)) for fragment in fragments)
