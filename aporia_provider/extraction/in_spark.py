@@ -4,7 +4,7 @@ DataFrame API only, so it runs unchanged on local[*], a cluster and Spark Connec
 Spark reads partitions over JDBC (the window predicate pushed down), or the files a window was unloaded to (a file
 to each task, through pyarrow's filesystem: no hadoop-aws jar needed), and its executors judge each Arrow batch by
 the task's row rules (`columnar.judge`, through mapInArrow). Each batch of verdicts is kept on Spark's disk as one
-row (`KEPT`: the verdicts as compressed Arrow IPC bytes, its ids and its counts), so the JVM copies a few large byte
+row (the verdicts as compressed Arrow IPC bytes, its ids and its counts), so the JVM copies a few large byte
 strings instead of converting a row per row. The check reads back the ids and counts alone and runs the task's own
 check in this process (`in_task.found_in`: the same repeated-id rule over the same id hashes, `in_task.IdHashes`);
 the executors pick out rejected rows only when there are some; and Spark tasks post what passes of the kept verdicts
@@ -47,25 +47,15 @@ ROWS_PER_PARTITION = 50_000
 # Windows larger than this are read in parts, each part with credentials fetched just before its read,
 # so a read longer than the credentials' lifetime still completes.
 ROWS_PER_READ = 2_000_000
-DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
+_DELIVERY_SCHEMA = "fragments long, batches long, retries long, warnings array<string>"
 # A kept row: a batch of verdicts (`columnar.JUDGED`) as Arrow IPC bytes, its ids alone, its counts, and its version
 # (null, but with model_version_column: then the batch holds the rows naming none the sync serves).
-KEPT = pa.schema(
-    [
-        ("version", pa.string()),
-        ("verdicts", pa.binary()),
-        ("ids", pa.binary()),
-        ("rows", pa.int64()),
-        ("problems", pa.int64()),
-        ("reread", pa.int64()),
-    ]
-)
-KEPT_DDL = "version string, verdicts binary, ids binary, rows long, problems long, reread long"
+_KEPT_DDL = "version string, verdicts binary, ids binary, rows long, problems long, reread long"
 _REJECTS_DDL = "rejects binary, passed_reread long"
 # Kept verdicts are compressed, so the JVM copies a sixth of the bytes (a judged batch of 10k 16-dim rows: 5.1 MB as
 # it is, 0.84 MB by zstd; make bench, UNLOAD of 2M rows on the 2-worker cluster: the cluster's CPU 53.2 s
 # uncompressed, 40.8 s by lz4, 35.2 s by zstd).
-KEPT_COMPRESSION = "zstd"
+_KEPT_COMPRESSION = "zstd"
 _ARROW_BATCH_ROWS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
@@ -113,7 +103,7 @@ def read_with_spark(
         frame = _read(reads, part, partitions, layout, dates)
         frame = last_of_each_name(frame.selectExpr(*reads.select_expr)) if reads.select_expr else frame
         projected = (projection or partial(project, layout=layout, window_start=window_start))(frame)
-        projected = kept_on_disk(projected)
+        projected = _kept_on_disk(projected)
         kept.append(projected)
         if len(parts) > 1:
             projected.count()  # read this part now, while its credentials are fresh
@@ -152,18 +142,18 @@ def _read(reads: SparkReads, window: Window, partitions: int, layout: SourceLayo
 
 def project(frame: DataFrame, layout: SourceLayout, window_start: datetime) -> DataFrame:
     """The rows' verdicts (`columnar.JUDGED`: id, fragment JSON or problem, the column at fault and an excerpt of its
-    value, re-read) as kept rows (`KEPT`), judged in the executors by the same row rules the task runs
+    value, re-read) as kept rows, judged in the executors by the same row rules the task runs
     (`columnar.judge`, through mapInArrow); rows that are no row (no actual yet) dropped."""
     layout.require(frame.columns)
     layout.fit({field.name: field_type(field) for field in frame.schema.fields})
     needed = frame.select(*[frame[column] for column in layout.columns])
-    return needed.mapInArrow(partial(_judged_kept, layout, window_start), KEPT_DDL)
+    return needed.mapInArrow(partial(_judged_kept, layout, window_start), _KEPT_DDL)
 
 
 def project_routed(
     frame: DataFrame, layouts: Sequence[SourceLayout], routing: Routing, window_start: datetime
 ) -> DataFrame:
-    """The rows' verdicts as kept rows (`KEPT`) of their version, judged in the executors by `columnar.judge_routed`:
+    """The rows' verdicts as kept rows of their version, judged in the executors by `columnar.judge_routed`:
     the layout of the version the row names, as the task judges it (a null version: the rows naming none the sync
     serves)."""
     for layout in layouts:
@@ -174,19 +164,19 @@ def project_routed(
         layout.fit(types)
     columns = list(dict.fromkeys([routing.column, *(c for layout in layouts for c in layout.columns)]))
     needed = frame.select(*[frame[column] for column in columns])
-    return needed.mapInArrow(partial(_routed_kept, layouts, routing, window_start), KEPT_DDL)
+    return needed.mapInArrow(partial(_routed_kept, layouts, routing, window_start), _KEPT_DDL)
 
 
 def read_unloaded_with_spark(spark: SparkSession, files: UnloadedFiles) -> DataFrame:
-    """The verdicts of the files a window was unloaded to as kept rows (`KEPT`), a file to each Spark task."""
-    return kept_on_disk(_file_numbers(spark, files).mapInArrow(partial(_judged_files, files), KEPT_DDL))
+    """The verdicts of the files a window was unloaded to as kept rows, a file to each Spark task."""
+    return _kept_on_disk(_file_numbers(spark, files).mapInArrow(partial(_judged_files, files), _KEPT_DDL))
 
 
 def union(frames: list[DataFrame]) -> DataFrame:
     return reduce(lambda a, b: a.unionAll(b), frames)
 
 
-def kept_on_disk(kept: DataFrame) -> DataFrame:
+def _kept_on_disk(kept: DataFrame) -> DataFrame:
     """Kept rows, persisted on Spark's disk. A kept row is a whole judged batch (a few MB), and Spark's cache builds
     a block of 10,000 rows by default: a file's verdicts, held in an executor's memory at once."""
     from pyspark import StorageLevel
@@ -209,29 +199,29 @@ class SparkVerdicts:
         for row in kept.select("ids", "rows", "problems", "reread").toLocalIterator():
             self.rows, self.problems = self.rows + row["rows"], self.problems + row["problems"]
             self.reread += row["reread"]
-            self._id_hashes.add(unpacked(row["ids"]).column(0))
+            self._id_hashes.add(_unpacked(row["ids"]).column(0))
 
     def repeated_ids(self, layout: SourceLayout) -> set[str]:
-        ids = (unpacked(row["ids"]).column(0) for row in self.kept.select("ids").toLocalIterator())
+        ids = (_unpacked(row["ids"]).column(0) for row in self.kept.select("ids").toLocalIterator())
         return self._id_hashes.repeated(ids, layout)
 
     def rejects(self, repeated: pa.Array) -> Iterator[tuple[pa.RecordBatch, int]]:
         picked = self.kept.select("verdicts").mapInArrow(partial(_rejects_of, repeated.to_pylist()), _REJECTS_DDL)
         with _a_kept_row_a_batch(self.kept.sparkSession):
             for row in picked.toLocalIterator():
-                yield unpacked(row["rejects"]), row["passed_reread"]
+                yield _unpacked(row["rejects"]), row["passed_reread"]
 
     def send(self, repeated: set[str], client: AporiaClient, model: tuple[str, str], batch_size: int) -> LogResult:
         """Spark tasks post what passes of the kept verdicts (the check's `repeated` ids rejected), a kept row at a
         time (a cancelled task stops at its next one); each task answers with one row of what it cost."""
         send = partial(_send_kept, sorted(repeated), client, model, batch_size)
         with _a_kept_row_a_batch(self.kept.sparkSession):
-            return summed(self.kept.select("verdicts").mapInArrow(send, DELIVERY_SCHEMA))
+            return _summed(self.kept.select("verdicts").mapInArrow(send, _DELIVERY_SCHEMA))
 
 
 def verdicts_here(kept: DataFrame) -> Iterator[pa.RecordBatch]:
     """The kept verdicts brought to this process, a partition at a time."""
-    return (unpacked(row["verdicts"]) for row in kept.select("verdicts").toLocalIterator())
+    return (_unpacked(row["verdicts"]) for row in kept.select("verdicts").toLocalIterator())
 
 
 @contextmanager
@@ -249,7 +239,7 @@ def _a_kept_row_a_batch(spark: SparkSession) -> Iterator[None]:
             spark.conf.set(_ARROW_BATCH_ROWS, before)
 
 
-def summed(deliveries: DataFrame) -> LogResult:
+def _summed(deliveries: DataFrame) -> LogResult:
     """What the sending tasks' rows (`_delivered`) add up to."""
     total = LogResult()
     for row in deliveries.collect():
@@ -270,21 +260,21 @@ def _file_numbers(spark: SparkSession, files: UnloadedFiles) -> DataFrame:
 def _judged_kept(
     layout: SourceLayout, window_start: datetime, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    return kept_rows(judge(batch, layout, window_start) for batch in batches)
+    return _kept_rows(judge(batch, layout, window_start) for batch in batches)
 
 
 def _routed_kept(
     layouts: Sequence[SourceLayout], routing: Routing, window_start: datetime, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    return kept_rows(part for batch in batches for part in judge_routed(batch, layouts, routing, window_start))
+    return _kept_rows(part for batch in batches for part in judge_routed(batch, layouts, routing, window_start))
 
 
 def _judged_files(files: UnloadedFiles, numbers: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    return kept_rows(files.judged(files.named(numbers)))
+    return _kept_rows(files.judged(files.named(numbers)))
 
 
-def kept_rows(judged: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """A kept row (`KEPT`) for each batch of verdicts (`columnar.JUDGED`, or `ROUTED`: of one version, or of the
+def _kept_rows(judged: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A kept row for each batch of verdicts (`columnar.JUDGED`, or `ROUTED`: of one version, or of the
     rows naming none the sync serves)."""
     for verdicts in judged:
         if not verdicts.num_rows:
@@ -294,16 +284,23 @@ def kept_rows(judged: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             version = verdicts.column("version")[0].as_py()
             verdicts = verdicts.drop_columns(["version"])
         rows, problems, reread = tallied(verdicts)
-        kept = {"version": [version], "verdicts": [packed(verdicts)], "ids": [packed(verdicts.select(["id"]))]}
-        yield pa.RecordBatch.from_pydict({**kept, "rows": [rows], "problems": [problems], "reread": [reread]}, KEPT)
+        kept = {
+            "version": pa.array([version], pa.string()),
+            "verdicts": [_packed(verdicts)],
+            "ids": [_packed(verdicts.select(["id"]))],
+            "rows": [rows],
+            "problems": [problems],
+            "reread": [reread],
+        }
+        yield pa.RecordBatch.from_pydict(kept)
 
 
 def _rejects_of(repeated: list[str], kept: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Each kept row's rejected rows (`in_task.rejected_part`)."""
     excluded = pa.array(repeated, pa.string())
-    for verdicts in kept_verdicts(kept):
+    for verdicts in _kept_verdicts(kept):
         rejects, passed_reread = rejected_part(verdicts, excluded)
-        yield pa.RecordBatch.from_pydict({"rejects": [packed(rejects)], "passed_reread": [passed_reread]})
+        yield pa.RecordBatch.from_pydict({"rejects": [_packed(rejects)], "passed_reread": [passed_reread]})
 
 
 def _send_kept(
@@ -316,7 +313,7 @@ def _send_kept(
     """Post the fragments of the kept verdicts that pass as they come (a few requests in flight, as the task
     delivers), report what it cost."""
     excluded = pa.array(repeated, pa.string())
-    texts = request_texts((passing(verdicts, excluded) for verdicts in kept_verdicts(kept)), batch_size)
+    texts = request_texts((passing(verdicts, excluded) for verdicts in _kept_verdicts(kept)), batch_size)
     yield _delivered(client.log_batches(*model, texts, in_flight=DELIVERY_CONCURRENCY))
 
 
@@ -334,22 +331,22 @@ def _delivered(result: LogResult) -> pa.RecordBatch:
     )
 
 
-def kept_verdicts(kept: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _kept_verdicts(kept: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """The verdicts of a stream of kept rows' `verdicts` column."""
     for batch in kept:
         column = batch.column(0)
         for index in range(len(column)):
-            yield unpacked(column[index].as_buffer())
+            yield _unpacked(column[index].as_buffer())
 
 
-def packed(batch: pa.RecordBatch) -> bytes:
+def _packed(batch: pa.RecordBatch) -> bytes:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression=KEPT_COMPRESSION)) as out:
+    with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression=_KEPT_COMPRESSION)) as out:
         out.write_batch(batch)
-    return bytes(sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
 
 
-def unpacked(packed: bytes | bytearray | pa.Buffer) -> pa.RecordBatch:
+def _unpacked(packed: bytes | bytearray | pa.Buffer) -> pa.RecordBatch:
     return pa.ipc.open_stream(pa.py_buffer(packed)).read_next_batch()
 
 

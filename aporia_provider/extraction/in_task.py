@@ -278,8 +278,7 @@ def _judge_sized(chunks: Iterable[Sequence[Sequence[Any]]]) -> Iterator[list[Seq
 
 
 def _verdicts(layout: SourceLayout, spool: Spool, rejected: RejectedRows | None) -> TaskRows:
-    found = found_in(layout, spool, rejected)
-    return TaskRows(found.rows, found.rejected, found.reread, found.examples, found.repeated, spool)
+    return TaskRows(**vars(found_in(layout, spool, rejected)), spool=spool)
 
 
 def found_in(layout: SourceLayout, verdicts: Verdicts, rejected: RejectedRows | None) -> Found:
