@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from aporia_provider.extraction.spark import is_connect, tagged
+from aporia_provider.extraction.spark import StartSpark, is_connect, tagged
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -114,19 +114,18 @@ class SparkStarter:
     the session from there and tags it in this thread, the one that runs the jobs (Spark's job tags are a thread's).
     """
 
-    def __init__(
-        self, stack: ExitStack, progress: Progress, spark: Callable[[], SparkSession], where: str, tag: str | None
-    ) -> None:
+    def __init__(self, stack: ExitStack, progress: Progress, spark: StartSpark, where: str, tag: str | None) -> None:
         self._stack, self._progress, self._spark, self.where, self._tag = stack, progress, spark, where, tag
         self._session: SparkSession | None = None
         self._starting: Future[SparkSession] | None = None
 
     def begin(self) -> bool:
-        """Start the session now, in the background; False when it is started or starting already."""
+        """Start the session now, in the background, for the files Redshift unloads; False when it is started or
+        starting already."""
         if self._session is not None or self._starting is not None:
             return False
         pool = ThreadPoolExecutor(1, thread_name_prefix="aporia-spark-start")
-        self._starting = pool.submit(self._spark)
+        self._starting = pool.submit(self._spark, for_files=True)
         pool.shutdown(wait=False)
         # A sync that fails before its first use still waits for the start, so the task's clean-up sees the session.
         self._stack.callback(wait, [self._starting])

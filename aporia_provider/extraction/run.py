@@ -55,13 +55,14 @@ from aporia_provider.extraction.plan import SyncPlan
 from aporia_provider.extraction.probe import Probe, TaskProbe
 from aporia_provider.extraction.progress import Progress, SparkStarter, counted
 from aporia_provider.extraction.rulebook import ColumnType
+from aporia_provider.extraction.spark import StartSpark
 from aporia_provider.extraction.sql import Window, derived
 from aporia_provider.extraction.unload import Unload, UnloadedFiles, read_files
 from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 # Rows sampled to estimate a window's size as a cursor's result.
@@ -91,7 +92,7 @@ def run_sync(
     plan: SyncPlan,
     window: Window,
     warehouse: Warehouse,
-    spark: Callable[[], SparkSession],
+    spark: StartSpark,
     client: AporiaClient,
     options: SyncOptions,
     tag: str | None = None,
@@ -106,9 +107,8 @@ def run_sync(
     A source's window of fewer than `options.spark_min_rows` rows is read and sent by this process; a larger one
     (or any, with select_expr) by Spark, whose session `spark` starts on first use. The Spark jobs carry `tag`
     (when given), so another thread can stop them with `extraction.spark.cancel(spark, tag)`; `stop` ends the
-    task's own delivery before its next batch. `spark_where` names where Spark runs, for the progress lines;
-    every rejected row goes to `rejected_rows`, when given. `summary`, when given, is filled in as the sync goes,
-    so the caller has the counts so far if it raises.
+    task's own delivery before its next batch. `spark_where` names where Spark runs, for the progress lines. When
+    given, `rejected_rows` gets every rejected row, and `summary` the counts as the sync goes (kept if it raises).
     """
     started = time.monotonic()
     read_window = window.widened(options.lookback)

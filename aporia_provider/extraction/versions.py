@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,7 +46,7 @@ from aporia_provider.extraction.warehouse import Warehouse
 from aporia_provider.sync.outcome import SyncSummary
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from aporia_provider.extraction.spark import StartSpark
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def run_versions(
     routing: Routing,
     window: Window,
     warehouse: Warehouse,
-    spark: Callable[[], SparkSession],
+    spark: StartSpark,
     client: AporiaClient,
     options: SyncOptions,
     summaries: Mapping[str, SyncSummary],

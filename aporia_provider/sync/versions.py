@@ -9,7 +9,7 @@ Asset events are per version too.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,9 @@ from aporia_provider.sync.unload import check_unload_settings
 from aporia_provider.vocabulary import FIELD_GROUPS
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
     from aporia_provider.extraction.layout import RejectedRows
     from aporia_provider.extraction.options import SyncOptions
+    from aporia_provider.extraction.spark import StartSpark
     from aporia_provider.extraction.sql import Window
     from aporia_provider.schema import VersionSchema
     from aporia_provider.transfers.redshift_to_aporia import AporiaSyncOperator
@@ -148,7 +147,7 @@ def sync_versions(
     window: Window,
     options: SyncOptions,
     kept: Mapping[str, RejectedRows],
-    spark: Callable[[], SparkSession],
+    spark: StartSpark,
     tag: str,
     spark_where: str,
 ) -> None:

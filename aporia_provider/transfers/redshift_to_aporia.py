@@ -290,8 +290,8 @@ class AporiaSyncOperator(AporiaBaseOperator):
         tag = f"aporia-sync-{uuid.uuid4().hex}"
         self._stop = threading.Event()
 
-        def start_spark() -> SparkSession:
-            spark = spark_session(target)
+        def start_spark(for_files: bool = False) -> SparkSession:
+            spark = spark_session(target, for_files)
             self._running = (spark, tag)
             if self._stop is not None and self._stop.is_set():  # killed while Spark was starting
                 raise SyncStopped("before Spark ran", f"{self.model_id} {served(self)}")
