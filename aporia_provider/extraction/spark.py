@@ -41,7 +41,7 @@ DEFAULT_SPARK_CONF = {
 }
 # A session started for unloaded files: there the JVMs only hand judged batches along (Python workers read and judge
 # the files), so C1 alone compiles all they need, for a fraction of C2's CPU (make bench, UNLOAD of 10M rows on the
-# 2-worker cluster: Spark's CPU 8.94 -> 7.66 us a fragment, the driver's JVM 27.0 -> 14.2 s). Added to the driver's
+# 2-worker cluster: Spark's CPU 8.94 -> 7.66 us a fragment, the driver's JVM 20.2 -> 14.2 CPU s). Added to the driver's
 # and executors' Java options the settings leave at their defaults; a JDBC read later in the same sync runs on it too.
 FILES_JAVA_OPTION = "-XX:TieredStopAtLevel=1"
 _JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
