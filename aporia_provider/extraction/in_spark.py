@@ -190,20 +190,31 @@ class SparkVerdicts:
     counts and rejected rows; then the tasks that send post what passes."""
 
     def __init__(self, kept: DataFrame) -> None:
+        from pyspark import StorageLevel
+
         self.kept = kept
-        # Every partition judged at once; the rows are then brought here a partition at a time, which alone would
-        # judge one after another (toLocalIterator runs a job per partition).
-        kept.count()
-        self.rows = self.problems = self.reread = 0
-        self._id_hashes = IdHashes()
-        for row in kept.select("ids", "rows", "problems", "reread").toLocalIterator():
-            self.rows, self.problems = self.rows + row["rows"], self.problems + row["problems"]
-            self.reread += row["reread"]
-            self._id_hashes.add(_unpacked(row["ids"]).column(0))
+        # The check's ids and counts are cached apart, so that its passes over the ids read a few KB a kept row, not
+        # its verdicts' MB. One job judges every partition at once and caches both; the ids are then brought here a
+        # partition at a time, which alone would judge one after another (toLocalIterator runs a job per partition).
+        self._ids = kept.select("ids", "rows", "problems", "reread").persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            self._ids.count()
+            self.rows = self.problems = self.reread = 0
+            self._id_hashes = IdHashes()
+            for row in self._ids.toLocalIterator():
+                self.rows, self.problems = self.rows + row["rows"], self.problems + row["problems"]
+                self.reread += row["reread"]
+                self._id_hashes.add(_unpacked(row["ids"]).column(0))
+        except BaseException:
+            self._ids.unpersist()
+            raise
 
     def repeated_ids(self, layout: SourceLayout) -> set[str]:
-        ids = (_unpacked(row["ids"]).column(0) for row in self.kept.select("ids").toLocalIterator())
-        return self._id_hashes.repeated(ids, layout)
+        try:
+            ids = (_unpacked(row["ids"]).column(0) for row in self._ids.select("ids").toLocalIterator())
+            return self._id_hashes.repeated(ids, layout)
+        finally:
+            self._ids.unpersist()
 
     def rejects(self, repeated: pa.Array) -> Iterator[tuple[pa.RecordBatch, int]]:
         picked = self.kept.select("verdicts").mapInArrow(partial(_rejects_of, repeated.to_pylist()), _REJECTS_DDL)
@@ -319,16 +330,8 @@ def _send_kept(
 
 def _delivered(result: LogResult) -> pa.RecordBatch:
     """What a Spark task's posts cost, as the one row it answers with."""
-    return pa.RecordBatch.from_pylist(
-        [
-            {
-                "fragments": result.fragments,
-                "batches": result.batches,
-                "retries": result.retries,
-                "warnings": result.warnings[:MAX_EXAMPLES],
-            }
-        ]
-    )
+    cost = (result.fragments, result.batches, result.retries, result.warnings[:MAX_EXAMPLES])
+    return pa.RecordBatch.from_pylist([dict(zip(("fragments", "batches", "retries", "warnings"), cost, strict=True))])
 
 
 def _kept_verdicts(kept: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
