@@ -330,8 +330,8 @@ def _send_kept(
 
 def _delivered(result: LogResult) -> pa.RecordBatch:
     """What a Spark task's posts cost, as the one row it answers with."""
-    cost = (result.fragments, result.batches, result.retries, result.warnings[:MAX_EXAMPLES])
-    return pa.RecordBatch.from_pylist([dict(zip(("fragments", "batches", "retries", "warnings"), cost, strict=True))])
+    counts = {"fragments": result.fragments, "batches": result.batches, "retries": result.retries}
+    return pa.RecordBatch.from_pylist([{**counts, "warnings": result.warnings[:MAX_EXAMPLES]}])
 
 
 def _kept_verdicts(kept: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
