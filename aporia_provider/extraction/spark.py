@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from aporia_provider.exceptions import SyncInputError
+from aporia_provider.extraction.class_data import ClassData
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -127,16 +128,12 @@ def spark_session(target: SparkTarget, for_files: bool = False) -> SparkSession:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             if POSTGRES_JDBC_JAR.exists() and not ({"spark.jars", "spark.jars.packages"} & conf.keys()):
                 conf["spark.jars"] = str(POSTGRES_JDBC_JAR)
-        builder = SparkSession.builder
-        for key, value in conf.items():
-            builder = builder.config(key, value)
         from pyspark import SparkContext
 
         # A JVM already running in this process is reused as it is: only a launch needs its stderr set aside.
         if SparkContext._active_spark_context is not None:
-            return builder.getOrCreate()
-        with _jvm_stderr_kept_aside():
-            return builder.getOrCreate()
+            return _built(conf)
+        return _launched(conf, target)
     except Exception as exc:
         if isinstance(exc, SyncInputError):
             raise
@@ -145,6 +142,36 @@ def spark_session(target: SparkTarget, for_files: bool = False) -> SparkSession:
             f"Spark did not start on {target.describe()}: {reason.rstrip('.')}; check spark_conf and the Spark "
             "connection (spark_conn_id)."
         ) from None
+
+
+def _built(conf: dict[str, str]) -> SparkSession:
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def _launched(conf: dict[str, str], target: SparkTarget) -> SparkSession:
+    """A session on a JVM this process starts: from the worker's class-data archive of Spark's classes, unless the
+    settings give the driver's Java options."""
+    class_data = None
+    if "spark.driver.extraJavaOptions" not in target.conf:
+        class_data = ClassData.for_launch(conf.get("spark.driver.extraClassPath", ""))
+    options, note = class_data.launch_options() if class_data else ("", None)
+    if options:
+        conf = {**conf, "spark.driver.extraJavaOptions": f"{conf['spark.driver.extraJavaOptions']} {options}"}
+    try:
+        with _jvm_stderr_kept_aside():
+            session = _built(conf)
+    except BaseException:
+        if note:
+            note.unlink(missing_ok=True)
+        raise
+    if class_data and note:
+        class_data.started(session, note)
+    return session
 
 
 def session_conf(target: SparkTarget, for_files: bool) -> dict[str, str]:

@@ -90,8 +90,18 @@ def standalone_jdbc_udf(master: str, jar: str, jdbc: dict[str, str], table: str,
         spark.stop()
 
 
+def local_session_start() -> dict[str, Any]:
+    """A sync's local session (`extraction.spark.spark_session`) and one job: the Java options its JVM started with."""
+    from aporia_provider.extraction.spark import SparkTarget, spark_session
+
+    spark = spark_session(SparkTarget(master="local[1]"))
+    bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()  # type: ignore[union-attr]
+    return {"count": spark.range(10).count(), "java_options": list(bean.getInputArguments())}
+
+
 JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "connect_jdbc": connect_jdbc,
+    "local_session_start": local_session_start,
     "standalone_jdbc_udf": standalone_jdbc_udf,
 }
 

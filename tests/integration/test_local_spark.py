@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,8 @@ SPARK_CLIENT_SETTINGS = (
 )
 
 
-def run_job(job: str, **arguments: Any) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in SPARK_CLIENT_SETTINGS}
+def run_job(job: str, extra_env: dict[str, str] | None = None, **arguments: Any) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in SPARK_CLIENT_SETTINGS} | (extra_env or {})
     done = subprocess.run(
         [sys.executable, "-m", "tests.integration.spark_jobs", job, json.dumps(arguments)],
         cwd=ROOT,
@@ -184,3 +185,23 @@ def test_standalone_cluster_runs_a_jdbc_read_with_a_python_udf_on_its_worker(
     # spark.jars shipped the JDBC driver to the executor that read the rows.
     shipped = list((spark_cluster.work_dir / result["application_id"]).glob("*/postgresql.jar"))
     assert shipped, f"no postgresql.jar in {spark_cluster.work_dir / result['application_id']}"
+
+
+def test_a_local_session_starts_from_the_class_data_archive_the_session_before_it_dumped(tmp_path: Path) -> None:
+    """The first session's JVM dumps the classes it loaded as it exits; the next session's JVM starts from the
+    archive, once a JVM has started from it (tempfile's directory, where the archives live, moved by TMPDIR)."""
+    env = {"TMPDIR": str(tmp_path)}
+    first = run_job("local_session_start", env)
+    archives = tmp_path / "aporia-spark-class-data"
+    dumping = [option for option in first["java_options"] if option.startswith("-XX:ArchiveClassesAtExit=")]
+    assert first["count"] == 10 and dumping and "-Xlog:cds*=off" in first["java_options"]
+    (note,) = archives.glob("*.json")
+    writer = json.loads(note.read_text())["pid"]
+    deadline = time.monotonic() + 120
+    while Path(f"/proc/{writer}").exists():  # the JVM writes the dump after its task has ended
+        assert time.monotonic() < deadline, "the first session's JVM did not end"
+        time.sleep(0.5)
+    second = run_job("local_session_start", env)
+    (archive,) = archives.glob("*.jsa")
+    assert f"-XX:SharedArchiveFile={archive}" in second["java_options"] and second["count"] == 10
+    assert [path.name for path in archives.iterdir()] == [archive.name]  # the dump adopted, its note gone
