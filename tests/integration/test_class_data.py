@@ -14,7 +14,6 @@ import pytest
 from aporia_provider.extraction.class_data import QUIET, ClassData
 
 JAVA = shutil.which("java")
-pytestmark = pytest.mark.skipif(JAVA is None, reason="needs a java")
 
 
 @pytest.fixture
