@@ -39,7 +39,7 @@ CHECK_SECONDS = 60
 class ClassData:
     """The class-data archive of JVMs of this java and these Spark jars (and driver class path), in `directory`:
     `<key>.jsa`; a dump being written or waiting for its check, `<key>.<token>.dump`, noted in `<key>.<token>.json`
-    (the pid that writes it, the java and class path to check it with)."""
+    (the pid that writes it, the class path to check it with; the java is the key's)."""
 
     java: str
     key: str
@@ -87,13 +87,11 @@ class ClassData:
         return f"-XX:ArchiveClassesAtExit={note.with_suffix('.dump')} {QUIET}", note
 
     def started(self, spark: SparkSession, note: Path) -> None:
-        """Note which JVM writes the dump, and the java and class path its check starts a JVM with."""
+        """Note which JVM writes the dump, and the class path its check starts a JVM with."""
         jvm: Any = spark.sparkContext._jvm
-        system = jvm.java.lang.System
         facts = {
             "pid": int(jvm.java.lang.ProcessHandle.current().pid()),
-            "java": str(Path(system.getProperty("java.home")) / "bin" / "java"),
-            "class_path": str(system.getProperty("java.class.path")),
+            "class_path": str(jvm.java.lang.System.getProperty("java.class.path")),
         }
         try:
             _write(note, facts)
@@ -114,7 +112,8 @@ class ClassData:
             if _alive(facts["pid"]):
                 continue
             dump = note.with_suffix(".dump")
-            if "class_path" in facts and dump.exists() and not self.archive.exists() and _starts_from(dump, facts):
+            checkable = "class_path" in facts and dump.exists() and not self.archive.exists()
+            if checkable and _starts_from(self.java, dump, facts["class_path"]):
                 os.replace(dump, self.archive)
             dump.unlink(missing_ok=True)
             note.unlink(missing_ok=True)
@@ -137,10 +136,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _starts_from(dump: Path, facts: dict[str, str]) -> bool:
+def _starts_from(java: str, dump: Path, class_path: str) -> bool:
     """A JVM of the dump's java and class path starts from it, reading every page (a short file: SIGBUS)."""
-    check = [facts["java"], "-Xshare:on", f"-XX:SharedArchiveFile={dump}", "-XX:+VerifySharedSpaces"]
-    check += ["-Xlog:disable", "-XX:ErrorFile=/dev/null", "-XX:-CreateCoredumpOnCrash", "-cp", facts["class_path"]]
+    check = [java, "-Xshare:on", f"-XX:SharedArchiveFile={dump}", "-XX:+VerifySharedSpaces"]
+    check += ["-Xlog:disable", "-XX:ErrorFile=/dev/null", "-XX:-CreateCoredumpOnCrash", "-cp", class_path]
     try:
         return subprocess.run([*check, "-version"], capture_output=True, timeout=CHECK_SECONDS).returncode == 0
     except (OSError, subprocess.TimeoutExpired):

@@ -31,7 +31,7 @@ def dumped(class_data: ClassData, tmp_path: Path) -> Path:
     assert JAVA is not None
     jvm = subprocess.run([JAVA, *options.split(), "-cp", str(class_path), "-version"], capture_output=True)
     assert jvm.returncode == 0 and not jvm.stdout, jvm.stdout
-    note.write_text(json.dumps({"pid": 2**22 + 1, "java": JAVA, "class_path": str(class_path)}))  # an ended pid
+    note.write_text(json.dumps({"pid": 2**22 + 1, "class_path": str(class_path)}))  # an ended pid
     return note
 
 
